@@ -1,0 +1,35 @@
+# `make demo` and `make test` are the whole set-up on a fresh machine with Python 3.11:
+# each creates .venv with the project and its extras on first use, then runs.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-slow bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/bftledger demo
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest tests -m slow
+
+bench-quick: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m bench --quick
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,52 @@
+"""What a block's certificate signs, and how to check it with public keys only.
+
+The statements are byte-identical to the signable encodings of ``bft.wire.Commit``
+(pbft) and ``bft.wire.PxAccept`` (paxos); the ledger restates them so that it never
+imports the protocol package, and a unit test pins the two together.
+"""
+from __future__ import annotations
+
+import msgpack
+
+from crypto.signing import Verifier
+
+COMMIT_TAG, ACCEPT_TAG, VERSION = 12, 33, 1
+COMMIT_DOMAIN = b"bftledger/v1/commit"
+ACCEPT_DOMAIN = b"bftledger/v1/px-accept"
+
+
+def commit_statement(view: int, seq: int, digest: bytes, replica: int) -> bytes:
+    return msgpack.packb([COMMIT_TAG, VERSION, view, seq, digest, replica], use_bin_type=True)
+
+
+def accept_statement(ballot: int, slot: int, digest: bytes, replica: int) -> bytes:
+    return msgpack.packb([ACCEPT_TAG, VERSION, ballot, slot, digest, replica], use_bin_type=True)
+
+
+def certificate_error(mode: str, f: int, replica_keys: list[bytes], view: int, seq: int, digest: bytes,
+                      cert: list[tuple[int, bytes]], verifier: Verifier) -> str | None:
+    """Why ``cert`` does not certify (view, seq, digest), or None when it does.
+
+    pbft: 2f+1 valid COMMIT signatures from distinct replica ids. paxos: a valid ACCEPT
+    signature of the ballot's leader (ballot mod n). Duplicate or unknown ids never count.
+    """
+    n = len(replica_keys)
+    if mode == "pbft":
+        good: set[int] = set()
+        for replica, sig in cert:
+            if type(replica) is not int or not 0 <= replica < n or replica in good:
+                continue
+            if verifier.verify(replica_keys[replica], COMMIT_DOMAIN,
+                               commit_statement(view, seq, digest, replica), sig):
+                good.add(replica)
+        if len(good) < 2 * f + 1:
+            return f"commit certificate has {len(good)} valid distinct signatures, needs {2 * f + 1}"
+        return None
+    if mode == "paxos":
+        leader = view % n
+        for replica, sig in cert:
+            if replica == leader and verifier.verify(replica_keys[leader], ACCEPT_DOMAIN,
+                                                     accept_statement(view, seq, digest, leader), sig):
+                return None
+        return f"no valid signature of ballot {view}'s leader (replica {leader})"
+    return f"unknown mode {mode!r}"
