@@ -1,9 +1,11 @@
 """Blocks: one per committed batch (one per PBFT sequence number / Paxos slot).
 
 The block hash covers the header only; the header binds the transactions and results
-through RFC 9162 roots, and the previous block through its hash. The certificate sits
-outside the hash: it attests the header (pbft: 2f+1 COMMITs over (view, sequence,
-batch_root); paxos: the leader's ACCEPT signature over the same triple).
+through RFC 9162 roots, and the previous block through its hash. The certificate and
+the view it was gathered in sit outside the hash: PBFT may commit one batch at one
+sequence number in different views at different replicas (a NEW-VIEW re-proposes a
+prepared batch), and those replicas must still hold identical ledgers. The certificate
+attests (view, sequence, batch_root): pbft 2f+1 COMMITs, paxos the leader's ACCEPT.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ class BlockFormatError(ValueError):
 class Block:
     height: int                    # 1 for the first block
     sequence: int                  # pbft sequence number / paxos slot
-    view: int                      # pbft view / paxos ballot
+    view: int                      # pbft view / paxos ballot the certificate was gathered in (not hashed)
     prev_hash: bytes
     batch_root: bytes              # root over txs == the PRE-PREPARE / ACCEPT digest
     results_root: bytes
@@ -38,7 +40,7 @@ class Block:
     cert: list[tuple[int, bytes]] = field(default_factory=list)
 
     def header(self) -> list:
-        return [BLOCK_TAG, BLOCK_VERSION, self.height, self.sequence, self.view, self.prev_hash,
+        return [BLOCK_TAG, BLOCK_VERSION, self.height, self.sequence, self.prev_hash,
                 self.batch_root, self.results_root, self.tree_size, self.tree_root]
 
     def header_bytes(self) -> bytes:
@@ -48,7 +50,7 @@ class Block:
         return sha256(self.header_bytes())
 
     def encode(self) -> bytes:
-        return msgpack.packb([self.header(), self.txs, self.results, [list(c) for c in self.cert]],
+        return msgpack.packb([self.header(), self.view, self.txs, self.results, [list(c) for c in self.cert]],
                              use_bin_type=True)
 
     @classmethod
@@ -57,10 +59,12 @@ class Block:
             v = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
         except Exception as e:
             raise BlockFormatError(f"not msgpack ({type(e).__name__})") from None
-        if type(v) is not list or len(v) != 4:
-            raise BlockFormatError("a block is [header, txs, results, cert]")
-        header, txs, results, cert = v
-        h = parse_header(header)
+        if type(v) is not list or len(v) != 5:
+            raise BlockFormatError("a block is [header, view, txs, results, cert]")
+        header, view, txs, results, cert = v
+        height, seq, prev, broot, rroot, tsize, troot = parse_header(header)
+        if type(view) is not int or view < 0:
+            raise BlockFormatError("block view is not a non-negative integer")
         if type(txs) is not list or any(type(t) is not bytes for t in txs):
             raise BlockFormatError("transactions must be a list of bytes")
         if type(results) is not list or any(type(r) is not bytes for r in results):
@@ -69,7 +73,8 @@ class Block:
                 type(c) is not list or len(c) != 2 or type(c[0]) is not int or type(c[1]) is not bytes
                 for c in cert):
             raise BlockFormatError("certificate must be a list of [replica, signature]")
-        return cls(*h, txs=txs, results=results, cert=[(c[0], c[1]) for c in cert])
+        return cls(height, seq, view, prev, broot, rroot, tsize, troot, txs=txs, results=results,
+                   cert=[(c[0], c[1]) for c in cert])
 
     def check_roots(self) -> str | None:
         """Why the block's own roots disagree with its contents, or None."""
@@ -83,18 +88,18 @@ class Block:
 
 
 def parse_header(header: object) -> tuple:
-    if type(header) is not list or len(header) != 10 or header[0] != BLOCK_TAG:
+    if type(header) is not list or len(header) != 9 or header[0] != BLOCK_TAG:
         raise BlockFormatError("malformed block header")
     if header[1] != BLOCK_VERSION:
         raise BlockFormatError(f"unsupported block version {header[1]!r}")
-    _, _, height, seq, view, prev, broot, rroot, tsize, troot = header
-    for name, x in (("height", height), ("sequence", seq), ("view", view), ("tree size", tsize)):
+    _, _, height, seq, prev, broot, rroot, tsize, troot = header
+    for name, x in (("height", height), ("sequence", seq), ("tree size", tsize)):
         if type(x) is not int or x < 0:
             raise BlockFormatError(f"block {name} is not a non-negative integer")
     for name, x in (("previous hash", prev), ("batch root", broot), ("results root", rroot), ("tree root", troot)):
         if type(x) is not bytes or len(x) != 32:
             raise BlockFormatError(f"block {name} is not 32 bytes")
-    return height, seq, view, prev, broot, rroot, tsize, troot
+    return height, seq, prev, broot, rroot, tsize, troot
 
 
 def header_hash(header: list) -> bytes:

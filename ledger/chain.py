@@ -14,13 +14,44 @@ from ledger.block import GENESIS_HASH, Block
 from ledger.state import DUPLICATE, INVALID, KVStore, encode_result
 
 
+# A client may have this many requests in flight: timestamps more than WINDOW below
+# its highest executed one are refused as stale, those inside are remembered exactly.
+WINDOW = 4096
+
+
 @dataclass(slots=True)
 class ClientRecord:
-    """The last executed request of one client: exactly-once and the cached reply."""
+    """One executed request: exactly-once and the cached reply."""
     timestamp: int
     result: bytes
     height: int
     index: int
+
+
+class ClientState:
+    """Per client: the highest executed timestamp and the executed ones inside the window.
+
+    PBFT's single "last timestamp" forbids a client from having two requests in flight,
+    but one client object here carries many concurrent requests that the primary may
+    order either way; the window keeps exactly-once without that restriction.
+    """
+
+    __slots__ = ("max_ts", "recent")
+
+    def __init__(self) -> None:
+        self.max_ts = -1
+        self.recent: dict[int, ClientRecord] = {}
+
+    def is_stale(self, timestamp: int) -> bool:
+        return timestamp <= self.max_ts - WINDOW
+
+    def record(self, rec: ClientRecord) -> None:
+        self.recent[rec.timestamp] = rec
+        if rec.timestamp > self.max_ts:
+            self.max_ts = rec.timestamp
+            if len(self.recent) > 2 * WINDOW:
+                floor = self.max_ts - WINDOW
+                self.recent = {t: r for t, r in self.recent.items() if t > floor}
 
 
 class ReplayError(Exception):
@@ -35,7 +66,7 @@ class Chain:
         self.tree = MerkleTree()
         self.height = 0
         self.head = GENESIS_HASH
-        self.clients: dict[int, ClientRecord] = {}
+        self.clients: dict[int, ClientState] = {}
         self.last_view = 0
 
     def _run(self, txs: list[bytes], height: int) -> list[bytes]:
@@ -46,12 +77,14 @@ class Chain:
             if t is None:
                 results.append(encode_result(INVALID, b"malformed transaction"))
                 continue
-            rec = clients.get(t.client)
-            if rec is not None and rec.timestamp >= t.timestamp:
+            st = clients.get(t.client)
+            if st is None:
+                st = clients[t.client] = ClientState()
+            elif t.timestamp in st.recent or st.is_stale(t.timestamp):
                 results.append(encode_result(DUPLICATE))
                 continue
             res = self.kv.apply(t.op)
-            clients[t.client] = ClientRecord(t.timestamp, res, height, index)
+            st.record(ClientRecord(t.timestamp, res, height, index))
             results.append(res)
         return results
 
@@ -84,5 +117,12 @@ class Chain:
         self.head = block.hash()
         self.last_view = block.view
 
-    def cached_reply(self, client: int) -> ClientRecord | None:
-        return self.clients.get(client)
+    def executed(self, client: int, timestamp: int) -> ClientRecord | None:
+        """The cached reply of an executed request, or None."""
+        st = self.clients.get(client)
+        return None if st is None else st.recent.get(timestamp)
+
+    def is_stale(self, client: int, timestamp: int) -> bool:
+        """True for a request too old to execute (below the client's window)."""
+        st = self.clients.get(client)
+        return st is not None and st.is_stale(timestamp)

@@ -12,6 +12,11 @@ import msgpack
 REQUEST_TAG = 1
 VERSION = 1
 REQUEST_DOMAIN = b"bftledger/v1/request"
+# the same limits bft.wire applies to a REQUEST (pinned together by tests/unit/test_chain.py)
+MAX_CLIENT = (1 << 32) - 1
+MAX_TIMESTAMP = (1 << 64) - 1
+MAX_OP = 64 * 1024
+SIGNATURE_SIZE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +36,11 @@ def parse(tx: bytes) -> Tx | None:
         v = msgpack.unpackb(tx, raw=False, use_list=True, strict_map_key=True)
     except Exception:
         return None
-    if (type(v) is not list or len(v) != 6 or v[0] != REQUEST_TAG or v[1] != VERSION
-            or type(v[2]) is not int or type(v[3]) is not int or v[2] < 0 or v[3] < 0
-            or type(v[4]) is not bytes or type(v[5]) is not bytes):
+    if (type(v) is not list or len(v) != 6 or type(v[0]) is not int or type(v[1]) is not int
+            or v[0] != REQUEST_TAG or v[1] != VERSION
+            or type(v[2]) is not int or type(v[3]) is not int
+            or not 0 <= v[2] <= MAX_CLIENT or not 0 <= v[3] <= MAX_TIMESTAMP
+            or type(v[4]) is not bytes or len(v[4]) > MAX_OP
+            or type(v[5]) is not bytes or len(v[5]) != SIGNATURE_SIZE):
         return None
     return Tx(v[2], v[3], v[4], v[5])

@@ -1,0 +1,741 @@
+"""The PBFT replica as a sans-I/O state machine (Castro & Liskov, signature variant).
+
+``step`` takes one decoded message from an authenticated sender, ``tick`` tells it the
+time, ``ready`` hands back the actions to carry out (see ``bft.outputs``). Nothing in
+here touches a socket, a clock, a file or global randomness, so the simulator and the
+trio runtime drive the very same code.
+
+Terms follow the paper: view, sequence number, pre-prepared, prepared,
+committed-local, stable checkpoint, low/high watermarks h and H = h + L.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import msgpack
+
+from bft import quorum
+from bft.outputs import (Action, AppendBlock, Broadcast, CompactVotes, Persist, Send, ServeBlocks,
+                         ToClient)
+from bft.pbft.certs import (Keys, batch_error, checkpoint_proof_error, new_view_error, plan_new_view,
+                            primary, view_change_error)
+from bft.pbft.config import PbftConfig
+from bft.wire import (Checkpoint, Commit, DecodeError, Message, NewView, PrePrepare, Prepare,
+                      PreparedCert, Reply, Request, StateRequest, StateResponse, ViewChange, decode)
+from crypto.merkle import root_of
+from crypto.signing import Signer
+from ledger.block import Block, BlockFormatError
+from ledger.certificate import certificate_error
+from ledger.chain import Chain
+from ledger.state import DUPLICATE
+
+log = logging.getLogger("bft.pbft")
+
+
+@dataclass(slots=True)
+class Slot:
+    """Everything this replica knows about one (view, sequence number)."""
+    pre_prepare: PrePrepare | None = None
+    requests: list[Request] = field(default_factory=list)
+    prepares: dict[int, Prepare] = field(default_factory=dict)
+    commits: dict[int, Commit] = field(default_factory=dict)
+    prepared: bool = False
+    committed: bool = False
+    my_prepare: Prepare | None = None
+    my_commit: Commit | None = None
+
+
+@dataclass(slots=True)
+class Transfer:
+    target: int
+    peers: list[int]
+    turn: int
+    deadline: float
+
+
+class PbftCore:
+    mode = "pbft"
+
+    def __init__(self, cfg: PbftConfig, replica_id: int, signer: Signer, keys: Keys, chain: Chain,
+                 vote_records: list[bytes] = (), now: float = 0.0) -> None:
+        self.cfg = cfg
+        self.id = replica_id
+        self.signer = signer
+        self.keys = keys
+        self.chain = chain
+        self.now = now
+        self.f = cfg.f
+        self.n = cfg.n
+        self.dropped: Counter[str] = Counter()
+        self._out: list[Action] = []
+
+        self.view = 0
+        self.in_view_change = False
+        self.h = 0                                   # low watermark = stable checkpoint
+        self.stable_proof: list[Checkpoint] = []
+        self.next_seq = 1
+        self.log: dict[int, Slot] = {}               # seq -> slot, current view only
+        self.votes: dict[tuple[int, int], bytes] = {}  # (view, seq) -> digest I pre-prepared/prepared
+        self.prepared_certs: dict[int, PreparedCert] = {}
+        self.committed: dict[int, tuple[int, bytes, list[bytes], list[tuple[int, bytes]], list[Request]]] = {}
+        self.checkpoint_votes: dict[int, dict[int, Checkpoint]] = {}
+        self.my_checkpoint: Checkpoint | None = None
+
+        self.pending: dict[tuple[int, int], tuple[bytes, float]] = {}  # not yet executed: (request, arrival)
+        self.queue: deque[tuple[int, int]] = deque()       # primary: pending keys not yet proposed
+        self.in_batch: set[tuple[int, int]] = set()        # keys inside accepted PRE-PREPAREs
+
+        self.view_changes: dict[int, dict[int, ViewChange]] = {}
+        self.my_view_change: ViewChange | None = None
+        self.new_view_msg: NewView | None = None
+        self.vc_attempts = 0
+        self.vc_deadline: float | None = None        # while in a view change: when to try the next view
+        self.view_started = now
+        self.lag: tuple[int, list[int], float] | None = None   # (checkpoint seq above us, its signers, since)
+        self.next_retransmit = now + cfg.retransmit_interval
+        self.helped: dict[int, float] = {}
+        self.transfer: Transfer | None = None
+        self.stats = Counter()
+
+        self._recover(list(vote_records))
+
+    # ------------------------------------------------------------------ driver interface
+    def step(self, sender: int, msg: Message, from_client: bool = False) -> None:
+        """One message from an authenticated peer: a replica id, or a client id if from_client."""
+        t = type(msg)
+        if from_client:
+            if t is Request:
+                self._on_request(sender, msg)
+            else:
+                self._drop("unexpected message from a client")
+            return
+        if not 0 <= sender < self.n or sender == self.id:
+            self._drop("message from a non-member")
+            return
+        handler = self._handlers.get(t)
+        if handler is None:
+            self._drop(f"unexpected {msg.NAME} from a replica")
+            return
+        handler(self, sender, msg)
+
+    def tick(self, now: float) -> None:
+        self.now = now
+        if self.in_view_change:
+            if self.vc_deadline is not None and now >= self.vc_deadline:
+                self._start_view_change(self.view + 1)
+        elif self.pending:
+            # the oldest unexecuted request (dicts keep arrival order) decides: a primary
+            # that censors one client is suspected even while others make progress
+            _raw, arrival = next(iter(self.pending.values()))
+            if now >= max(arrival, self.view_started) + self._timeout():
+                self._start_view_change(self.view + 1)
+        if self.transfer is not None and now >= self.transfer.deadline:
+            self.transfer.turn += 1
+            self._request_blocks()
+        elif self.transfer is None and self.lag is not None:
+            seq, peers, since = self.lag
+            if self.chain.height >= seq:
+                self.lag = None
+            elif now >= since + self.cfg.transfer_timeout:
+                self.lag = None
+                self._start_transfer(seq, peers)
+        if now >= self.next_retransmit:
+            self.next_retransmit = now + self.cfg.retransmit_interval
+            self._retransmit()
+
+    def ready(self) -> list[Action]:
+        if self.is_primary and not self.in_view_change:
+            self._propose()
+        out, self._out = self._out, []
+        return out
+
+    @property
+    def is_primary(self) -> bool:
+        return primary(self.view, self.n) == self.id
+
+    @property
+    def leader(self) -> int:
+        return primary(self.view, self.n)
+
+    def status(self) -> dict:
+        return {"mode": "pbft", "view": self.view, "leader": self.leader, "in_view_change": self.in_view_change,
+                "executed": self.chain.height, "stable_checkpoint": self.h, "height": self.chain.height,
+                "head": self.chain.head.hex(), "pending": len(self.pending), "dropped": dict(self.dropped)}
+
+    # ------------------------------------------------------------------ helpers
+    def _drop(self, why: str) -> None:
+        if why not in self.dropped:
+            log.info("replica %d drops: %s (first of its kind)", self.id, why)
+        self.dropped[why] += 1
+
+    def _sign(self, msg: Message) -> Message:
+        return msg.signed(self.signer)
+
+    def _persist(self, kind: str, payload) -> None:
+        self._out.append(Persist(msgpack.packb([kind, payload], use_bin_type=True)))
+
+    def _in_window(self, seq: int) -> bool:
+        return self.h < seq <= self.h + self.cfg.log_size
+
+    def _slot(self, seq: int) -> Slot:
+        s = self.log.get(seq)
+        if s is None:
+            s = self.log[seq] = Slot()
+        return s
+
+    def _timeout(self) -> float:
+        return self.cfg.request_timeout * (2 ** min(self.vc_attempts, 6))
+
+    # ------------------------------------------------------------------ requests
+    def _on_request(self, client: int, req: Request) -> None:
+        if req.client != client or client >= len(self.keys.clients):
+            self._drop("request for another or an unknown client")
+            return
+        rec = self.chain.executed(client, req.timestamp)
+        if rec is not None:
+            self._out.append(ToClient(client, Reply(self.view, client, rec.timestamp, self.id, rec.height,
+                                                    rec.index, rec.result)))
+            return
+        key = (client, req.timestamp)
+        if key in self.pending or self.chain.is_stale(client, req.timestamp):
+            return
+        if len(self.pending) >= self.cfg.max_pending:
+            self._drop("pending requests full")
+            return
+        if not req.verify(self.keys.verifier, self.keys.clients[client]):
+            self._drop("request with a bad client signature")
+            return
+        self.pending[key] = (req.encode(), self.now)
+        if self.is_primary and not self.in_view_change:
+            self.queue.append(key)
+
+    def _propose(self) -> None:
+        cfg = self.cfg
+        while self.queue and self.next_seq <= self.h + cfg.log_size:
+            in_flight = self.next_seq - 1 - self.chain.height
+            if len(self.queue) < cfg.batch_size and in_flight >= cfg.pipeline:
+                return
+            batch: list[bytes] = []
+            while self.queue and len(batch) < cfg.batch_size:
+                key = self.queue.popleft()
+                entry = self.pending.get(key)
+                if entry is None or key in self.in_batch:
+                    continue
+                batch.append(entry[0])
+            if not batch:
+                return
+            seq = self.next_seq
+            self.next_seq += 1
+            pp = self._sign(PrePrepare(self.view, seq, root_of(batch), batch, self.id))
+            self._accept_pre_prepare(pp, [decode(r) for r in batch])
+            self._out.append(Broadcast(pp))
+
+    # ------------------------------------------------------------------ normal case
+    def _normal_case_ok(self, sender: int, msg, view: int, seq: int) -> bool:
+        if msg.replica != sender:
+            self._drop("sender field differs from the authenticated sender")
+            return False
+        if view != self.view or self.in_view_change:
+            if view < self.view:
+                self._help_behind(sender)
+            self._drop("message from another view")
+            return False
+        if not self._in_window(seq):
+            self._drop("sequence number outside the watermarks")
+            return False
+        return True
+
+    def _on_pre_prepare(self, sender: int, pp: PrePrepare) -> None:
+        if not self._normal_case_ok(sender, pp, pp.view, pp.seq):
+            return
+        if sender != self.leader:
+            self._drop("PRE-PREPARE not from the primary")
+            return
+        slot = self.log.get(pp.seq)
+        if slot is not None and slot.pre_prepare is not None:
+            if slot.pre_prepare.digest != pp.digest:
+                self._drop("conflicting PRE-PREPARE for an accepted (view, sequence)")
+            return
+        voted = self.votes.get((pp.view, pp.seq))
+        if voted is not None and voted != pp.digest:
+            self._drop("PRE-PREPARE contradicting my own earlier vote")
+            return
+        if not self.keys.replica_signed(pp, sender):
+            self._drop("PRE-PREPARE with a bad signature")
+            return
+        why, reqs = batch_error(self.keys, pp)
+        if why:
+            self._drop("PRE-PREPARE: " + why)
+            return
+        self._accept_pre_prepare(pp, reqs)
+
+    def _accept_pre_prepare(self, pp: PrePrepare, reqs: list[Request]) -> None:
+        """Record an accepted PRE-PREPARE (own or the primary's); a backup also PREPAREs."""
+        slot = self._slot(pp.seq)
+        slot.pre_prepare = pp
+        slot.requests = reqs
+        self.votes[(pp.view, pp.seq)] = pp.digest
+        for r in reqs:
+            self.in_batch.add((r.client, r.timestamp))
+        self._persist("pp", pp.encode())
+        if pp.replica != self.id:
+            p = self._sign(Prepare(pp.view, pp.seq, pp.digest, self.id))
+            slot.my_prepare = p
+            slot.prepares[self.id] = p
+            self._out.append(Broadcast(p))
+        self._check_prepared(pp.seq, slot)
+
+    def _on_prepare(self, sender: int, p: Prepare) -> None:
+        if not self._normal_case_ok(sender, p, p.view, p.seq):
+            return
+        if sender == self.leader:
+            self._drop("PREPARE from the primary")
+            return
+        slot = self._slot(p.seq)
+        old = slot.prepares.get(sender)
+        if old is not None:
+            if old.digest != p.digest:
+                self._drop("second PREPARE from one replica for one (view, sequence)")
+            else:
+                self._help_duplicate(sender, p.seq)
+            return
+        if not self.keys.replica_signed(p, sender):
+            self._drop("PREPARE with a bad signature")
+            return
+        slot.prepares[sender] = p
+        self._check_prepared(p.seq, slot)
+
+    def _check_prepared(self, seq: int, slot: Slot) -> None:
+        pp = slot.pre_prepare
+        if pp is None or slot.prepared:
+            return
+        lead = self.leader
+        matching = [p for r, p in slot.prepares.items() if r != lead and p.digest == pp.digest]
+        if len(matching) < quorum.prepare_quorum(self.f):
+            return
+        slot.prepared = True
+        cert = PreparedCert(pp, sorted(matching, key=lambda p: p.replica)[: quorum.prepare_quorum(self.f)])
+        self.prepared_certs[seq] = cert
+        self._persist("pc", cert.encode())
+        c = self._sign(Commit(pp.view, seq, pp.digest, self.id))
+        slot.my_commit = c
+        slot.commits[self.id] = c
+        self._out.append(Broadcast(c))
+        self._check_committed(seq, slot)
+
+    def _on_commit(self, sender: int, c: Commit) -> None:
+        if not self._normal_case_ok(sender, c, c.view, c.seq):
+            return
+        slot = self._slot(c.seq)
+        old = slot.commits.get(sender)
+        if old is not None:
+            if old.digest != c.digest:
+                self._drop("second COMMIT from one replica for one (view, sequence)")
+            else:
+                self._help_duplicate(sender, c.seq)
+            return
+        if not self.keys.replica_signed(c, sender):
+            self._drop("COMMIT with a bad signature")
+            return
+        slot.commits[sender] = c
+        self._check_committed(c.seq, slot)
+
+    def _check_committed(self, seq: int, slot: Slot) -> None:
+        if not slot.prepared or slot.committed:
+            return
+        pp = slot.pre_prepare
+        matching = sorted((r, c.sig) for r, c in slot.commits.items() if c.digest == pp.digest)
+        if len(matching) < quorum.commit_quorum(self.f):
+            return
+        slot.committed = True
+        if seq > self.chain.height:
+            self.committed[seq] = (pp.view, pp.digest, pp.batch,
+                                   matching[: quorum.commit_quorum(self.f)], slot.requests)
+            self._execute()
+
+    # ------------------------------------------------------------------ execution
+    def _execute(self) -> None:
+        progressed = False
+        while self.chain.height + 1 in self.committed:
+            seq = self.chain.height + 1
+            view, _digest, batch, cert, reqs = self.committed.pop(seq)
+            block = self.chain.execute(seq, view, batch, cert)
+            self._out.append(AppendBlock(block))
+            self._after_execute(block, reqs)
+            progressed = True
+        if progressed:
+            self.vc_attempts = 0
+
+    def _after_execute(self, block: Block, reqs: list[Request]) -> None:
+        chain = self.chain
+        for index, r in enumerate(reqs):
+            key = (r.client, r.timestamp)
+            self.pending.pop(key, None)
+            self.in_batch.discard(key)
+            result = block.results[index]
+            if result[:2] == _DUPLICATE_PREFIX:
+                rec = chain.executed(r.client, r.timestamp)
+                if rec is None:
+                    continue
+                reply = Reply(self.view, r.client, r.timestamp, self.id, rec.height, rec.index, rec.result)
+            else:
+                reply = Reply(self.view, r.client, r.timestamp, self.id, block.height, index, result)
+            self._out.append(ToClient(r.client, reply))
+        if block.sequence % self.cfg.checkpoint_interval == 0:
+            cp = self._sign(Checkpoint(block.sequence, chain.head, chain.tree.size, chain.tree.root(), self.id))
+            self.my_checkpoint = cp
+            self._out.append(Broadcast(cp))
+            self._record_checkpoint(cp)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _on_checkpoint(self, sender: int, cp: Checkpoint) -> None:
+        if cp.replica != sender:
+            self._drop("sender field differs from the authenticated sender")
+            return
+        if cp.seq <= self.h or cp.seq % self.cfg.checkpoint_interval:
+            self._drop("stale or misaligned CHECKPOINT")
+            return
+        votes = self.checkpoint_votes.get(cp.seq)
+        if votes is not None and sender in votes:
+            return
+        if not self.keys.replica_signed(cp, sender):
+            self._drop("CHECKPOINT with a bad signature")
+            return
+        self._record_checkpoint(cp)
+
+    def _record_checkpoint(self, cp: Checkpoint) -> None:
+        votes = self.checkpoint_votes.setdefault(cp.seq, {})
+        votes[cp.replica] = cp
+        # a replica keeps at most a few unstable checkpoint votes per peer (bounded memory)
+        mine = sorted(s for s, v in self.checkpoint_votes.items() if cp.replica in v)
+        for s in mine[:-4]:
+            del self.checkpoint_votes[s][cp.replica]
+        state = (cp.head, cp.tree_size, cp.tree_root)
+        agreeing = [c for c in votes.values() if (c.head, c.tree_size, c.tree_root) == state]
+        if len(agreeing) >= quorum.checkpoint_quorum(self.f) and (
+                self.chain.height >= cp.seq or self.transfer is None):
+            self._make_stable(cp.seq, sorted(agreeing, key=lambda c: c.replica))
+        elif len(agreeing) >= quorum.join_quorum(self.f) and cp.seq > self.chain.height and self.transfer is None:
+            # f+1 agree, so one honest replica is there: fetch unless we get there ourselves soon
+            peers = sorted(c.replica for c in agreeing if c.replica != self.id)
+            if cp.seq > self.h + self.cfg.log_size:
+                self._start_transfer(cp.seq, peers)
+            elif self.lag is None or self.lag[0] < cp.seq:
+                self.lag = (cp.seq, peers, self.now)
+
+    def _make_stable(self, seq: int, proof: list[Checkpoint]) -> None:
+        if seq <= self.h:
+            return
+        self.h = seq
+        self.stable_proof = proof
+        for s in [s for s in self.log if s <= seq]:
+            del self.log[s]
+        for s in [s for s in self.prepared_certs if s <= seq]:
+            del self.prepared_certs[s]
+        for s in [s for s in self.checkpoint_votes if s <= seq]:
+            del self.checkpoint_votes[s]
+        for s in [s for s in self.committed if s <= seq]:
+            del self.committed[s]
+        self.votes = {k: d for k, d in self.votes.items() if k[1] > seq}
+        if self.next_seq <= seq:
+            self.next_seq = seq + 1
+        if self.chain.height < seq and self.transfer is None:
+            self._start_transfer(seq, [c.replica for c in proof if c.replica != self.id])
+        self._out.append(CompactVotes(self._vote_snapshot()))
+
+    # ------------------------------------------------------------------ state transfer
+    def _start_transfer(self, target: int, peers: list[int]) -> None:
+        if not peers:
+            return
+        self.transfer = Transfer(target, peers, 0, 0.0)
+        self._request_blocks()
+
+    def _request_blocks(self) -> None:
+        t = self.transfer
+        peer = t.peers[t.turn % len(t.peers)]
+        t.deadline = self.now + self.cfg.transfer_timeout
+        frm = self.chain.height + 1
+        to = min(t.target, frm + self.cfg.transfer_chunk - 1)
+        self._out.append(Send(peer, StateRequest(frm, to, self.id)))
+
+    def _on_state_request(self, sender: int, m: StateRequest) -> None:
+        if m.replica != sender:
+            self._drop("sender field differs from the authenticated sender")
+            return
+        to = min(m.to_height, self.chain.height, m.from_height + self.cfg.transfer_chunk - 1)
+        if m.from_height < 1 or m.from_height > to:
+            return
+        self._out.append(ServeBlocks(sender, m.from_height, to))
+
+    def _on_state_response(self, sender: int, m: StateResponse) -> None:
+        t = self.transfer
+        if t is None or m.replica != sender or sender != t.peers[t.turn % len(t.peers)]:
+            self._drop("unsolicited state-transfer response")
+            return
+        for raw in m.blocks:
+            try:
+                b = Block.decode(raw)
+            except BlockFormatError:
+                self._bad_transfer_peer("malformed block")
+                return
+            if b.height != self.chain.height + 1:
+                continue
+            why = None
+            if b.sequence != b.height:
+                why = "block sequence differs from its height"
+            elif root_of(b.txs) != b.batch_root:
+                why = "block transactions differ from its batch root"
+            else:
+                why = certificate_error("pbft", self.f, self.keys.replicas, b.view, b.sequence, b.batch_root,
+                                        b.cert, self.keys.verifier)
+            if why:
+                self._bad_transfer_peer(why)
+                return
+            block = self.chain.execute(b.sequence, b.view, b.txs, b.cert)
+            self._out.append(AppendBlock(block))
+            if block.hash() != b.hash():
+                self._drop("state-transfer peer sent a wrong header for a certified batch")
+            reqs = []
+            for raw_req in block.txs:
+                try:
+                    reqs.append(decode(raw_req))
+                except DecodeError:
+                    pass
+            self._after_execute(block, [r for r in reqs if type(r) is Request])
+        if self.chain.height >= t.target:
+            self.transfer = None
+            if self.h < self.chain.height:
+                votes = self.checkpoint_votes.get(self.chain.height, {})
+                agreeing = [c for c in votes.values() if c.head == self.chain.head]
+                if len(agreeing) >= quorum.checkpoint_quorum(self.f):
+                    self._make_stable(self.chain.height, sorted(agreeing, key=lambda c: c.replica))
+            for s in [s for s in self.committed if s <= self.chain.height]:
+                del self.committed[s]
+            self._execute()
+        else:
+            self._request_blocks()
+
+    def _bad_transfer_peer(self, why: str) -> None:
+        self._drop("state transfer: " + why)
+        self.transfer.turn += 1
+        self._request_blocks()
+
+    # ------------------------------------------------------------------ retransmission
+    def _help_duplicate(self, sender: int, seq: int) -> None:
+        """A peer re-sent a vote: it may be missing ours. Answer once per interval."""
+        if self.helped.get(sender, -1.0) + self.cfg.retransmit_interval > self.now:
+            return
+        self.helped[sender] = self.now
+        slot = self.log.get(seq)
+        if slot is None:
+            return
+        if slot.pre_prepare is not None and self.is_primary:
+            self._out.append(Send(sender, slot.pre_prepare))
+        if slot.my_prepare is not None:
+            self._out.append(Send(sender, slot.my_prepare))
+        if slot.my_commit is not None:
+            self._out.append(Send(sender, slot.my_commit))
+
+    def _help_behind(self, sender: int) -> None:
+        """A peer still in an older view: the primary re-sends its NEW-VIEW."""
+        if self.new_view_msg is None or not self.is_primary or self.in_view_change:
+            return
+        if self.helped.get(-1 - sender, -1.0) + self.cfg.retransmit_interval > self.now:
+            return
+        self.helped[-1 - sender] = self.now
+        self._out.append(Send(sender, self.new_view_msg))
+
+    def _retransmit(self) -> None:
+        if self.in_view_change:
+            if self.my_view_change is not None:
+                self._out.append(Broadcast(self.my_view_change))
+            return
+        sent = 0
+        for seq in sorted(self.log):
+            if seq <= self.chain.height or sent >= 8:
+                continue
+            slot = self.log[seq]
+            if slot.committed:
+                continue
+            if self.is_primary and slot.pre_prepare is not None:
+                self._out.append(Broadcast(slot.pre_prepare))
+            if slot.my_prepare is not None:
+                self._out.append(Broadcast(slot.my_prepare))
+            if slot.my_commit is not None:
+                self._out.append(Broadcast(slot.my_commit))
+            sent += 1
+        if self.my_checkpoint is not None and self.my_checkpoint.seq > self.h:
+            self._out.append(Broadcast(self.my_checkpoint))
+
+    # ------------------------------------------------------------------ view change
+    def _start_view_change(self, new_view: int) -> None:
+        if new_view <= self.view and self.in_view_change:
+            return
+        if new_view < self.view:
+            return
+        self.view = new_view
+        self.in_view_change = True
+        self.vc_attempts += 1
+        self.vc_deadline = self.now + self._timeout()
+        self.log.clear()
+        self.in_batch.clear()
+        self.queue.clear()
+        self.new_view_msg = None
+        self._persist("view", [new_view, True])
+        vc = self._sign(ViewChange(new_view, self.h, list(self.stable_proof),
+                                   [self.prepared_certs[s] for s in sorted(self.prepared_certs) if s > self.h],
+                                   self.id))
+        self.my_view_change = vc
+        self.view_changes.setdefault(new_view, {})[self.id] = vc
+        self._out.append(Broadcast(vc))
+        log.info("replica %d starts a view change to view %d", self.id, new_view)
+        self._maybe_new_view(new_view)
+
+    def _on_view_change(self, sender: int, vc: ViewChange) -> None:
+        if vc.replica != sender:
+            self._drop("sender field differs from the authenticated sender")
+            return
+        if vc.new_view < self.view or (vc.new_view == self.view and not self.in_view_change):
+            if self.new_view_msg is not None and self.is_primary and not self.in_view_change:
+                self._help_behind(sender)
+            return
+        known = self.view_changes.get(vc.new_view, {}).get(sender)
+        if known is not None:
+            return
+        why = view_change_error(self.keys, self.f, vc, self.cfg.log_size)
+        if why:
+            self._drop("VIEW-CHANGE: " + why)
+            return
+        # keep only each replica's highest VIEW-CHANGE
+        for v in list(self.view_changes):
+            if sender in self.view_changes[v] and v < vc.new_view:
+                del self.view_changes[v][sender]
+        self.view_changes.setdefault(vc.new_view, {})[sender] = vc
+        higher = {r: v for v, vcs in self.view_changes.items() if v > self.view for r in vcs}
+        if len(higher) >= quorum.join_quorum(self.f):
+            self._start_view_change(min(higher.values()))
+        self._maybe_new_view(vc.new_view)
+
+    def _maybe_new_view(self, v: int) -> None:
+        if v != self.view or not self.in_view_change or primary(v, self.n) != self.id:
+            return
+        vcs = self.view_changes.get(v, {})
+        if len(vcs) < quorum.view_change_quorum(self.f):
+            return
+        chosen = [vcs[r] for r in sorted(vcs)][: quorum.view_change_quorum(self.f)]
+        if self.id in vcs and vcs[self.id] not in chosen:
+            chosen[-1] = vcs[self.id]
+        plan = plan_new_view(chosen)
+        o = [self._sign(PrePrepare(v, s, d, batch, self.id)) for s, d, batch in plan.entries]
+        nv = self._sign(NewView(v, chosen, o, self.id))
+        self._out.append(Broadcast(nv))
+        log.info("replica %d is primary of view %d (O covers %d..%d)", self.id, v, plan.min_s + 1, plan.max_s)
+        self._enter_view(nv, plan)
+
+    def _on_new_view(self, sender: int, nv: NewView) -> None:
+        if nv.replica != sender:
+            self._drop("sender field differs from the authenticated sender")
+            return
+        if nv.view < self.view or (nv.view == self.view and not self.in_view_change):
+            return
+        why, plan = new_view_error(self.keys, self.f, nv, self.cfg.log_size)
+        if why:
+            self._drop(why)
+            return
+        self._enter_view(nv, plan)
+
+    def _enter_view(self, nv: NewView, plan) -> None:
+        v = nv.view
+        if v > self.view or self.in_view_change:
+            self._persist("view", [v, False])
+        self.view = v
+        self.in_view_change = False
+        self.new_view_msg = nv
+        self.my_view_change = None
+        self.log.clear()
+        self.in_batch.clear()
+        self.queue.clear()
+        for old in [x for x in self.view_changes if x <= v]:
+            del self.view_changes[old]
+        if plan.min_s > self.h and not checkpoint_proof_error(self.keys, self.f, plan.min_s, plan.stable_proof):
+            self._make_stable(plan.min_s, plan.stable_proof)
+        self.next_seq = max(plan.max_s, self.h, self.chain.height) + 1
+        for pp in nv.pre_prepares:
+            if pp.seq <= self.h:
+                continue
+            reqs = [r for r in (decode(raw) for raw in pp.batch) if type(r) is Request]
+            self._accept_pre_prepare(pp, reqs)
+        self.vc_deadline = None
+        self.view_started = self.now
+        if self.is_primary:
+            self.queue.extend(k for k in self.pending if k not in self.in_batch)
+        log.info("replica %d enters view %d", self.id, v)
+
+    # ------------------------------------------------------------------ recovery
+    def _vote_snapshot(self) -> list[bytes]:
+        recs = [msgpack.packb(["view", [self.view, self.in_view_change]], use_bin_type=True)]
+        if self.stable_proof:
+            recs.append(msgpack.packb(["stable", [c.encode() for c in self.stable_proof]], use_bin_type=True))
+        for s in sorted(self.log):
+            pp = self.log[s].pre_prepare
+            if pp is not None:
+                recs.append(msgpack.packb(["pp", pp.encode()], use_bin_type=True))
+        for s in sorted(self.prepared_certs):
+            recs.append(msgpack.packb(["pc", self.prepared_certs[s].encode()], use_bin_type=True))
+        return recs
+
+    def _recover(self, records: list[bytes]) -> None:
+        """Rebuild votes from the vote log so a restarted replica never signs a conflicting vote."""
+        pps: list[PrePrepare] = []
+        for raw in records:
+            try:
+                kind, payload = msgpack.unpackb(raw, raw=False)
+                if kind == "view":
+                    self.view, self.in_view_change = payload[0], bool(payload[1])
+                elif kind == "stable":
+                    proof = [decode(b) for b in payload]
+                    self.h, self.stable_proof = proof[0].seq, proof
+                elif kind == "pp":
+                    pps.append(decode(payload))
+                elif kind == "pc":
+                    cert = decode(payload)
+                    self.prepared_certs[cert.pre_prepare.seq] = cert
+                    pps.append(cert.pre_prepare)
+            except (ValueError, TypeError, IndexError, DecodeError):
+                raise ValueError("vote log record is malformed") from None
+        for pp in pps:
+            self.votes[(pp.view, pp.seq)] = pp.digest
+            self.view = max(self.view, pp.view)
+        self.prepared_certs = {s: c for s, c in self.prepared_certs.items() if s > self.h}
+        self.next_seq = max([self.h, self.chain.height] + [s for (v, s) in self.votes if v == self.view]) + 1
+        for pp in pps:
+            if pp.view == self.view and pp.seq > max(self.h, self.chain.height) and not self.in_view_change:
+                slot = self._slot(pp.seq)
+                if slot.pre_prepare is None:
+                    slot.pre_prepare = pp
+                    slot.requests = [r for r in (decode(x) for x in pp.batch) if type(r) is Request]
+                    if pp.replica != self.id:
+                        slot.my_prepare = self._sign(Prepare(pp.view, pp.seq, pp.digest, self.id))
+                        slot.prepares[self.id] = slot.my_prepare
+        if self.in_view_change:
+            self.my_view_change = self._sign(ViewChange(
+                self.view, self.h, list(self.stable_proof),
+                [self.prepared_certs[s] for s in sorted(self.prepared_certs)], self.id))
+            self.view_changes.setdefault(self.view, {})[self.id] = self.my_view_change
+            self.vc_deadline = self.now + self._timeout()
+
+    _handlers = {
+        PrePrepare: _on_pre_prepare,
+        Prepare: _on_prepare,
+        Commit: _on_commit,
+        Checkpoint: _on_checkpoint,
+        ViewChange: _on_view_change,
+        NewView: _on_new_view,
+        StateRequest: _on_state_request,
+        StateResponse: _on_state_response,
+    }
+
+
+_DUPLICATE_PREFIX = msgpack.packb([DUPLICATE, None])[:2]

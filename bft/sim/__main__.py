@@ -1,0 +1,28 @@
+"""Replay one seeded simulator run: ``python -m bft.sim --mode pbft --n 4 --seed 17``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bft.sim", description=__doc__)
+    p.add_argument("--mode", choices=["pbft", "paxos"], default="pbft")
+    p.add_argument("--n", type=int, default=4, help="replicas (pbft: 3f+1, paxos: 2f+1)")
+    p.add_argument("--seed", type=int, required=True, help="the seed a failing test printed")
+    p.add_argument("--no-faults", action="store_true", help="a clean network (no loss, partition or crash)")
+    p.add_argument("--trace", action="store_true", help="print every delivered message")
+    a = p.parse_args(argv)
+    if a.mode == "pbft":
+        from bft.sim.scenario import run_pbft
+        res = run_pbft(a.seed, a.n, faults=not a.no_faults, trace=a.trace)
+    else:
+        from bft.sim.paxos_scenario import run_paxos
+        res = run_paxos(a.seed, a.n, faults=not a.no_faults, trace=a.trace)
+    print(res.describe())
+    print(f"  {res.events} deliveries, {res.blocks} blocks, messages sent: {res.sent}")
+    return 0 if res.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

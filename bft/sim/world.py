@@ -1,0 +1,238 @@
+"""A deterministic discrete-event simulator that drives the real protocol cores.
+
+Virtual time, one ``random.Random(seed)`` for everything, a network model with delay,
+loss, duplication, reordering and partitions, replicas that crash and restart from
+what they persisted, clients that retransmit, and an invariant checker that looks at
+every block an honest replica appends and every answer a client accepts. The same seed
+replays the same run event for event.
+"""
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+from bft.outputs import AppendBlock, Broadcast, CompactVotes, Persist, Send, ServeBlocks, ToClient
+from bft.sim.invariants import Checker
+from bft.wire import Message, Redirect, Reply, Request, StateResponse
+from crypto.signing import Signer
+from ledger.chain import Chain
+from ledger.state import op_put
+
+
+@dataclass
+class NetworkModel:
+    delay_min: float = 0.0005
+    delay_max: float = 0.003
+    drop: float = 0.0
+    duplicate: float = 0.0
+    # partition: list of groups; a message crosses only within a group (None = fully connected)
+    groups: list[set[int]] | None = None
+
+    def connected(self, a: int, b: int) -> bool:
+        if self.groups is None:
+            return True
+        return any(a in g and b in g for g in self.groups)
+
+
+@dataclass
+class ReplicaNode:
+    id: int
+    core: object
+    blocks: list = field(default_factory=list)
+    votes: list[bytes] = field(default_factory=list)
+    alive: bool = True
+    honest: bool = True
+    send_delay: float = 0.0
+
+
+@dataclass
+class ClientNode:
+    id: int
+    signer: Signer
+    next_ts: int = 1
+    outstanding: dict[int, tuple[bytes, float, Request]] = field(default_factory=dict)
+    replies: dict[int, dict[int, tuple]] = field(default_factory=dict)
+    leader: int = 0
+
+
+CLIENT = 1 << 20            # addresses >= CLIENT are clients in the event queue
+
+
+class Simulation:
+    def __init__(self, *, seed: int, n: int, f: int, mode: str, make_core: Callable[[int, Chain, list[bytes], float], object],
+                 client_signers: list[Signer], net: NetworkModel | None = None,
+                 tick_interval: float = 0.01, client_timeout: float = 0.5, trace: bool = False) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.n, self.f, self.mode = n, f, mode
+        self.make_core = make_core
+        self.net = net or NetworkModel()
+        self.now = 0.0
+        self.tick_interval = tick_interval
+        self.client_timeout = client_timeout
+        self._events: list = []
+        self._counter = 0
+        self.replicas = [ReplicaNode(i, make_core(i, Chain(), [], 0.0)) for i in range(n)]
+        self.clients = [ClientNode(i, s) for i, s in enumerate(client_signers)]
+        self.checker = Checker(self)
+        self.sent = {}                      # message name -> count (pattern tests)
+        self.trace: list[str] | None = [] if trace else None
+        self.delivered = 0
+        for r in self.replicas:
+            self._schedule(self.rng.uniform(0, tick_interval), ("tick", r.id))
+
+    # ------------------------------------------------------------------ events
+    def _schedule(self, at: float, ev: tuple) -> None:
+        self._counter += 1
+        heapq.heappush(self._events, (at, self._counter, ev))
+
+    def at(self, t: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` at virtual time t (faults, partitions, submissions)."""
+        self._schedule(t, ("call", fn))
+
+    def run_until(self, t_end: float, stop: Callable[[], bool] | None = None) -> None:
+        while self._events and self._events[0][0] <= t_end:
+            t, _, ev = heapq.heappop(self._events)
+            self.now = t
+            kind = ev[0]
+            if kind == "msg":
+                self._deliver(ev[1], ev[2], ev[3])
+            elif kind == "tick":
+                r = self.replicas[ev[1]]
+                if r.alive:
+                    r.core.tick(t)
+                    self._carry_out(r)
+                self._schedule(t + self.tick_interval, ev)
+            elif kind == "call":
+                ev[1]()
+            elif kind == "client-timer":
+                self._client_timer(ev[1], ev[2])
+            if self.checker.violation:
+                return
+            if stop is not None and stop():
+                return
+        self.now = max(self.now, t_end) if not self._events or self._events[0][0] > t_end else self.now
+
+    # ------------------------------------------------------------------ network
+    def _send(self, src: int, dst: int, msg: Message, extra_delay: float = 0.0) -> None:
+        self.sent[msg.NAME] = self.sent.get(msg.NAME, 0) + 1
+        src_node = src if src < CLIENT else src
+        if not self.net.connected(src_node, dst):
+            return
+        if self.net.drop and self.rng.random() < self.net.drop:
+            return
+        copies = 2 if self.net.duplicate and self.rng.random() < self.net.duplicate else 1
+        for _ in range(copies):
+            d = self.rng.uniform(self.net.delay_min, self.net.delay_max) + extra_delay
+            self._schedule(self.now + d, ("msg", src, dst, msg))
+
+    def _deliver(self, src: int, dst: int, msg: Message) -> None:
+        self.delivered += 1
+        if self.trace is not None:
+            self.trace.append(f"{self.now:.4f} {_name(src)} -> {_name(dst)} {msg.NAME}")
+        if dst >= CLIENT:
+            self._client_receive(self.clients[dst - CLIENT], src, msg)
+            return
+        r = self.replicas[dst]
+        if not r.alive:
+            return
+        if src >= CLIENT:
+            r.core.step(src - CLIENT, msg, True)
+        else:
+            r.core.step(src, msg)
+        self._carry_out(r)
+
+    def _carry_out(self, r: ReplicaNode) -> None:
+        for a in r.core.ready():
+            t = type(a)
+            if t is Broadcast:
+                for dst in range(self.n):
+                    if dst != r.id:
+                        self._send(r.id, dst, a.msg, r.send_delay)
+            elif t is Send:
+                self._send(r.id, a.to, a.msg, r.send_delay)
+            elif t is ToClient:
+                self._send(r.id, CLIENT + a.client, a.msg, r.send_delay)
+            elif t is Persist:
+                r.votes.append(a.record)
+            elif t is CompactVotes:
+                r.votes = list(a.records)
+            elif t is AppendBlock:
+                r.blocks.append(a.block)
+                if r.honest:
+                    self.checker.on_block(r, a.block)
+            elif t is ServeBlocks:
+                blocks = [b.encode() for b in r.blocks[a.from_height - 1: a.to_height]]
+                self._send(r.id, a.to, StateResponse(r.id, blocks, []), r.send_delay)
+
+    # ------------------------------------------------------------------ faults
+    def crash(self, i: int) -> None:
+        self.replicas[i].alive = False
+
+    def restart(self, i: int) -> None:
+        """A new core from what replica i persisted: its blocks (replayed) and its vote log."""
+        r = self.replicas[i]
+        chain = Chain()
+        for b in r.blocks:
+            chain.replay(b)
+        r.core = self.make_core(i, chain, list(r.votes), self.now)
+        r.alive = True
+
+    def partition(self, groups: list[set[int]] | None) -> None:
+        self.net.groups = groups
+
+    # ------------------------------------------------------------------ clients
+    def submit(self, client: int, key: str, value: bytes) -> int:
+        c = self.clients[client]
+        ts = c.next_ts
+        c.next_ts += 1
+        req = Request(client, ts, op_put(key, value)).signed(c.signer)
+        c.outstanding[ts] = (req.encode(), self.now, req)
+        self.checker.on_submit(client, ts, req.encode(), self.now)
+        self._client_send(c, req, first=True)
+        self._schedule(self.now + self.client_timeout, ("client-timer", client, ts))
+        return ts
+
+    def _client_send(self, c: ClientNode, req: Request, first: bool) -> None:
+        if self.mode == "pbft" or not first:
+            for dst in range(self.n):
+                self._send(CLIENT + c.id, dst, req)
+        else:
+            self._send(CLIENT + c.id, c.leader, req)
+
+    def _client_timer(self, client: int, ts: int) -> None:
+        c = self.clients[client]
+        if ts not in c.outstanding:
+            return
+        self._client_send(c, c.outstanding[ts][2], first=False)
+        self._schedule(self.now + self.client_timeout, ("client-timer", client, ts))
+
+    def _client_receive(self, c: ClientNode, src: int, msg: Message) -> None:
+        if type(msg) is Redirect:
+            if msg.timestamp in c.outstanding and msg.replica == src:
+                c.leader = msg.leader
+                self._send(CLIENT + c.id, msg.leader, c.outstanding[msg.timestamp][2])
+            return
+        if type(msg) is not Reply or msg.client != c.id or msg.replica != src:
+            return
+        if msg.timestamp not in c.outstanding:
+            return
+        votes = c.replies.setdefault(msg.timestamp, {})
+        votes[src] = (msg.height, msg.index, msg.result)
+        need = self.f + 1 if self.mode == "pbft" else 1
+        same = [r for r, v in votes.items() if v == votes[src]]
+        if len(same) >= need:
+            if self.mode == "paxos":
+                c.leader = src
+            raw, t0, _ = c.outstanding.pop(msg.timestamp)
+            c.replies.pop(msg.timestamp, None)
+            self.checker.on_ack(c.id, msg.timestamp, raw, msg.height, msg.index, msg.result, self.now - t0)
+
+    def all_acked(self) -> bool:
+        return all(not c.outstanding for c in self.clients)
+
+
+def _name(addr: int) -> str:
+    return f"client{addr - CLIENT}" if addr >= CLIENT else f"r{addr}"
