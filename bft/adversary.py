@@ -10,8 +10,11 @@ import random
 from dataclasses import replace
 
 from bft.outputs import Action, Broadcast, Send, ToClient
-from bft.wire import Checkpoint, Commit, Message, PrePrepare, Prepare, PxAccept, PxAccepted, Reply, ViewChange
+from bft.wire import (Checkpoint, Commit, Message, PrePrepare, Prepare, PreparedCert, PxAccept, PxAccepted, Reply,
+                      Request, ViewChange)
+from crypto.merkle import root_of
 from crypto.signing import Signer
+from ledger.state import op_put
 
 STRATEGIES = {
     "silent": "receives everything, sends nothing (a crashed or mute replica)",
@@ -22,7 +25,12 @@ STRATEGIES = {
     "flood": "sends every message many times over, hoping duplicates count twice",
     "equivocate": "as primary, sends different PRE-PREPAREs for one sequence number to different backups",
     "slow": "delays everything it sends by most of the view-change timeout (the driver applies the delay)",
+    "censor": "ignores every request of client 0 (as primary: never proposes them)",
+    "forge-request": "as primary, slips a request with a forged client signature into every batch",
+    "forge-vc": "sends VIEW-CHANGEs with a forged prepared certificate or a bogus checkpoint proof",
 }
+
+CENSORED_CLIENT = 0
 
 
 class Byzantine:
@@ -37,11 +45,14 @@ class Byzantine:
         self.rng = rng
         self.history: list[Action] = []
         self.n = core.n
+        self.forged = 0
 
     def __getattr__(self, name: str):
         return getattr(self.core, name)
 
     def step(self, sender: int, msg: Message, from_client: bool = False) -> None:
+        if self.strategy == "censor" and from_client and sender == CENSORED_CLIENT:
+            return
         self.core.step(sender, msg, from_client)
 
     def tick(self, now: float) -> None:
@@ -97,10 +108,16 @@ class Byzantine:
 
     def _replay(self, out: list[Action]) -> list[Action]:
         sends = [a for a in out if isinstance(a, (Send, Broadcast))]
+        res = list(out)
+        if not sends:
+            # Replays ride on the core's own sends only. Replaying on every ready() call
+            # turned two colluding replayers into an amplifier (each delivery triggered 4
+            # broadcasts, a quarter of which reached the other replayer): the simulated
+            # run grew without bound and never reached its deadline (n=7 seed 15).
+            return res
         self.history.extend(sends)
         if len(self.history) > 2000:
             del self.history[:1000]
-        res = list(out)
         for _ in range(min(4, len(self.history))):
             res.append(self.history[self.rng.randrange(len(self.history))])
         return res
@@ -118,7 +135,6 @@ class Byzantine:
         res = []
         for a in out:
             if isinstance(a, Broadcast) and type(a.msg) in (PrePrepare, PxAccept) and a.msg.batch:
-                from crypto.merkle import root_of
                 pp = a.msg
                 alt = list(reversed(pp.batch)) if len(pp.batch) > 1 else []
                 alt_pp = self._resign(pp, batch=alt, digest=root_of(alt))
@@ -127,4 +143,50 @@ class Byzantine:
                         res.append(Send(r, pp if r % 2 == 0 else alt_pp))
             else:
                 res.append(a)
+        return res
+
+    def _forged_request(self) -> bytes:
+        """A request that claims to come from client 0 but carries a made-up signature."""
+        self.forged += 1
+        req = Request(CENSORED_CLIENT, (1 << 40) + self.forged, op_put("forged", b"%d" % self.forged),
+                      self.rng.randbytes(64))
+        return req.encode()
+
+    def _forge_request(self, out: list[Action]) -> list[Action]:
+        res = []
+        for a in out:
+            if isinstance(a, Broadcast) and type(a.msg) is PrePrepare and a.msg.replica == self.core.id:
+                batch = list(a.msg.batch) + [self._forged_request()]
+                a = Broadcast(self._resign(a.msg, batch=batch, digest=root_of(batch)))
+            res.append(a)
+        return res
+
+    def _forge_vc(self, out: list[Action]) -> list[Action]:
+        """Alternately: a prepared certificate whose PREPAREs (and, unless this replica was
+        that view's primary, PRE-PREPARE) carry other replicas' ids under this replica's
+        key; or a checkpoint proof of 2f+1 CHECKPOINTs for a state nobody reached."""
+        res = []
+        for a in out:
+            if isinstance(a, (Send, Broadcast)) and type(a.msg) is ViewChange:
+                vc = a.msg
+                self.forged += 1
+                others = [r for r in range(self.n) if r != self.core.id]
+                if self.forged % 2:
+                    old_view = max(vc.new_view - 1, 0)
+                    seq = vc.stable_seq + 1
+                    primary = old_view % self.n
+                    pp = PrePrepare(old_view, seq, root_of([]), [], primary).signed(self.signer)
+                    preps = [Prepare(old_view, seq, pp.digest, r).signed(self.signer)
+                             for r in others if r != primary][: 2 * self.core.f]
+                    prepared = [PreparedCert(pp, preps)] + [c for c in vc.prepared if c.pre_prepare.seq != seq]
+                    forged = self._resign(vc, prepared=prepared)
+                else:
+                    seq = vc.stable_seq + self.core.cfg.checkpoint_interval
+                    head, root = self.rng.randbytes(32), self.rng.randbytes(32)
+                    proof = [Checkpoint(seq, head, seq, root, r).signed(self.signer)
+                             for r in others][: 2 * self.core.f + 1]
+                    forged = self._resign(vc, stable_seq=seq, checkpoints=proof,
+                                          prepared=[c for c in vc.prepared if c.pre_prepare.seq > seq])
+                a = replace(a, msg=forged)
+            res.append(a)
         return res

@@ -130,31 +130,308 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+# ----------------------------------------------------------------------------- replica
+def _strategies_help() -> str:
+    from bft.adversary import STRATEGIES
+
+    width = max(map(len, STRATEGIES))
+    return "\n".join(f"  {name:<{width}}  {desc}" for name, desc in STRATEGIES.items())
+
+
+def _add_replica(sub: argparse._SubParsersAction) -> None:
+    from bft.adversary import STRATEGIES
+
+    p = sub.add_parser(
+        "replica", help="run one replica of a cluster in the foreground",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run replica I of the cluster in DIR: listen on its address from cluster.toml, "
+                    "connect to the other replicas, keep its ledger in DIR/data/replica-I/. "
+                    "Logs go to stderr. SIGTERM or Ctrl-C stops it cleanly; a restarted replica "
+                    "recovers from its ledger and vote log and catches up from its peers.",
+        epilog="Byzantine strategies (for experiments and courses; the replica lies on purpose):\n"
+               + _strategies_help())
+    p.add_argument("dir", metavar="DIR", help="cluster directory (made by 'bftledger init')")
+    p.add_argument("--id", required=True, type=_int_at_least(0), metavar="I", help="replica id")
+    p.add_argument("--byzantine", choices=list(STRATEGIES), metavar="STRATEGY", default=None,
+                   help="misbehave with STRATEGY (listed below)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+                   help="stderr log level (default: info)")
+    p.set_defaults(func=cmd_replica)
+
+
+def cmd_replica(args: argparse.Namespace) -> int:
+    from ledger.cluster import load
+
+    cluster = load(args.dir)
+    if args.id >= cluster.n:
+        raise ClusterError(f"replica {args.id} is not in this cluster (ids are 0..{cluster.n - 1})")
+    if cluster.mode == "paxos":
+        from bft.runtime.factory import paxos_classes
+
+        paxos_classes()
+    from bft.runtime.replica import run_replica
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), force=True, stream=sys.stderr,
+                        format=f"%(asctime)s replica-{args.id} %(levelname)s %(name)s: %(message)s")
+    try:
+        return run_replica(cluster, args.id, byzantine=args.byzantine)
+    except OSError as e:
+        r = cluster.replicas[args.id]
+        if e.filename is None:
+            raise UsageError(f"replica {args.id} cannot listen on {r.host}:{r.port}: "
+                             f"{(e.strerror or str(e)).lower()}; is it already running?") from None
+        raise
+
+
+# ----------------------------------------------------------------------------- up
+def _add_up(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "up", help="run every replica of a cluster (child processes) until Ctrl-C",
+        description="Start 'bftledger replica DIR --id I' for every replica of DIR as child "
+                    "processes, report when they answer, and keep them running. Ctrl-C or "
+                    "SIGTERM stops them all; no replica outlives this command.")
+    p.add_argument("dir", metavar="DIR", help="cluster directory (made by 'bftledger init')")
+    p.set_defaults(func=cmd_up)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from bft.runtime import procs
+    from ledger.cluster import load
+
+    cluster = load(args.dir)
+    if cluster.mode == "paxos":
+        from bft.runtime.factory import paxos_classes
+
+        paxos_classes()
+    return procs.run_up(cluster)
+
+
+# ----------------------------------------------------------------------------- client commands
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--client", type=_int_at_least(0), default=0, metavar="N",
+                   help="use client key DIR/keys/client-N.key (default: 0)")
+    p.add_argument("--timeout", type=float, default=15.0, metavar="S",
+                   help="give up after S seconds without a commit (default: 15)")
+
+
+def _run_async(fn, *args):
+    import trio
+
+    from bft.runtime.replica import unwrap
+
+    try:
+        return trio.run(fn, *args)
+    except BaseExceptionGroup as eg:
+        raise unwrap(eg) from None
+
+
+def _add_put(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "put", help="commit KEY=VALUE and print its verified receipt",
+        description="Commit a put of VALUE (UTF-8 text) under KEY through consensus, then fetch and "
+                    "verify its receipt with the cluster's public keys. --json prints the receipt "
+                    "itself, which 'bftledger verify-receipt' checks later.")
+    p.add_argument("dir", metavar="DIR", help="cluster directory")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("value", metavar="VALUE")
+    p.add_argument("--json", action="store_true", help="print the receipt as JSON")
+    _client_args(p)
+    p.set_defaults(func=cmd_put)
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    import ledger.client
+
+    async def go():
+        async with ledger.client.connect(args.dir, args.client, timeout=args.timeout) as c:
+            return await c.put(args.key, args.value)
+
+    r = _run_async(go)
+    if args.json:
+        print(r.to_json())
+        return 0
+    from ledger.cluster import load
+
+    cluster = load(args.dir)
+    v = r.verify(cluster)
+    print(f"committed: {r.describe()} at height {r.height}, index {r.index} ({'view' if r.mode == 'pbft' else 'ballot'} {r.view})")
+    print(f"  block {v.block_hash.hex()}")
+    print(f"  certificate: {'COMMITs of replicas' if r.mode == 'pbft' else 'ACCEPT of leader'} "
+          f"{', '.join(map(str, v.signers))}; receipt verified with public keys only")
+    print(f"  trust: {v.trust_model}")
+    return 0
+
+
+def _add_get(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "get", help="read KEY (a linearizable read through consensus)",
+        description="Read KEY's committed value; the read is ordered through consensus like a write. "
+                    "Prints the value; exit status 1 when KEY is absent (with --json, 0 and "
+                    "\"found\": false).")
+    p.add_argument("dir", metavar="DIR", help="cluster directory")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("--json", action="store_true", help="print {key, found, value} as JSON")
+    _client_args(p)
+    p.set_defaults(func=cmd_get)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    import ledger.client
+
+    async def go():
+        async with ledger.client.connect(args.dir, args.client, timeout=args.timeout) as c:
+            return await c.get(args.key)
+
+    value = _run_async(go)
+    if args.json:
+        doc = {"key": args.key, "found": value is not None, "value": None, "value_hex": None}
+        if value is not None:
+            doc["value_hex"] = value.hex()
+            try:
+                doc["value"] = value.decode()
+            except UnicodeDecodeError:
+                pass
+        print(json.dumps(doc))
+        return 0
+    if value is None:
+        sys.stderr.write(f"{PROG}: {args.key!r} is not set\n")
+        return 1
+    sys.stdout.buffer.write(value + b"\n")
+    return 0
+
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "status", help="ask every replica for its view, leader, height and head",
+        description="Ask each replica of DIR for its state: view (ballot), leader, last executed "
+                    "sequence number, stable checkpoint, ledger height and head. --json prints one "
+                    "object per replica; an unreachable one is {\"id\": I, \"reachable\": false}. "
+                    "Exit status 1 when no replica answers.")
+    p.add_argument("dir", metavar="DIR", help="cluster directory")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.add_argument("--client", type=_int_at_least(0), default=0, metavar="N",
+                   help="authenticate with client key N (default: 0)")
+    p.add_argument("--timeout", type=float, default=2.0, metavar="S", help="per-replica timeout (default: 2)")
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bft.runtime.client import query_status
+    from ledger.client import _resolve
+
+    cluster, cid, signer = _resolve(args.dir, args.client)
+    st = _run_async(query_status, cluster, cid, signer, args.timeout)
+    reachable = [s for s in st if s.get("reachable")]
+    if args.json:
+        keys = ("id", "reachable", "pid", "mode", "view", "leader", "executed", "stable_checkpoint", "height",
+                "head")
+        out = []
+        for s in st:
+            if not s.get("reachable"):
+                out.append({"id": s["id"], "reachable": False})
+            else:
+                d = {k: s.get(k) for k in keys}
+                d.update({k: v for k, v in s.items() if k not in d})
+                out.append(d)
+        print(json.dumps(out, indent=1, default=str))
+    elif reachable:
+        print(f"{cluster.mode} cluster {cluster.directory}: {len(reachable)} of {cluster.n} replicas reachable")
+        print(f"{'id':>3} {'pid':>7} {'view':>5} {'leader':>6} {'executed':>9} {'stable':>7} {'height':>7}  head")
+        for s in st:
+            if s.get("reachable"):
+                flag = " (view change)" if s.get("in_view_change") else ""
+                byz = f" [byzantine: {s['byzantine']}]" if s.get("byzantine") else ""
+                print(f"{s['id']:>3} {s.get('pid', '?'):>7} {s.get('view', '?'):>5} {s.get('leader', '?'):>6} "
+                      f"{s.get('executed', '?'):>9} {s.get('stable_checkpoint', '?'):>7} {s.get('height', '?'):>7}  "
+                      f"{str(s.get('head', ''))[:16]}{flag}{byz}")
+            else:
+                print(f"{s['id']:>3} unreachable: {s.get('error')}")
+    if not reachable:
+        by_error: dict[str, list[str]] = {}
+        for s, r in zip(st, cluster.replicas):
+            by_error.setdefault(str(s.get("error")), []).append(f"{r.host}:{r.port}")
+        errors = "; ".join(f"{err} at {', '.join(addrs)}" for err, addrs in sorted(by_error.items()))
+        return _fail(f"no replica of {cluster.directory} answered ({errors}); "
+                     f"start the cluster with '{PROG} up {cluster.directory}'", 1)
+    return 0
+
+
+def _add_verify_receipt(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify-receipt", help="check a receipt offline with the cluster's public keys",
+        description="Check a receipt (as printed by 'bftledger put --json') with nothing but "
+                    "DIR/cluster.toml: the client's signature, the transaction's and the result's "
+                    "Merkle inclusion proofs, and the block's certificate. Exit status 0 when it "
+                    "verifies, 1 when it does not (the reason is printed).")
+    p.add_argument("file", metavar="FILE", help="receipt JSON file ('-' for stdin)")
+    p.add_argument("--cluster", required=True, metavar="DIR", help="cluster directory (only cluster.toml is read)")
+    p.set_defaults(func=cmd_verify_receipt)
+
+
+def cmd_verify_receipt(args: argparse.Namespace) -> int:
+    from ledger.cluster import load
+    from ledger.receipt import Receipt, ReceiptError
+
+    cluster = load(args.cluster)
+    text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8", errors="replace").read()
+    try:
+        r = Receipt.from_json(text)
+    except ReceiptError as e:
+        raise UsageError(f"{args.file}: {e}") from None
+    try:
+        v = r.verify(cluster)
+    except ReceiptError as e:
+        print(f"FAULT: the receipt does not verify: {e}")
+        return 1
+    print(f"OK: {r.describe()} by client {r.client} is in block {r.height} at index {r.index}; "
+          f"outcome {r.status}")
+    print(f"  block {v.block_hash.hex()}")
+    print(f"  certified by replicas {', '.join(map(str, v.signers))} ({r.mode})")
+    print(f"  trust: {v.trust_model}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- demo
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "demo", help="show the ledger, an audit and tampering being caught (no arguments)",
-        description="In a temporary directory: make a pbft cluster, commit a few blocks of signed "
-                    "client requests, audit them, then tamper with copies of the ledger and show "
-                    "the audit catching it. Takes no arguments; cleans up after itself.")
+        "demo", help="see it work: real clusters, a crash, a liar, audits, a receipt (about a minute)",
+        description="In a temporary directory with free ports: run a pbft cluster (4 replicas) and a "
+                    "paxos cluster (3 replicas) as local processes, commit transactions, kill -9 the "
+                    "pbft primary under load and watch the view change, restart it and watch it catch "
+                    "up, run a cluster whose primary equivocates, kill the paxos leader, audit every "
+                    "ledger and verify a receipt; then a short account of the numbers. Leaves no "
+                    "process or file behind. --offline runs the single-process ledger demo instead "
+                    "(no network: signatures, an audit and tampering being caught).")
+    p.add_argument("--offline", action="store_true", help="the offline ledger and audit demo (a few seconds)")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bft import demo_offline
+    if args.offline:
+        from bft import demo_offline
 
-    return demo_offline.run()
+        return demo_offline.run()
+    from bft import demo
+
+    return demo.run(lambda line: print(line, flush=True))
 
 
 # ----------------------------------------------------------------------------- wiring
 EXAMPLES = f"""examples:
-  {PROG} demo                                # see it work, in a temporary directory
+  {PROG} demo                                # see it work: real clusters in a temporary directory
+  {PROG} demo --offline                      # the ledger, an audit and tampering, in one process
   {PROG} init ./mycluster --mode pbft --f 1  # 4 replicas, tolerates 1 Byzantine one
+  {PROG} up ./mycluster                      # run them (Ctrl-C stops them)
+  {PROG} put ./mycluster alice 100           # commit, print the verified receipt
+  {PROG} get ./mycluster alice               # read through consensus
+  {PROG} status ./mycluster                  # view, leader, height, head of each replica
   {PROG} audit ./mycluster --id 0            # verify replica 0's ledger offline
+  {PROG} put ./mycluster bob 5 --json > r.json && {PROG} verify-receipt r.json --cluster ./mycluster
 
 '{PROG} COMMAND --help' describes each command."""
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_init, _add_audit, _add_demo]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_init, _add_up, _add_replica, _add_put, _add_get, _add_status, _add_audit, _add_verify_receipt, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,18 +455,37 @@ def _fail(message: str, code: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; returns the exit code (never raises SystemExit or a user error)."""
     from bft.clusterinit import InitError
+    from bft.runtime.factory import PaxosUnavailable
+    from ledger.client import LedgerError
+    from ledger.receipt import ReceiptError
 
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: warning: %(message)s")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        return int(args.func(args))
+        try:
+            return int(args.func(args))
+        except BaseExceptionGroup as eg:          # trio wraps what leaves a nursery; report the cause
+            if eg.subgroup(KeyboardInterrupt) is not None:
+                raise KeyboardInterrupt from None
+            leaf = eg
+            while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+                leaf = leaf.exceptions[0]
+            raise leaf from None
     except SystemExit as e:                      # argparse: --help (0) or a usage error (2)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except UsageError as e:
         return _fail(f"{e}", 2)
-    except (ClusterError, KeyFileError, StoreError, InitError) as e:
+    except (ClusterError, KeyFileError, StoreError, InitError, LedgerError, ReceiptError) as e:
         return _fail(str(e), 1)
+    except PaxosUnavailable as e:
+        return _fail(f"{e}; use a pbft cluster ('{PROG} init DIR --mode pbft --f 1')", 1)
+    except BrokenPipeError:                      # stdout closed early ('... | head'): not an error to report
+        try:
+            sys.stdout = open("/dev/null", "w")
+        except OSError:
+            pass
+        return 1
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
         return _fail(f"{where}{e.strerror or e}", 1)

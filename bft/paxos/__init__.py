@@ -1,0 +1,1 @@
+"""Multi-Paxos (crash faults): ``bft.paxos.config.PaxosConfig`` and ``bft.paxos.core.PaxosCore``."""

@@ -153,8 +153,10 @@ def plan_new_view(vcs: list[ViewChange]) -> NewViewPlan:
     return NewViewPlan(min_s, max_s, list(best_stable.checkpoints), entries)
 
 
-def new_view_error(keys: Keys, f: int, nv: NewView, log_size: int) -> tuple[str | None, NewViewPlan | None]:
-    """A backup's check of NEW-VIEW: V holds 2f+1 valid VIEW-CHANGEs and O is what V implies."""
+def new_view_error(keys: Keys, f: int, nv: NewView, log_size: int,
+                   plan_fn=None) -> tuple[str | None, NewViewPlan | None]:
+    """A backup's check of NEW-VIEW: V holds 2f+1 valid VIEW-CHANGEs and O is what V implies
+    (``plan_fn`` computes O from V; plan_new_view unless a test swaps it)."""
     p = primary(nv.view, keys.n)
     if nv.replica != p or not keys.replica_signed(nv, p):
         return "NEW-VIEW not signed by the new view's primary", None
@@ -172,7 +174,7 @@ def new_view_error(keys: Keys, f: int, nv: NewView, log_size: int) -> tuple[str 
         vcs.append(vc)
     if len(senders) < quorum.view_change_quorum(f):
         return f"NEW-VIEW has {len(senders)} distinct VIEW-CHANGEs, needs {quorum.view_change_quorum(f)}", None
-    plan = plan_new_view(vcs)
+    plan = (plan_fn or plan_new_view)(vcs)
     if len(nv.pre_prepares) != len(plan.entries):
         return "NEW-VIEW's O differs from the one V implies", None
     for pp, (s, d, batch) in zip(nv.pre_prepares, plan.entries):

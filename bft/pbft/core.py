@@ -57,6 +57,9 @@ class Transfer:
 
 class PbftCore:
     mode = "pbft"
+    # O from V; a class attribute so that a test build of the core can swap in a faulty rule
+    # (the simulator must then catch it) without patching module globals
+    plan_new_view = staticmethod(plan_new_view)
 
     def __init__(self, cfg: PbftConfig, replica_id: int, signer: Signer, keys: Keys, chain: Chain,
                  vote_records: list[bytes] = (), now: float = 0.0) -> None:
@@ -554,9 +557,12 @@ class PbftCore:
             return
         sent = 0
         for seq in sorted(self.log):
-            if seq <= self.chain.height or sent >= 8:
-                continue
+            if sent >= 8:
+                break
             slot = self.log[seq]
+            # Also slots this replica already executed (in an earlier view, or through
+            # state transfer): a peer may still need this view's votes for them, and with
+            # exactly 2f+1 honest replicas every honest vote is needed (n=10 seed 164).
             if slot.committed:
                 continue
             if self.is_primary and slot.pre_prepare is not None:
@@ -578,7 +584,7 @@ class PbftCore:
         self.view = new_view
         self.in_view_change = True
         self.vc_attempts += 1
-        self.vc_deadline = self.now + self._timeout()
+        self.vc_deadline = None     # armed by _arm_view_change_timer once 2f+1 replicas are changing
         self.log.clear()
         self.in_batch.clear()
         self.queue.clear()
@@ -591,7 +597,22 @@ class PbftCore:
         self.view_changes.setdefault(new_view, {})[self.id] = vc
         self._out.append(Broadcast(vc))
         log.info("replica %d starts a view change to view %d", self.id, new_view)
+        self._arm_view_change_timer()
         self._maybe_new_view(new_view)
+
+    def _arm_view_change_timer(self) -> None:
+        """Castro & Liskov's first liveness rule: the timer for the next view starts only once
+        2f+1 replicas (this one included) have asked for this view or a higher one.
+
+        A replica that times out alone (partitioned, crashed, slow) therefore waits in its
+        view change instead of climbing views by itself; started at once, such a replica
+        stayed one view ahead of the others for good, so no view ever gathered 2f+1
+        VIEW-CHANGEs while a faulty replica kept quiet (n=4 seed 134)."""
+        if not self.in_view_change or self.vc_deadline is not None:
+            return
+        asking = {r for v, vcs in self.view_changes.items() if v >= self.view for r in vcs}
+        if len(asking) >= quorum.view_change_quorum(self.f):
+            self.vc_deadline = self.now + self._timeout()
 
     def _on_view_change(self, sender: int, vc: ViewChange) -> None:
         if vc.replica != sender:
@@ -616,6 +637,7 @@ class PbftCore:
         higher = {r: v for v, vcs in self.view_changes.items() if v > self.view for r in vcs}
         if len(higher) >= quorum.join_quorum(self.f):
             self._start_view_change(min(higher.values()))
+        self._arm_view_change_timer()
         self._maybe_new_view(vc.new_view)
 
     def _maybe_new_view(self, v: int) -> None:
@@ -627,7 +649,7 @@ class PbftCore:
         chosen = [vcs[r] for r in sorted(vcs)][: quorum.view_change_quorum(self.f)]
         if self.id in vcs and vcs[self.id] not in chosen:
             chosen[-1] = vcs[self.id]
-        plan = plan_new_view(chosen)
+        plan = self.plan_new_view(chosen)
         o = [self._sign(PrePrepare(v, s, d, batch, self.id)) for s, d, batch in plan.entries]
         nv = self._sign(NewView(v, chosen, o, self.id))
         self._out.append(Broadcast(nv))
@@ -640,7 +662,7 @@ class PbftCore:
             return
         if nv.view < self.view or (nv.view == self.view and not self.in_view_change):
             return
-        why, plan = new_view_error(self.keys, self.f, nv, self.cfg.log_size)
+        why, plan = new_view_error(self.keys, self.f, nv, self.cfg.log_size, self.plan_new_view)
         if why:
             self._drop(why)
             return
@@ -724,7 +746,7 @@ class PbftCore:
                 self.view, self.h, list(self.stable_proof),
                 [self.prepared_certs[s] for s in sorted(self.prepared_certs)], self.id))
             self.view_changes.setdefault(self.view, {})[self.id] = self.my_view_change
-            self.vc_deadline = self.now + self._timeout()
+            self.vc_deadline = None     # re-armed once 2f+1 VIEW-CHANGEs are seen again
 
     _handlers = {
         PrePrepare: _on_pre_prepare,

@@ -12,13 +12,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, required=True, help="the seed a failing test printed")
     p.add_argument("--no-faults", action="store_true", help="a clean network (no loss, partition or crash)")
     p.add_argument("--trace", action="store_true", help="print every delivered message")
+    p.add_argument("--faulty-primary", action="store_true",
+                   help="pbft: the view-0 primary is among the faulty replicas")
+    p.add_argument("--twins", action="store_true",
+                   help="pbft: one sampled Twins scenario (n=4 plus one twin, per round a leader and a partition)")
     a = p.parse_args(argv)
-    if a.mode == "pbft":
+    if a.mode == "pbft" and a.twins:
+        from bft.sim.twins import run_twins
+        res = run_twins(a.seed, trace=a.trace)
+    elif a.mode == "pbft":
         from bft.sim.scenario import run_pbft
-        res = run_pbft(a.seed, a.n, faults=not a.no_faults, trace=a.trace)
+        res = run_pbft(a.seed, a.n, faults=not a.no_faults, trace=a.trace, faulty_primary=a.faulty_primary)
     else:
         from bft.sim.paxos_scenario import run_paxos
         res = run_paxos(a.seed, a.n, faults=not a.no_faults, trace=a.trace)
+    if a.trace and getattr(res, "trace", None):
+        print("\n".join(res.trace))
     print(res.describe())
     print(f"  {res.events} deliveries, {res.blocks} blocks, messages sent: {res.sent}")
     return 0 if res.ok else 1

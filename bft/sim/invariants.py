@@ -5,7 +5,9 @@
 (3) every acknowledged transaction is, in every honest ledger that reached its height,
     at the acknowledged place, and no honest ledger executes a request twice;
 (4) liveness, checked by the scenario: after the network heals, every submitted
-    request is acknowledged within a stated bound.
+    request is acknowledged within a stated bound;
+(5) validity: every transaction in an honest ledger is one a client submitted, byte for
+    byte (a primary cannot slip in a request with a forged client signature).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ class Checker:
         self.executed: dict[int, set[tuple[int, int]]] = {}        # replica -> executed (client, ts)
         self.acked: dict[int, list[tuple[int, bytes, bytes]]] = {}  # height -> [(index, tx, result)]
         self.submitted: dict[tuple[int, int], float] = {}
+        self.submitted_raw: set[bytes] = set()
         self.ack_times: dict[tuple[int, int], float] = {}
         self.latencies: list[float] = []
         self.violation: str | None = None
@@ -35,6 +38,7 @@ class Checker:
 
     def on_submit(self, client: int, ts: int, raw: bytes, now: float) -> None:
         self.submitted[(client, ts)] = now
+        self.submitted_raw.add(raw)
 
     def on_block(self, r, block) -> None:
         prev = self.by_height.get(block.height)
@@ -51,6 +55,8 @@ class Checker:
             self.fail(f"(view {block.view}, sequence {block.sequence}) committed two digests")
         seen = self.executed.setdefault(r.id, set())
         for raw, res in zip(block.txs, block.results):
+            if raw not in self.submitted_raw:
+                self.fail(f"replica {r.id} executed a transaction no client submitted at height {block.height}")
             status = decode_result(res)[0]
             if status in (DUPLICATE, INVALID):
                 continue

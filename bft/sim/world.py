@@ -29,8 +29,12 @@ class NetworkModel:
     duplicate: float = 0.0
     # partition: list of groups; a message crosses only within a group (None = fully connected)
     groups: list[set[int]] | None = None
+    # cut links between replica pairs, both directions (partial connectivity); empty = none cut
+    cut: set[frozenset[int]] = field(default_factory=set)
 
     def connected(self, a: int, b: int) -> bool:
+        if self.cut and frozenset((a, b)) in self.cut:
+            return False
         if self.groups is None:
             return True
         return any(a in g and b in g for g in self.groups)
@@ -45,6 +49,7 @@ class ReplicaNode:
     alive: bool = True
     honest: bool = True
     send_delay: float = 0.0
+    addr: int = -1              # network address: the id itself, or n + k for the k-th twin
 
 
 @dataclass
@@ -58,12 +63,18 @@ class ClientNode:
 
 
 CLIENT = 1 << 20            # addresses >= CLIENT are clients in the event queue
+# Addresses below CLIENT are replica nodes: replica i is address i; with Twins, the k-th
+# twin (a second node with the same id and key, running the same unmodified code) is
+# address n + k. Messages to a replica id go to every node with that id that the
+# network connects; partitions and cut links name addresses, so a twin can sit in a
+# different partition from its sibling.
 
 
 class Simulation:
     def __init__(self, *, seed: int, n: int, f: int, mode: str, make_core: Callable[[int, Chain, list[bytes], float], object],
                  client_signers: list[Signer], net: NetworkModel | None = None,
-                 tick_interval: float = 0.01, client_timeout: float = 0.5, trace: bool = False) -> None:
+                 tick_interval: float = 0.01, client_timeout: float = 0.5, trace: bool = False,
+                 twins: list[int] | tuple[int, ...] = ()) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.n, self.f, self.mode = n, f, mode
@@ -74,14 +85,23 @@ class Simulation:
         self.client_timeout = client_timeout
         self._events: list = []
         self._counter = 0
-        self.replicas = [ReplicaNode(i, make_core(i, Chain(), [], 0.0)) for i in range(n)]
+        self.replicas = [ReplicaNode(i, make_core(i, Chain(), [], 0.0), addr=i) for i in range(n)]
+        # Twins: twin k of replica t shares t's id and key; both count as faulty for the checker
+        self.twins = [ReplicaNode(t, make_core(t, Chain(), [], 0.0), honest=False, addr=n + k)
+                      for k, t in enumerate(twins)]
+        for t in twins:
+            self.replicas[t].honest = False
+        self.nodes = self.replicas + self.twins          # indexed by address
+        self._by_id = {i: [r for r in self.nodes if r.id == i] for i in range(n)}
+        self.client_targets: list[int] | None = None     # pbft clients send only here (Twins rounds)
+        self.drop_if: Callable[[int, int, Message], bool] | None = None  # test hook: (src, dst, msg) -> drop
         self.clients = [ClientNode(i, s) for i, s in enumerate(client_signers)]
         self.checker = Checker(self)
         self.sent = {}                      # message name -> count (pattern tests)
         self.trace: list[str] | None = [] if trace else None
         self.delivered = 0
-        for r in self.replicas:
-            self._schedule(self.rng.uniform(0, tick_interval), ("tick", r.id))
+        for r in self.nodes:
+            self._schedule(self.rng.uniform(0, tick_interval), ("tick", r.addr))
 
     # ------------------------------------------------------------------ events
     def _schedule(self, at: float, ev: tuple) -> None:
@@ -100,7 +120,7 @@ class Simulation:
             if kind == "msg":
                 self._deliver(ev[1], ev[2], ev[3])
             elif kind == "tick":
-                r = self.replicas[ev[1]]
+                r = self.nodes[ev[1]]
                 if r.alive:
                     r.core.tick(t)
                     self._carry_out(r)
@@ -118,8 +138,9 @@ class Simulation:
     # ------------------------------------------------------------------ network
     def _send(self, src: int, dst: int, msg: Message, extra_delay: float = 0.0) -> None:
         self.sent[msg.NAME] = self.sent.get(msg.NAME, 0) + 1
-        src_node = src if src < CLIENT else src
-        if not self.net.connected(src_node, dst):
+        if not self.net.connected(src, dst):
+            return
+        if self.drop_if is not None and self.drop_if(src, dst, msg):
             return
         if self.net.drop and self.rng.random() < self.net.drop:
             return
@@ -135,26 +156,27 @@ class Simulation:
         if dst >= CLIENT:
             self._client_receive(self.clients[dst - CLIENT], src, msg)
             return
-        r = self.replicas[dst]
+        r = self.nodes[dst]
         if not r.alive:
             return
         if src >= CLIENT:
             r.core.step(src - CLIENT, msg, True)
         else:
-            r.core.step(src, msg)
+            r.core.step(self.nodes[src].id, msg)        # the authenticated sender is the replica id
         self._carry_out(r)
 
     def _carry_out(self, r: ReplicaNode) -> None:
         for a in r.core.ready():
             t = type(a)
             if t is Broadcast:
-                for dst in range(self.n):
-                    if dst != r.id:
-                        self._send(r.id, dst, a.msg, r.send_delay)
+                for dst in self.nodes:
+                    if dst.id != r.id:
+                        self._send(r.addr, dst.addr, a.msg, r.send_delay)
             elif t is Send:
-                self._send(r.id, a.to, a.msg, r.send_delay)
+                for dst in self._by_id.get(a.to, ()):
+                    self._send(r.addr, dst.addr, a.msg, r.send_delay)
             elif t is ToClient:
-                self._send(r.id, CLIENT + a.client, a.msg, r.send_delay)
+                self._send(r.addr, CLIENT + a.client, a.msg, r.send_delay)
             elif t is Persist:
                 r.votes.append(a.record)
             elif t is CompactVotes:
@@ -165,19 +187,21 @@ class Simulation:
                     self.checker.on_block(r, a.block)
             elif t is ServeBlocks:
                 blocks = [b.encode() for b in r.blocks[a.from_height - 1: a.to_height]]
-                self._send(r.id, a.to, StateResponse(r.id, blocks, []), r.send_delay)
+                for dst in self._by_id.get(a.to, ()):
+                    self._send(r.addr, dst.addr, StateResponse(r.id, blocks, []), r.send_delay)
 
     # ------------------------------------------------------------------ faults
     def crash(self, i: int) -> None:
-        self.replicas[i].alive = False
+        """Stop node i (an address: replica i, or n + k for the k-th twin)."""
+        self.nodes[i].alive = False
 
     def restart(self, i: int) -> None:
-        """A new core from what replica i persisted: its blocks (replayed) and its vote log."""
-        r = self.replicas[i]
+        """A new core from what node i persisted: its blocks (replayed) and its vote log."""
+        r = self.nodes[i]
         chain = Chain()
         for b in r.blocks:
             chain.replay(b)
-        r.core = self.make_core(i, chain, list(r.votes), self.now)
+        r.core = self.make_core(r.id, chain, list(r.votes), self.now)
         r.alive = True
 
     def partition(self, groups: list[set[int]] | None) -> None:
@@ -185,10 +209,14 @@ class Simulation:
 
     # ------------------------------------------------------------------ clients
     def submit(self, client: int, key: str, value: bytes) -> int:
+        return self.submit_op(client, op_put(key, value))
+
+    def submit_op(self, client: int, op: bytes) -> int:
+        """Submit any operation (``ledger.state.op_*``); returns its timestamp."""
         c = self.clients[client]
         ts = c.next_ts
         c.next_ts += 1
-        req = Request(client, ts, op_put(key, value)).signed(c.signer)
+        req = Request(client, ts, op).signed(c.signer)
         c.outstanding[ts] = (req.encode(), self.now, req)
         self.checker.on_submit(client, ts, req.encode(), self.now)
         self._client_send(c, req, first=True)
@@ -197,7 +225,8 @@ class Simulation:
 
     def _client_send(self, c: ClientNode, req: Request, first: bool) -> None:
         if self.mode == "pbft" or not first:
-            for dst in range(self.n):
+            targets = self.client_targets if self.client_targets is not None else range(len(self.nodes))
+            for dst in targets:
                 self._send(CLIENT + c.id, dst, req)
         else:
             self._send(CLIENT + c.id, c.leader, req)
@@ -210,6 +239,7 @@ class Simulation:
         self._schedule(self.now + self.client_timeout, ("client-timer", client, ts))
 
     def _client_receive(self, c: ClientNode, src: int, msg: Message) -> None:
+        src = self.nodes[src].id                    # a reply authenticates its replica id (twins share one)
         if type(msg) is Redirect:
             if msg.timestamp in c.outstanding and msg.replica == src:
                 c.leader = msg.leader

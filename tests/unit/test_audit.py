@@ -292,7 +292,7 @@ def test_cli_audit(tmp_path: Path) -> None:
 
 
 def test_cli_demo_and_help() -> None:
-    p = cli("demo")
+    p = cli("demo", "--offline")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "FAULT at height 2" in p.stdout and "OK" in p.stdout and p.stderr == ""
     h = cli("--help")

@@ -1,0 +1,308 @@
+"""The client side of the transport: signed requests, reply quorums, retransmission.
+
+``ClientSession`` keeps one authenticated connection per replica (reconnecting on its
+own) and carries any number of concurrent requests. A request's timestamp comes from a
+per-session counter that starts at the current time in microseconds and then counts up
+by one, so a restarted client never reuses one. Two processes must not use one client
+key at the same time: the ledger executes a client's timestamps only within a window of
+4096 below its highest, so the later-started process would make the other's stale.
+
+pbft: every request goes to every replica; the answer is accepted once f+1 replicas
+(counted by the authenticated connection they arrived on, never by a field of the
+reply) sent the same (height, index, result). paxos: a request goes to the believed
+leader; a Redirect is followed, a timeout moves on to another replica, and one reply
+is enough (crash faults only: replicas do not lie).
+
+``ledger.client`` builds the public API (receipts, put/get/...) on top of this.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import nullcontext
+
+import msgpack
+import trio
+
+from bft.runtime.transport import (CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, ROLE_CLIENT,
+                                   ROLE_REPLICA, Connection, HandshakeError, Identity, KeyBook, Link,
+                                   Problems, SendQueue, describe_error, handshake)
+from bft.wire import (DecodeError, FrameDecoder, ReceiptRequest, ReceiptResponse, Redirect, Reply, Request,
+                      StatusRequest, StatusResponse, decode, frame, MAX_FRAME)
+from crypto.signing import Ed25519Verifier, Signer
+from ledger.cluster import Cluster
+
+log = logging.getLogger("bft.runtime.client")
+
+MAX_IN_FLIGHT = 2048          # well inside the ledger's window of 4096 timestamps per client
+RETRANSMIT_FIRST = 1.0
+RETRANSMIT_MAX = 4.0
+
+
+class Unavailable(Exception):
+    """No answer in time; the message says what was reachable."""
+
+
+class Outcome:
+    """A committed request as f+1 replicas (pbft) or the leader (paxos) reported it."""
+
+    __slots__ = ("request", "height", "index", "result", "replicas")
+
+    def __init__(self, request: Request, height: int, index: int, result: bytes, replicas: list[int]) -> None:
+        self.request = request
+        self.height = height
+        self.index = index
+        self.result = result
+        self.replicas = replicas
+
+
+class _Pending:
+    __slots__ = ("req", "frame", "votes", "done", "outcome", "redirects")
+
+    def __init__(self, req: Request, fr: bytes) -> None:
+        self.req = req
+        self.frame = fr
+        self.votes: dict[int, tuple[int, int, bytes]] = {}
+        self.done = trio.Event()
+        self.outcome: Outcome | None = None
+        self.redirects = 0
+
+
+class ClientSession:
+    def __init__(self, cluster: Cluster, client_id: int, signer: Signer) -> None:
+        if not 0 <= client_id < len(cluster.clients):
+            raise ValueError(f"client {client_id} is not in this cluster (ids are 0..{len(cluster.clients) - 1})")
+        if cluster.clients[client_id] != signer.public_key:
+            raise ValueError(f"the key of client {client_id} does not match its public key in cluster.toml")
+        self.cluster = cluster
+        self.id = client_id
+        self.signer = signer
+        self.mode = cluster.mode
+        self.quorum = cluster.reply_quorum
+        self.problems = Problems(log)
+        self.keybook = KeyBook(cluster.replica_keys(), list(cluster.clients), Ed25519Verifier())
+        me = Identity(ROLE_CLIENT, client_id, signer)
+        self.links = [Link(me, self.keybook, r.id, r.host, r.port, self._on_frames, self.problems,
+                           queue=SendQueue(f"replica {r.id}", max_bytes=64 * 1024 * 1024, max_frames=65536),
+                           on_down=self._on_link_down)
+                      for r in cluster.replicas]
+        self.pending: dict[int, _Pending] = {}
+        self.leader = 0
+        self._ts = time.time_ns() // 1000
+        self._slots = trio.Semaphore(MAX_IN_FLIGHT)
+        self._blocks: dict[tuple[int, int], list[trio.Event | bytes]] = {}
+        self._status: dict[tuple[int, int], list] = {}
+        self._nonce = 0
+
+    async def run(self) -> None:
+        """The connection tasks; start it in a nursery and cancel it to close the session."""
+        async with trio.open_nursery() as nursery:
+            for link in self.links:
+                nursery.start_soon(link.run)
+
+    # ------------------------------------------------------------------ input
+    def _on_frames(self, conn: Connection, bodies: list[bytes]) -> bool:
+        if conn.role != ROLE_REPLICA:
+            return False
+        src = conn.ident
+        for body in bodies:
+            try:
+                msg = decode(body)
+            except DecodeError as e:
+                self.problems.note("malformed message", f"from replica {src}: {e}")
+                return False
+            t = type(msg)
+            if t is Reply:
+                self._on_reply(src, msg)
+            elif t is Redirect:
+                self._on_redirect(src, msg)
+            elif t is ReceiptResponse:
+                w = self._blocks.get((src, msg.height))
+                if w is not None and len(w) == 1:
+                    w.append(msg.block)
+                    w[0].set()
+            elif t is StatusResponse:
+                w = self._status.get((src, msg.nonce))
+                if w is not None and len(w) == 1:
+                    w.append(msg.info)
+                    w[0].set()
+            else:
+                self.problems.note(f"unexpected {msg.NAME} from a replica")
+        return True
+
+    def _on_reply(self, src: int, r: Reply) -> None:
+        p = self.pending.get(r.timestamp)
+        if p is None or r.client != self.id or p.outcome is not None:
+            return
+        vote = (r.height, r.index, r.result)
+        p.votes[src] = vote
+        same = [rid for rid, v in p.votes.items() if v == vote]
+        if len(same) >= self.quorum:
+            if self.mode == "paxos":
+                self.leader = src
+            p.outcome = Outcome(p.req, r.height, r.index, r.result, sorted(same))
+            p.done.set()
+
+    def _on_redirect(self, src: int, m: Redirect) -> None:
+        p = self.pending.get(m.timestamp)
+        if p is None or m.client != self.id or p.outcome is not None:
+            return
+        if not 0 <= m.leader < len(self.links) or m.leader == src:
+            return
+        self.leader = m.leader
+        target = self._pick_leader()          # the named leader, or the next reachable replica
+        if target != src and p.redirects < len(self.links):
+            p.redirects += 1
+            self.links[target].send(p.frame)
+
+    def _on_link_down(self, replica: int) -> None:
+        """paxos: the believed leader's connection broke; re-send what waits on it to another replica."""
+        if self.mode != "paxos" or replica != self.leader:
+            return
+        link = self.links[replica]
+        link.queue.clear()
+        self.leader = (replica + 1) % len(self.links)
+        target = self.links[self._pick_leader()]
+        for p in self.pending.values():
+            if p.outcome is None:
+                target.send(p.frame)
+
+    # ------------------------------------------------------------------ requests
+    def next_timestamp(self) -> int:
+        # +1 per request, never the clock again: the ledger remembers a window of 4096 timestamps
+        # below a client's highest executed one, so the requests in flight must stay consecutive
+        # (MAX_IN_FLIGHT of them at most). The time-based start keeps a restarted client above
+        # every timestamp its predecessor used (it issued far fewer than one per microsecond).
+        self._ts += 1
+        return self._ts
+
+    def _pick_leader(self) -> int:
+        """The believed leader, or the next connected replica when its link is down."""
+        n = len(self.links)
+        for k in range(n):
+            r = (self.leader + k) % n
+            if self.links[r].connected:
+                if r != self.leader:
+                    self.leader = r
+                return r
+        return self.leader
+
+    def _send(self, p: _Pending, attempt: int) -> None:
+        if self.mode == "pbft":
+            for link in self.links:
+                link.send(p.frame)
+            return
+        if attempt > 0:
+            self.leader = (self.leader + 1) % len(self.links)
+        p.redirects = 0
+        self.links[self._pick_leader()].send(p.frame)
+
+    async def submit(self, op: bytes, timeout: float | None = None) -> Outcome:
+        """Sign and send one operation; returns once it is committed, retransmitting as needed."""
+        async with self._slots:
+            ts = self.next_timestamp()
+            req = Request(self.id, ts, op).signed(self.signer)
+            p = _Pending(req, frame(req.encode()))
+            self.pending[ts] = p
+            try:
+                with trio.fail_after(timeout) if timeout is not None else nullcontext():
+                    wait = RETRANSMIT_FIRST
+                    attempt = 0
+                    while True:
+                        self._send(p, attempt)
+                        with trio.move_on_after(wait):
+                            await p.done.wait()
+                        if p.outcome is not None:
+                            return p.outcome
+                        attempt += 1
+                        wait = min(wait * 2, RETRANSMIT_MAX)
+            except trio.TooSlowError:
+                raise Unavailable(self.describe_unavailable(timeout)) from None
+            finally:
+                del self.pending[ts]
+
+    def describe_unavailable(self, timeout: float | None) -> str:
+        up = [link.replica for link in self.links if link.connected]
+        need = self.quorum if self.mode == "pbft" else 1
+        if not up:
+            by_error: dict[str, list[str]] = {}
+            for link in self.links:
+                by_error.setdefault(link.last_error or "not connected", []).append(f"{link.host}:{link.port}")
+            errors = "; ".join(f"{err} at {', '.join(addrs)}" for err, addrs in sorted(by_error.items()))
+            return (f"no replica of {self.cluster.directory} is reachable ({errors}); "
+                    f"start the cluster with 'bftledger up {self.cluster.directory}'")
+        return (f"not committed within {timeout:g} s with {len(up)} of {len(self.links)} replicas reachable "
+                f"(replicas {', '.join(map(str, up))}); a commit needs {self.cluster.quorum} working replicas "
+                f"and {need} matching replies; check 'bftledger status {self.cluster.directory}'")
+
+    async def fetch_block(self, replica: int, height: int, index: int, timeout: float) -> bytes | None:
+        """The encoded block at ``height`` as ``replica`` serves it (unverified), or None."""
+        key = (replica, height)
+        w = self._blocks.get(key)
+        if w is None:
+            w = self._blocks[key] = [trio.Event()]
+            self.links[replica].send(frame(ReceiptRequest(height, index).encode()))
+        try:
+            with trio.move_on_after(timeout):
+                await w[0].wait()
+            return w[1] if len(w) > 1 else None
+        finally:
+            if self._blocks.get(key) is w:
+                del self._blocks[key]
+
+    async def wait_connected(self, count: int, timeout: float) -> bool:
+        with trio.move_on_after(timeout):
+            while sum(link.connected for link in self.links) < count:
+                await trio.sleep(0.02)
+            return True
+        return False
+
+
+async def query_status(cluster: Cluster, client_id: int, signer: Signer, timeout: float = 2.0) -> list[dict]:
+    """Each replica's self-report, or {"id": i, "reachable": false, "error": ...}; asks all at once."""
+    keybook = KeyBook(cluster.replica_keys(), list(cluster.clients), Ed25519Verifier())
+    me = Identity(ROLE_CLIENT, client_id, signer)
+    results: list[dict] = [{"id": r.id, "reachable": False, "error": "no answer"} for r in cluster.replicas]
+
+    async def one(r) -> None:
+        try:
+            with trio.fail_after(timeout):
+                stream = await trio.open_tcp_stream(r.host, r.port)
+                try:
+                    _, _, leftover = await handshake(stream, me, keybook, expect=(ROLE_REPLICA, r.id))
+                    decoder = FrameDecoder(MAX_FRAME)
+                    nonce = int.from_bytes(os.urandom(8), "big")
+                    await stream.send_all(frame(StatusRequest(nonce).encode()))
+                    bodies = decoder.feed(leftover)
+                    while True:
+                        for body in bodies:
+                            m = decode(body)
+                            if type(m) is StatusResponse and m.nonce == nonce:
+                                info = msgpack.unpackb(m.info, raw=False)
+                                if not isinstance(info, dict):
+                                    raise DecodeError("status is not a map")
+                                info["id"] = r.id
+                                info["reachable"] = True
+                                results[r.id] = info
+                                return
+                        data = await stream.receive_some(1 << 16)
+                        if not data:
+                            raise trio.BrokenResourceError("connection closed")
+                        bodies = decoder.feed(data)
+                finally:
+                    await trio.aclose_forcefully(stream)
+        except trio.TooSlowError:
+            results[r.id] = {"id": r.id, "reachable": False, "error": "timed out"}
+        except HandshakeError as e:
+            results[r.id] = {"id": r.id, "reachable": False, "error": str(e)}
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, DecodeError, ValueError) as e:
+            results[r.id] = {"id": r.id, "reachable": False, "error": describe_error(e)}
+
+    async with trio.open_nursery() as nursery:
+        for r in cluster.replicas:
+            nursery.start_soon(one, r)
+    return results
+
+
+__all__ = ["ClientSession", "Outcome", "Unavailable", "query_status", "CONNECT_TIMEOUT", "HANDSHAKE_TIMEOUT"]

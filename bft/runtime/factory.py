@@ -1,0 +1,87 @@
+"""Builds the protocol core a replica runs, in one place for the runtime, the demo and tests.
+
+The paxos core is imported only when a paxos cluster asks for it, so a pbft replica
+starts whatever the state of ``bft.paxos``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import tomllib
+from pathlib import Path
+
+from bft.adversary import STRATEGIES, Byzantine
+from bft.pbft.certs import Keys
+from crypto.signing import Ed25519Verifier, Signer
+from ledger.chain import Chain
+from ledger.cluster import Cluster
+
+# Optional tuning keys a cluster.toml may carry at top level (the benchmark sets batch_size);
+# each goes to the core's config when that config has a field of the name.
+TUNING_KEYS = ("batch_size", "pipeline", "request_timeout", "retransmit_interval", "checkpoint_interval",
+               "log_size", "transfer_timeout")
+
+
+class PaxosUnavailable(RuntimeError):
+    """The paxos core cannot be imported in this tree."""
+
+
+def read_tuning(cluster_dir: str | os.PathLike[str]) -> dict:
+    """The optional tuning keys of DIR/cluster.toml (a file that loads as a cluster is assumed)."""
+    try:
+        doc = tomllib.loads((Path(cluster_dir) / "cluster.toml").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: doc[k] for k in TUNING_KEYS if k in doc and type(doc[k]) in (int, float)}
+
+
+def _config(cls, n: int, f: int, tuning: dict):
+    names = {fl.name for fl in dataclasses.fields(cls)}
+    return cls(n=n, f=f, **{k: v for k, v in tuning.items() if k in names})
+
+
+def paxos_classes():
+    try:
+        from bft.paxos.config import PaxosConfig
+        from bft.paxos.core import PaxosCore
+    except ImportError as e:
+        raise PaxosUnavailable(f"the paxos core is not available in this build ({e})") from None
+    return PaxosCore, PaxosConfig
+
+
+def make_core(cluster: Cluster, replica_id: int, signer: Signer, chain: Chain, vote_records: list[bytes],
+              now: float, byzantine: str | None = None, *, tuning: dict | None = None,
+              rng: random.Random | None = None):
+    """The core for replica ``replica_id`` of ``cluster``, wrapped by a Byzantine strategy if asked."""
+    tuning = tuning or {}
+    rng = rng or random.Random()
+    keys = Keys(cluster.replica_keys(), list(cluster.clients), Ed25519Verifier())
+    if cluster.mode == "pbft":
+        from bft.pbft.config import PbftConfig
+        from bft.pbft.core import PbftCore
+
+        core = PbftCore(_config(PbftConfig, cluster.n, cluster.f, tuning), replica_id, signer, keys, chain,
+                        vote_records, now)
+    elif cluster.mode == "paxos":
+        PaxosCore, PaxosConfig = paxos_classes()
+        core = PaxosCore(_config(PaxosConfig, cluster.n, cluster.f, tuning), replica_id, signer, keys, chain,
+                         vote_records, now, random.Random(rng.random()))
+    else:
+        raise ValueError(f"unknown mode {cluster.mode!r}")
+    if byzantine:
+        if byzantine not in STRATEGIES:
+            raise ValueError(f"unknown strategy {byzantine!r}; one of: {', '.join(STRATEGIES)}")
+        core = Byzantine(core, byzantine, signer, random.Random(rng.random()))
+    return core
+
+
+def request_timeout(core) -> float:
+    """The core's view-change / election timeout (the 'slow' strategy delays by most of it)."""
+    inner = getattr(core, "core", core)
+    return float(getattr(getattr(inner, "cfg", None), "request_timeout", 1.0))
+
+
+def verifier_of(core):
+    inner = getattr(core, "core", core)
+    return inner.keys.verifier

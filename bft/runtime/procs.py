@@ -1,0 +1,316 @@
+"""Replica processes for ``bftledger up``, the demo and the integration tests.
+
+Every process started through ``ReplicaProcess`` is tracked by PID and ended by PID
+(``stop``/``kill``); nothing here signals processes by name.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from ledger.cluster import Cluster
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def replica_command(cluster_dir: str | os.PathLike[str], replica: int, byzantine: str | None = None,
+                    log_level: str = "info") -> list[str]:
+    cmd = [sys.executable, "-m", "bft", "replica", str(cluster_dir), "--id", str(replica),
+           "--log-level", log_level]
+    if byzantine:
+        cmd += ["--byzantine", byzantine]
+    return cmd
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM this replica when the process that started it
+    dies, even by SIGKILL, so that no replica outlives 'up', the demo or a test run."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except Exception:
+        pass
+
+
+def _env() -> dict:
+    """The child finds this source tree even when it is not installed."""
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH", "")
+    if str(REPO) not in path.split(os.pathsep):
+        env["PYTHONPATH"] = str(REPO) + (os.pathsep + path if path else "")
+    return env
+
+
+class ReplicaProcess:
+    def __init__(self, cluster_dir: str | os.PathLike[str], replica: int, *, byzantine: str | None = None,
+                 log: str | os.PathLike[str] | IO | None = None, log_level: str = "info") -> None:
+        self.cluster_dir = str(cluster_dir)
+        self.replica = replica
+        self.byzantine = byzantine
+        self.log = log
+        self.log_level = log_level
+        self.proc: subprocess.Popen | None = None
+        self._log_fh = None
+
+    def start(self) -> "ReplicaProcess":
+        if self.alive:
+            raise RuntimeError(f"replica {self.replica} is already running")
+        out = None
+        if isinstance(self.log, (str, os.PathLike)):
+            self._log_fh = open(self.log, "ab")
+            out = self._log_fh
+        elif self.log is not None:
+            out = self.log
+        self.proc = subprocess.Popen(replica_command(self.cluster_dir, self.replica, self.byzantine, self.log_level),
+                                     stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=_env(), cwd=str(REPO),
+                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """kill -9: no clean shutdown, as in a crash."""
+        if self.alive:
+            self.proc.send_signal(signal.SIGKILL)
+        self.wait(5)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``."""
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGKILL)
+        self.wait(5)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            if self.proc.poll() is not None and self._log_fh is not None:
+                self._log_fh.close()
+                self._log_fh = None
+
+
+def stop_all(procs: list[ReplicaProcess], timeout: float = 5.0) -> None:
+    """SIGTERM to all at once, then SIGKILL to whichever is still there after ``timeout``."""
+    for p in procs:
+        if p.alive:
+            try:
+                p.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        if p.proc is not None:
+            try:
+                p.proc.wait(max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.proc.send_signal(signal.SIGKILL)
+        p.wait(5)
+
+
+def status(cluster: Cluster, timeout: float = 2.0, client: int = 0) -> list[dict]:
+    """``bftledger status`` as a function (runs its own event loop)."""
+    import trio
+
+    from bft.runtime.client import query_status
+
+    signer = cluster.load_client_key(client)
+    return trio.run(query_status, cluster, client, signer, timeout)
+
+
+def wait_ready(cluster: Cluster, ids: list[int] | None = None, timeout: float = 20.0,
+               procs: list[ReplicaProcess] | None = None) -> list[dict]:
+    """Until the replicas ``ids`` (default: all) answer status requests; raises TimeoutError."""
+    want = set(range(cluster.n) if ids is None else ids)
+    deadline = time.monotonic() + timeout
+    st: list[dict] = []
+    while time.monotonic() < deadline:
+        st = status(cluster, timeout=1.0)
+        if all(st[i].get("reachable") for i in want):
+            return st
+        for p in procs or []:
+            if p.proc is not None and p.proc.poll() is not None and p.replica in want:
+                raise RuntimeError(f"replica {p.replica} exited with status {p.proc.returncode} while starting")
+        time.sleep(0.1)
+    missing = sorted(i for i in want if not st or not st[i].get("reachable"))
+    raise TimeoutError(f"replicas {missing} of {cluster.directory} did not answer within {timeout:g} s")
+
+
+async def status_async(cluster: Cluster, timeout: float = 2.0, client: int = 0) -> list[dict]:
+    from bft.runtime.client import query_status
+
+    return await query_status(cluster, client, cluster.load_client_key(client), timeout)
+
+
+async def await_ready(cluster: Cluster, ids: list[int] | None = None, timeout: float = 20.0,
+                      procs: list[ReplicaProcess] | None = None) -> list[dict]:
+    """``wait_ready`` for callers already inside trio."""
+    import trio
+
+    want = set(range(cluster.n) if ids is None else ids)
+    deadline = time.monotonic() + timeout
+    st: list[dict] = []
+    while time.monotonic() < deadline:
+        st = await status_async(cluster, timeout=1.0)
+        if all(st[i].get("reachable") for i in want):
+            return st
+        for p in procs or []:
+            if p.proc is not None and p.proc.poll() is not None and p.replica in want:
+                raise RuntimeError(f"replica {p.replica} exited with status {p.proc.returncode} while starting")
+        await trio.sleep(0.1)
+    missing = sorted(i for i in want if not st or not st[i].get("reachable"))
+    raise TimeoutError(f"replicas {missing} of {cluster.directory} did not answer within {timeout:g} s")
+
+
+def run_up(cluster: Cluster) -> int:
+    """``bftledger up``: every replica as a child process until a signal; no child outlives it."""
+    procs = [ReplicaProcess(cluster.directory, r.id) for r in cluster.replicas]
+    stopping = {"sig": None}
+
+    def on_signal(signum, _frame) -> None:
+        stopping["sig"] = signum
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    code = 0
+    try:
+        for p in procs:
+            p.start()
+        print(f"bftledger: starting {cluster.n} {cluster.mode} replicas of {cluster.directory} "
+              f"(tolerates f={cluster.f} {'Byzantine' if cluster.mode == 'pbft' else 'crashed'})", flush=True)
+        ready = False
+        deadline = time.monotonic() + 30
+        reported: set[int] = set()
+        while stopping["sig"] is None:
+            for p in procs:
+                if p.replica not in reported and p.proc.poll() is not None:
+                    reported.add(p.replica)
+                    print(f"bftledger: replica {p.replica} (pid {p.pid}) exited with status {p.proc.returncode}",
+                          flush=True)
+            if len(reported) == len(procs):
+                code = 1
+                break
+            if not ready and time.monotonic() < deadline:
+                try:
+                    st = status(cluster, timeout=0.5)
+                except Exception:
+                    st = []
+                if st and all(s.get("reachable") for s in st):
+                    ready = True
+                    for p in procs:
+                        r = cluster.replicas[p.replica]
+                        print(f"  replica {p.replica}  pid {p.pid}  {r.host}:{r.port}", flush=True)
+                    print(f"bftledger: all {cluster.n} replicas are up. Try 'bftledger put {cluster.directory} "
+                          f"KEY VALUE'. Ctrl-C stops them.", flush=True)
+                    continue
+            time.sleep(0.2)
+    finally:
+        stop_all(procs)
+        for s, h in old.items():
+            signal.signal(s, h)
+    if stopping["sig"] is not None:
+        print(f"bftledger: stopped all {cluster.n} replicas", flush=True)
+    return code
+
+
+class LocalCluster:
+    """The replicas of one cluster directory as local processes (demo, tests, benchmarks).
+
+    Logs go to DIR/logs/replica-I.log. Use as a context manager: on exit every replica
+    still running is stopped (SIGTERM, then SIGKILL), also when the body failed."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, log_level: str = "info") -> None:
+        from ledger.cluster import load
+
+        self.directory = Path(directory)
+        self.cluster = load(self.directory)
+        self.log_dir = self.directory / "logs"
+        self.log_dir.mkdir(exist_ok=True)
+        self.log_level = log_level
+        self.procs: dict[int, ReplicaProcess] = {}
+
+    @property
+    def n(self) -> int:
+        return self.cluster.n
+
+    def log_path(self, i: int) -> Path:
+        return self.log_dir / f"replica-{i}.log"
+
+    def start(self, ids: list[int] | None = None, byzantine: dict[int, str] | None = None) -> "LocalCluster":
+        byzantine = byzantine or {}
+        for i in range(self.n) if ids is None else ids:
+            p = ReplicaProcess(self.directory, i, byzantine=byzantine.get(i), log=self.log_path(i),
+                               log_level=self.log_level)
+            self.procs[i] = p.start()
+        return self
+
+    def pid(self, i: int) -> int | None:
+        p = self.procs.get(i)
+        return p.pid if p is not None and p.alive else None
+
+    def alive(self) -> list[int]:
+        return sorted(i for i, p in self.procs.items() if p.alive)
+
+    def kill(self, i: int) -> None:
+        self.procs[i].kill()
+
+    def stop(self, i: int) -> None:
+        self.procs[i].stop()
+
+    def stop_all(self) -> None:
+        stop_all(list(self.procs.values()))
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+    async def status(self, timeout: float = 2.0) -> list[dict]:
+        return await status_async(self.cluster, timeout)
+
+    async def ready(self, ids: list[int] | None = None, timeout: float = 20.0) -> list[dict]:
+        return await await_ready(self.cluster, self.alive() if ids is None else ids, timeout,
+                                 list(self.procs.values()))
+
+    async def converged(self, ids: list[int] | None = None, timeout: float = 15.0) -> list[dict]:
+        """Until the replicas ``ids`` (default: the running ones) report one height and one head."""
+        import trio
+
+        ids = self.alive() if ids is None else ids
+        deadline = time.monotonic() + timeout
+        st: list[dict] = []
+        while True:
+            st = await self.status(1.0)
+            sel = [st[i] for i in ids]
+            if all(s.get("reachable") for s in sel) and len({(s["height"], s["head"]) for s in sel}) == 1:
+                return st
+            if time.monotonic() > deadline:
+                seen = {i: (st[i].get("height"), str(st[i].get("head", ""))[:12]) for i in ids}
+                raise TimeoutError(f"replicas {ids} did not converge within {timeout:g} s: {seen}")
+            await trio.sleep(0.1)
+
+    def audit(self, ids: list[int] | None = None) -> dict:
+        from ledger.audit import audit
+
+        return {i: audit(self.directory, i) for i in (range(self.n) if ids is None else ids)}

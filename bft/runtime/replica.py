@@ -1,0 +1,435 @@
+"""The replica process: a protocol core driven by real time, TCP and disk.
+
+One trio task per connection reads bursts of frames and steps the core with each
+message; a driver task then asks the core for its output (``ready()``) and carries it
+out in order, with every durable action (vote-log records, compaction, blocks) written
+and fsync'd once per burst before any message of that burst is queued for sending.
+A ticker tells the core the time every ``TICK`` seconds (monotonic clock).
+
+Besides the protocol messages the replica answers two queries itself: ``StatusRequest``
+(``bftledger status``) and ``ReceiptRequest`` (a block from the store, self-certifying,
+so any replica may serve it).
+
+Layout on disk: ``DIR/data/replica-I/`` holds the block store's segments and
+``votes.log``. SIGTERM or SIGINT stops the replica cleanly.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections import deque
+
+import msgpack
+import trio
+
+from bft.outputs import AppendBlock, Broadcast, CompactVotes, Persist, Send, ServeBlocks, ToClient
+from bft.runtime import factory
+from bft.runtime.transport import (CLIENT_MAX_FRAME, HANDSHAKE_TIMEOUT, ROLE_CLIENT,
+                                   ROLE_REPLICA, Connection, HandshakeError, Identity, KeyBook, Link,
+                                   Problems, SendQueue, handshake, peer_name)
+from bft.wire import (MAX_FRAME, Auth, DecodeError, FrameDecoder, Hello, ReceiptRequest, ReceiptResponse,
+                      StateResponse, StatusRequest, StatusResponse, decode, frame)
+from crypto.signing import Ed25519Verifier
+from ledger.cluster import Cluster
+from ledger.store import BlockStore
+from ledger.votelog import VoteLog
+
+log = logging.getLogger("bft.runtime.replica")
+
+TICK = 0.01
+MAX_INCOMING = 1024                 # concurrent incoming connections (authenticated or not)
+MAX_CONNS_PER_CLIENT = 8
+STATE_RESPONSE_BYTES = 4 * 1024 * 1024
+VOTELOG_NAME = "votes.log"
+
+
+class Replica:
+    def __init__(self, cluster: Cluster, replica_id: int, *, byzantine: str | None = None,
+                 tuning: dict | None = None) -> None:
+        if not 0 <= replica_id < cluster.n:
+            raise ValueError(f"replica {replica_id} is not in this cluster (ids are 0..{cluster.n - 1})")
+        self.cluster = cluster
+        self.id = replica_id
+        self.byzantine = byzantine
+        self.tuning = dict(tuning or {})
+        self.signer = cluster.load_replica_key(replica_id)
+        if self.signer.public_key != cluster.replicas[replica_id].public_key:
+            raise ValueError(f"{cluster.key_path('replica', replica_id)} does not match replica "
+                             f"{replica_id}'s public key in cluster.toml")
+        self.info = cluster.replicas[replica_id]
+        self.problems = Problems(log)
+        self.store: BlockStore | None = None
+        self.votelog: VoteLog | None = None
+        self.core = None
+        self.keybook = KeyBook(cluster.replica_keys(), list(cluster.clients), Ed25519Verifier())
+        self.me = Identity(ROLE_REPLICA, replica_id, self.signer)
+        self.links: dict[int, Link] = {}
+        self.clients: dict[int, list[Connection]] = {}
+        self.replica_conns: dict[int, Connection] = {}
+        self.incoming = 0
+        self.internal_errors = 0
+        self._dirty: trio.Event | None = None
+        self._delay = 0.0
+        self._delayed: deque[tuple[float, object, bytes]] = deque()
+        self._delayed_wake: trio.Event | None = None
+        self.client_frames_dropped = 0
+        self.msgs_in = 0
+        self.started = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self, now: float) -> None:
+        d = self.cluster.data_dir(self.id)
+        self.store = BlockStore.open(d)
+        try:
+            self.votelog = VoteLog.open(d / VOTELOG_NAME)
+            self.core = factory.make_core(self.cluster, self.id, self.signer, self.store.chain,
+                                          self.votelog.records(), now, self.byzantine, tuning=self.tuning)
+        except BaseException:
+            self.close()
+            raise
+        if self.byzantine == "slow":
+            self._delay = 0.8 * factory.request_timeout(self.core)
+
+    def close(self) -> None:
+        if self.votelog is not None:
+            self.votelog.close()
+        if self.store is not None:
+            self.store.close()
+
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled (or a signal arrives); the store must be open."""
+        self._dirty = trio.Event()
+        self._delayed_wake = trio.Event()
+        self.started = trio.current_time()
+        listeners = await trio.open_tcp_listeners(self.info.port, host=self.info.host)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._signals, nursery.cancel_scope)
+            nursery.start_soon(self._accept_loop, listeners)
+            for r in self.cluster.replicas:
+                if r.id != self.id:
+                    link = Link(self.me, self.keybook, r.id, r.host, r.port, self._on_frames, self.problems)
+                    self.links[r.id] = link
+                    nursery.start_soon(link.run)
+            nursery.start_soon(self._ticker)
+            nursery.start_soon(self._driver)
+            if self._delay:
+                nursery.start_soon(self._delayed_sender)
+            st = self.core.status()
+            log.info("replica %d (%s, n=%d, f=%d%s) listening on %s:%d; height %d, view %s",
+                     self.id, self.cluster.mode, self.cluster.n, self.cluster.f,
+                     f", byzantine {self.byzantine}" if self.byzantine else "",
+                     self.info.host, self.info.port, st.get("height", 0), st.get("view"))
+            task_status.started()
+
+    async def _signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+            async for s in sigs:
+                log.info("replica %d: %s received, stopping", self.id, signal.Signals(s).name)
+                scope.cancel()
+                return
+
+    # ------------------------------------------------------------------ incoming connections
+    async def _accept_loop(self, listeners) -> None:
+        async with trio.open_nursery() as nursery:
+            for ln in listeners:
+                nursery.start_soon(self._accept_one_listener, ln, nursery)
+
+    async def _accept_one_listener(self, listener, nursery) -> None:
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as e:   # EMFILE and friends: back off instead of spinning
+                    self.problems.note("accept failed", str(e))
+                    await trio.sleep(0.1)
+                    continue
+                nursery.start_soon(self._incoming, stream)
+
+    async def _incoming(self, stream) -> None:
+        if self.incoming >= MAX_INCOMING:
+            self.problems.note("too many connections")
+            await trio.aclose_forcefully(stream)
+            return
+        self.incoming += 1
+        conn = None
+        try:
+            try:
+                with trio.fail_after(HANDSHAKE_TIMEOUT):
+                    role, ident, leftover = await handshake(stream, self.me, self.keybook)
+            except HandshakeError as e:
+                self.problems.note(e.kind, "incoming connection")
+                return
+            except trio.TooSlowError:
+                self.problems.note("handshake timed out", "incoming connection")
+                return
+            if role == ROLE_REPLICA and ident == self.id:
+                self.problems.note("a connection claiming to be this replica")
+                return
+            decoder = FrameDecoder(MAX_FRAME if role == ROLE_REPLICA else CLIENT_MAX_FRAME)
+            conn = Connection(stream, role, ident, SendQueue(peer_name(role, ident)), decoder)
+            self._register(conn)
+            await conn.run(leftover, self._on_frames, self.problems)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        except Exception:
+            self.internal_errors += 1
+            log.exception("replica %d: connection handler failed", self.id)
+        finally:
+            self.incoming -= 1
+            if conn is not None:
+                self._unregister(conn)
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+
+    def _register(self, conn: Connection) -> None:
+        if conn.role == ROLE_CLIENT:
+            conns = self.clients.setdefault(conn.ident, [])
+            conns.append(conn)
+            while len(conns) > MAX_CONNS_PER_CLIENT:
+                conns.pop(0).close()
+        else:
+            old = self.replica_conns.get(conn.ident)
+            self.replica_conns[conn.ident] = conn
+            if old is not None:
+                old.close()
+
+    def _unregister(self, conn: Connection) -> None:
+        if conn.role == ROLE_CLIENT:
+            conns = self.clients.get(conn.ident)
+            if conns and conn in conns:
+                conns.remove(conn)
+                if not conns:
+                    del self.clients[conn.ident]
+        elif self.replica_conns.get(conn.ident) is conn:
+            del self.replica_conns[conn.ident]
+
+    # ------------------------------------------------------------------ input
+    def _on_frames(self, conn: Connection, bodies: list[bytes]) -> bool:
+        core = self.core
+        from_client = conn.role == ROLE_CLIENT
+        sender = conn.ident
+        ok = True
+        debug = log.isEnabledFor(logging.DEBUG)
+        for body in bodies:
+            try:
+                msg = decode(body)
+            except DecodeError as e:
+                self.problems.note("malformed message", f"from {conn.name}: {e}")
+                ok = False
+                break
+            t = type(msg)
+            self.msgs_in += 1
+            if t is StatusRequest:
+                conn.send(frame(StatusResponse(msg.nonce, self._status_bytes()).encode()))
+                continue
+            if t is ReceiptRequest:
+                self._serve_receipt(conn, msg)
+                continue
+            if t is Hello or t is Auth:
+                self.problems.note("handshake message after authentication", conn.name)
+                ok = False
+                break
+            if debug:
+                log.debug("%s from %s", msg.NAME, conn.name)
+            try:
+                core.step(sender, msg, from_client)
+            except Exception:
+                self.internal_errors += 1
+                if self.internal_errors <= 5:
+                    log.exception("replica %d: the core failed on a %s from %s", self.id, msg.NAME, conn.name)
+        self._dirty.set()
+        return ok
+
+    def _serve_receipt(self, conn: Connection, m: ReceiptRequest) -> None:
+        store = self.store
+        if not 1 <= m.height <= store.height:
+            return
+        try:
+            body = store.read(m.height).encode()
+            conn.send(frame(ReceiptResponse(m.height, m.index, body).encode()))
+        except ValueError as e:     # a block too big for one frame, or StoreCorrupt under us
+            self.problems.note("cannot serve a receipt", str(e))
+
+    # ------------------------------------------------------------------ the driver
+    async def _ticker(self) -> None:
+        core = self.core
+        while True:
+            await trio.sleep(TICK)
+            try:
+                core.tick(trio.current_time())
+            except Exception:
+                self.internal_errors += 1
+                if self.internal_errors <= 5:
+                    log.exception("replica %d: tick failed", self.id)
+            self._dirty.set()
+
+    async def _driver(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty = trio.Event()
+            self.flush()
+            # let the connection tasks read and step another burst before the next ready()
+            await trio.lowlevel.checkpoint()
+
+    def flush(self) -> None:
+        """Ask the core for its output and carry it out: durable writes first, then sends."""
+        actions = self.core.ready()
+        if not actions:
+            return
+        persists: list[bytes] = []
+        blocks = []
+        sends = []
+        votelog, store = self.votelog, self.store
+        for a in actions:
+            t = type(a)
+            if t is Persist:
+                persists.append(a.record)
+            elif t is AppendBlock:
+                blocks.append(a.block)
+            elif t is CompactVotes:
+                if persists:
+                    votelog.append_many(persists)
+                    persists = []
+                votelog.compact(a.records)
+            else:
+                sends.append(a)
+        if persists:
+            votelog.append_many(persists)
+        if blocks:
+            store.append_many(blocks)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("appended blocks %d..%d (%d transactions)", blocks[0].height, blocks[-1].height,
+                          sum(len(b.txs) for b in blocks))
+        framed: dict[int, bytes] = {}
+        for a in sends:
+            t = type(a)
+            if t is Broadcast:
+                key = id(a.msg)
+                fr = framed.get(key)
+                if fr is None:
+                    fr = framed[key] = frame(a.msg.encode())
+                for r in self.links:
+                    self._send_replica(r, fr)
+            elif t is Send:
+                key = id(a.msg)
+                fr = framed.get(key)
+                if fr is None:
+                    fr = framed[key] = frame(a.msg.encode())
+                self._send_replica(a.to, fr)
+            elif t is ToClient:
+                self._send_client(a.client, frame(a.msg.encode()))
+            elif t is ServeBlocks:
+                self._serve_blocks(a)
+
+    def _send_replica(self, to: int, fr: bytes) -> None:
+        link = self.links.get(to)
+        if link is None:
+            return
+        if self._delay:
+            self._schedule(link, fr)
+        else:
+            link.send(fr)
+
+    def _send_client(self, client: int, fr: bytes) -> None:
+        conns = self.clients.get(client)
+        if not conns:
+            self.client_frames_dropped += 1      # the client retransmits and gets the cached reply
+            return
+        for c in conns:
+            if self._delay:
+                self._schedule(c, fr)
+            else:
+                c.send(fr)
+
+    def _serve_blocks(self, a: ServeBlocks) -> None:
+        blocks: list[bytes] = []
+        size = 0
+        for b in self.store.blocks(a.from_height, a.to_height):
+            raw = b.encode()
+            if blocks and (size + len(raw) > STATE_RESPONSE_BYTES or len(blocks) >= 256):
+                break
+            blocks.append(raw)
+            size += len(raw)
+        if not blocks:
+            return
+        try:
+            fr = frame(StateResponse(self.id, blocks, []).encode())
+        except ValueError as e:
+            self.problems.note("cannot serve blocks", str(e))
+            return
+        self._send_replica(a.to, fr)
+
+    # ------------------------------------------------------------------ the 'slow' strategy
+    def _schedule(self, target, fr: bytes) -> None:
+        self._delayed.append((trio.current_time() + self._delay, target, fr))
+        self._delayed_wake.set()
+
+    async def _delayed_sender(self) -> None:
+        while True:
+            if not self._delayed:
+                self._delayed_wake = trio.Event()
+                await self._delayed_wake.wait()
+                continue
+            due, target, fr = self._delayed[0]
+            now = trio.current_time()
+            if due > now:
+                await trio.sleep(due - now)
+                continue
+            self._delayed.popleft()
+            target.send(fr)
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict:
+        st = dict(self.core.status())
+        links = self.links.values()
+        client_conns = [c for cs in self.clients.values() for c in cs]
+        st.update({
+            "id": self.id, "pid": os.getpid(), "mode": self.cluster.mode, "byzantine": self.byzantine,
+            "uptime": round(trio.current_time() - self.started, 3),
+            "peers_connected": sorted(r for r, link in self.links.items() if link.connected),
+            "clients_connected": len(self.clients),
+            "msgs_in": self.msgs_in,
+            "msgs_sent": sum(q.sent_frames for q in [link.queue for link in links] + [c.queue for c in client_conns]),
+            "bytes_sent": sum(q.sent_bytes for q in [link.queue for link in links] + [c.queue for c in client_conns]),
+            "frames_dropped": sum(link.queue.dropped for link in links) + self.client_frames_dropped,
+            "verifies": getattr(factory.verifier_of(self.core), "checks", 0),
+            "transport_problems": dict(self.problems.counts),
+            "internal_errors": self.internal_errors,
+        })
+        return st
+
+    def _status_bytes(self) -> bytes:
+        st = self.status()
+        data = msgpack.packb(st, use_bin_type=True, default=str)
+        if len(data) > 60_000:                       # keep within one StatusResponse
+            st.pop("dropped", None)
+            st.pop("transport_problems", None)
+            data = msgpack.packb(st, use_bin_type=True, default=str)
+        return data
+
+
+def unwrap(eg: BaseException) -> BaseException:
+    """The single leaf of nested exception groups (trio wraps what leaves a nursery), else eg."""
+    while isinstance(eg, BaseExceptionGroup) and len(eg.exceptions) == 1:
+        eg = eg.exceptions[0]
+    return eg
+
+
+def run_replica(cluster: Cluster, replica_id: int, *, byzantine: str | None = None) -> int:
+    """The body of ``bftledger replica``: open, serve until a signal, close. Returns an exit code."""
+    rep = Replica(cluster, replica_id, byzantine=byzantine, tuning=factory.read_tuning(cluster.directory))
+
+    async def main() -> None:
+        rep.open(trio.current_time())
+        try:
+            await rep.serve()
+        finally:
+            rep.close()
+            log.info("replica %d stopped", replica_id)
+
+    try:
+        trio.run(main)
+    except BaseExceptionGroup as eg:
+        raise unwrap(eg) from None
+    return 0

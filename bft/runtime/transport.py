@@ -1,0 +1,424 @@
+"""TCP transport for replicas and clients (trio): framing, authentication, per-peer queues.
+
+Frames are a 4-byte big-endian length plus a body (``bft.wire.frame`` / ``FrameDecoder``);
+the length is checked against a cap before any of the body is buffered, and the cap is
+tiny until the peer has authenticated.
+
+Handshake, the same in both directions: each side sends ``Hello(nonce)`` with 32 fresh
+random bytes; on the other side's Hello it answers ``Auth(role, ident, that nonce, sig)``
+signed with its own key under ``Auth.DOMAIN``. Each side checks the Auth it receives
+against the public keys in cluster.toml and its own nonce. From then on every frame on
+the connection is attributed to the proven (role, id) and to nothing a message claims.
+(The handshake authenticates the ends but does not bind the TCP channel: an on-path
+attacker that relays both directions can stay in the middle. Use the optional mutual
+TLS between replicas on untrusted networks.)
+
+Sending: one bounded queue of ready-made frames per peer. A writer task drains the
+whole queue with one ``send_all`` per wakeup, so frames coalesce under load; when a
+queue is over its cap the oldest frames are dropped and counted (the protocols
+retransmit), so a dead or slow peer never stalls the others. Outgoing links reconnect
+with exponential backoff and jitter; frames queued while a link is down go out after
+it reconnects.
+
+Receiving: one read takes up to ``RECV_SIZE`` bytes and decodes every complete frame in
+it; the frames go to a callback in one call, so the replica hands its core a whole
+burst before asking it for output. Malformed, oversized or unauthenticated input is
+counted by kind (``Problems``), logged once per kind, and closes that connection only.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections import Counter, deque
+from typing import Callable
+
+import trio
+
+from bft.wire import MAX_FRAME, Auth, DecodeError, FrameDecoder, Hello, Message, decode, frame
+from crypto.signing import Signer, Verifier
+
+log = logging.getLogger("bft.runtime.transport")
+
+ROLE_REPLICA = 0
+ROLE_CLIENT = 1
+ROLE_NAMES = {ROLE_REPLICA: "replica", ROLE_CLIENT: "client"}
+
+HANDSHAKE_TIMEOUT = 5.0            # an unauthenticated connection gets this long, then it is closed
+HANDSHAKE_MAX_FRAME = 256          # Hello and Auth are ~40 and ~110 bytes
+CLIENT_MAX_FRAME = 256 * 1024      # a client sends requests (<= 64 KiB op) and small queries
+RECV_SIZE = 256 * 1024
+BURST = 128                        # frames handed to the owner at once before it may act on them
+MAX_WRITE = 1 << 20                # bytes joined into one send_all
+QUEUE_MAX_BYTES = 16 * 1024 * 1024
+QUEUE_MAX_FRAMES = 32768
+DOWN_QUEUE_BYTES = 1024 * 1024     # backlog kept for a peer that cannot be reached
+CONNECT_TIMEOUT = 3.0
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 2.0
+
+
+class HandshakeError(Exception):
+    """The peer did not prove an identity from cluster.toml; ``kind`` is the counter name."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}{': ' + detail if detail else ''}")
+        self.kind = kind
+
+
+class Problems:
+    """Peer-input problems counted by kind; the first of each kind is logged, the rest only counted."""
+
+    def __init__(self, logger: logging.Logger = log) -> None:
+        self.counts: Counter[str] = Counter()
+        self._log = logger
+
+    def note(self, kind: str, detail: str = "") -> None:
+        if kind not in self.counts:
+            self._log.warning("%s%s (first of its kind; later ones are only counted)", kind,
+                              f" ({detail})" if detail else "")
+        self.counts[kind] += 1
+
+
+class KeyBook:
+    """Who may connect: the replicas' and the clients' public keys from cluster.toml."""
+
+    def __init__(self, replica_keys: list[bytes], client_keys: list[bytes], verifier: Verifier) -> None:
+        self.replicas = list(replica_keys)
+        self.clients = list(client_keys)
+        self.verifier = verifier
+
+    def key(self, role: int, ident: int) -> bytes | None:
+        table = self.replicas if role == ROLE_REPLICA else self.clients if role == ROLE_CLIENT else None
+        if table is None or not 0 <= ident < len(table):
+            return None
+        return table[ident]
+
+
+class Identity:
+    __slots__ = ("role", "ident", "signer")
+
+    def __init__(self, role: int, ident: int, signer: Signer) -> None:
+        self.role, self.ident, self.signer = role, ident, signer
+
+
+def peer_name(role: int, ident: int) -> str:
+    return f"{ROLE_NAMES.get(role, 'role' + str(role))} {ident}"
+
+
+class _HandshakeReader:
+    """Reads the handshake's frames one at a time with a tiny cap; whatever bytes follow the
+    peer's Auth (it may send at once) are handed back raw, for the connection's own decoder."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.buf = bytearray()
+
+    async def next_body(self) -> bytes:
+        buf = self.buf
+        while True:
+            if len(buf) >= 4:
+                length = int.from_bytes(buf[:4], "big")
+                if length > HANDSHAKE_MAX_FRAME:
+                    raise HandshakeError("oversized frame during the handshake", f"{length} bytes")
+                if len(buf) >= 4 + length:
+                    body = bytes(buf[4:4 + length])
+                    del buf[:4 + length]
+                    return body
+            data = await self.stream.receive_some(4096)
+            if not data:
+                raise HandshakeError("connection closed during the handshake")
+            buf += data
+
+
+async def handshake(stream: trio.abc.Stream, me: Identity, keys: KeyBook,
+                    expect: tuple[int, int] | None = None) -> tuple[int, int, bytes]:
+    """Mutual challenge-response; returns the peer's (role, id) and the raw bytes that followed
+    its Auth. The caller bounds the time (``HANDSHAKE_TIMEOUT``). Raises HandshakeError on
+    anything but a correct Hello followed by a correct Auth."""
+    my_nonce = os.urandom(32)
+    await stream.send_all(frame(Hello(my_nonce).encode()))
+    reader = _HandshakeReader(stream)
+    sent_auth = False
+    while True:
+        body = await reader.next_body()
+        try:
+            msg = decode(body)
+        except DecodeError as e:
+            raise HandshakeError("malformed handshake message", str(e)) from None
+        if type(msg) is Hello and not sent_auth:
+            auth = Auth(me.role, me.ident, msg.nonce).signed(me.signer)
+            await stream.send_all(frame(auth.encode()))
+            sent_auth = True
+        elif type(msg) is Auth and sent_auth:
+            if msg.nonce != my_nonce:
+                raise HandshakeError("handshake answered a different challenge")
+            pk = keys.key(msg.role, msg.ident)
+            if pk is None:
+                raise HandshakeError("handshake from an identity not in cluster.toml",
+                                     peer_name(msg.role, msg.ident))
+            if not msg.verify(keys.verifier, pk):
+                raise HandshakeError("handshake with a bad signature", peer_name(msg.role, msg.ident))
+            if expect is not None and (msg.role, msg.ident) != expect:
+                raise HandshakeError("the peer is not who we dialled",
+                                     f"expected {peer_name(*expect)}, got {peer_name(msg.role, msg.ident)}")
+            return msg.role, msg.ident, bytes(reader.buf)
+        else:
+            raise HandshakeError("unexpected message during the handshake", msg.NAME)
+
+
+class SendQueue:
+    """Bounded FIFO of framed bytes for one peer; drops the oldest frames when full."""
+
+    __slots__ = ("frames", "nbytes", "max_bytes", "max_frames", "dropped", "sent_frames", "sent_bytes",
+                 "_wake", "name", "_warned")
+
+    def __init__(self, name: str, max_bytes: int = QUEUE_MAX_BYTES, max_frames: int = QUEUE_MAX_FRAMES) -> None:
+        self.frames: deque[bytes] = deque()
+        self.nbytes = 0
+        self.max_bytes = max_bytes
+        self.max_frames = max_frames
+        self.dropped = 0
+        self.sent_frames = 0
+        self.sent_bytes = 0
+        self._wake = trio.Event()
+        self.name = name
+        self._warned = False
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def put(self, fr: bytes) -> None:
+        frames = self.frames
+        frames.append(fr)
+        self.nbytes += len(fr)
+        if self.nbytes > self.max_bytes or len(frames) > self.max_frames:
+            while len(frames) > 1 and (self.nbytes > self.max_bytes or len(frames) > self.max_frames):
+                self.nbytes -= len(frames.popleft())
+                self.dropped += 1
+            if not self._warned:
+                self._warned = True
+                log.warning("send queue to %s is full; dropping its oldest frames (counted in status)", self.name)
+        self._wake.set()
+
+    def clear(self) -> None:
+        self.dropped += len(self.frames)
+        self.frames.clear()
+        self.nbytes = 0
+
+    async def take(self) -> bytes:
+        """Wait for frames, then remove and return as many as fit in one write, joined."""
+        while not self.frames:
+            self._wake = trio.Event()
+            await self._wake.wait()
+        frames = self.frames
+        if self.nbytes <= MAX_WRITE:
+            out = list(frames)
+            frames.clear()
+            size = self.nbytes
+        else:
+            out, size = [], 0
+            while frames and (not out or size + len(frames[0]) <= MAX_WRITE):
+                fr = frames.popleft()
+                out.append(fr)
+                size += len(fr)
+        self.nbytes -= size
+        self.sent_frames += len(out)
+        self.sent_bytes += size
+        return out[0] if len(out) == 1 else b"".join(out)
+
+
+# on_frames(conn, bodies) -> False to close the connection
+FrameHandler = Callable[["Connection", list[bytes]], bool]
+
+
+class Connection:
+    """An authenticated connection: reads frames into a handler, writes a SendQueue."""
+
+    __slots__ = ("stream", "role", "ident", "queue", "decoder", "closed", "name", "_scope")
+
+    def __init__(self, stream: trio.abc.Stream, role: int, ident: int, queue: SendQueue,
+                 decoder: FrameDecoder) -> None:
+        self.stream = stream
+        self.role = role
+        self.ident = ident
+        self.queue = queue
+        self.decoder = decoder
+        self.closed = False
+        self.name = peer_name(role, ident)
+        self._scope: trio.CancelScope | None = None
+
+    def send(self, fr: bytes) -> None:
+        if not self.closed:
+            self.queue.put(fr)
+
+    def close(self) -> None:
+        """Stop this connection's tasks (the owner of the stream closes it)."""
+        self.closed = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def run(self, leftover: bytes, on_frames: FrameHandler, problems: Problems) -> None:
+        """Until the peer goes away, the input is bad, or the caller is cancelled."""
+        if self.closed:
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                nursery.start_soon(self._writer, nursery.cancel_scope)
+                await self._reader(leftover, on_frames, problems)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.closed = True
+
+    async def _reader(self, data: bytes, on_frames: FrameHandler, problems: Problems) -> None:
+        stream, decoder = self.stream, self.decoder
+        while True:
+            if not data:
+                try:
+                    data = await stream.receive_some(RECV_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    return
+                if not data:
+                    return
+            try:
+                bodies = decoder.feed(data)
+            except DecodeError as e:
+                problems.note("oversized frame", f"from {self.name}: {e}")
+                return
+            data = b""
+            if not bodies:
+                continue
+            if len(bodies) <= BURST:
+                if not on_frames(self, bodies):
+                    return
+                continue
+            # a long burst goes in slices, letting the owner act (a primary propose) in between
+            for i in range(0, len(bodies), BURST):
+                if not on_frames(self, bodies[i:i + BURST]):
+                    return
+                await trio.lowlevel.checkpoint()
+
+    async def _writer(self, scope: trio.CancelScope) -> None:
+        try:
+            while True:
+                data = await self.queue.take()
+                await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            scope.cancel()
+
+
+def backoff(delay: float, rng: random.Random) -> float:
+    """The next delay (doubling, capped) and a jittered sleep for the current one."""
+    return delay * (0.5 + rng.random() * 0.5)
+
+
+class Link:
+    """An outgoing connection to one replica that keeps itself connected.
+
+    Frames put into ``queue`` go out in order whenever the link is up; frames that
+    arrive on the link go to ``on_frames`` like those of any other connection."""
+
+    def __init__(self, me: Identity, keys: KeyBook, replica: int, host: str, port: int,
+                 on_frames: FrameHandler, problems: Problems, *, max_frame: int = MAX_FRAME,
+                 queue: SendQueue | None = None, on_down: Callable[[int], None] | None = None) -> None:
+        self.me = me
+        self.keys = keys
+        self.replica = replica
+        self.host = host
+        self.port = port
+        self.on_frames = on_frames
+        self.problems = problems
+        self.max_frame = max_frame
+        self.queue = queue or SendQueue(f"replica {replica}")
+        self.on_down = on_down
+        self.connected = False
+        self.connects = 0
+        self.last_error: str | None = None
+        self.up_event = trio.Event()
+        self._rng = random.Random()
+
+    def send(self, fr: bytes) -> None:
+        self.queue.put(fr)
+
+    def _set_down(self, down: bool) -> None:
+        """While the peer is unreachable keep only a little backlog: what it needs after a long
+        absence it gets by retransmission and state transfer, not from a stale burst."""
+        q = self.queue
+        if down:
+            q.max_bytes = min(q.max_bytes, DOWN_QUEUE_BYTES)
+            while len(q.frames) > 1 and q.nbytes > q.max_bytes:
+                q.nbytes -= len(q.frames.popleft())
+                q.dropped += 1
+        else:
+            q.max_bytes = self._up_max_bytes
+
+    async def run(self) -> None:
+        delay = BACKOFF_MIN
+        self._up_max_bytes = self.queue.max_bytes
+        while True:
+            try:
+                with trio.fail_after(CONNECT_TIMEOUT):
+                    stream = await trio.open_tcp_stream(self.host, self.port)
+            except (OSError, trio.TooSlowError) as e:
+                self.last_error = _describe(e)
+                self._set_down(True)
+                await trio.sleep(backoff(delay, self._rng))
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            try:
+                with trio.fail_after(HANDSHAKE_TIMEOUT):
+                    role, ident, leftover = await handshake(stream, self.me, self.keys,
+                                                            expect=(ROLE_REPLICA, self.replica))
+                decoder = FrameDecoder(self.max_frame)
+                self._set_down(False)
+                delay = BACKOFF_MIN
+                self.connected = True
+                self.connects += 1
+                self.last_error = None
+                self.up_event.set()
+                conn = Connection(stream, role, ident, self.queue, decoder)
+                await conn.run(leftover, self.on_frames, self.problems)
+                self.last_error = "connection closed"
+            except HandshakeError as e:
+                self.last_error = str(e)
+                self.problems.note(e.kind, f"dialling replica {self.replica}")
+            except trio.TooSlowError:
+                self.last_error = "handshake timed out"
+                self.problems.note("handshake timed out", f"dialling replica {self.replica}")
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                self.last_error = _describe(e)
+            except Exception:                        # a bug of ours: log it, keep the link alive
+                log.exception("link to replica %d failed", self.replica)
+                self.last_error = "internal error"
+            finally:
+                if self.connected:
+                    self.connected = False
+                    self.up_event = trio.Event()
+                    if self.on_down is not None:
+                        self.on_down(self.replica)
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(stream)
+            await trio.sleep(backoff(delay, self._rng))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+
+def _describe(e: BaseException) -> str:
+    """A short reason for a failed connection ("connection refused", "timed out", ...)."""
+    if isinstance(e, trio.TooSlowError):
+        return "timed out"
+    cause = e.__cause__
+    if isinstance(cause, BaseExceptionGroup) and cause.exceptions:   # trio's "all attempts ... failed"
+        return _describe(cause.exceptions[0])
+    if isinstance(e, OSError) and e.errno:
+        return os.strerror(e.errno).lower()
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    return str(e) or type(e).__name__
+
+
+describe_error = _describe
+
+
+def encode_frame(msg: Message) -> bytes:
+    return frame(msg.encode())

@@ -1,0 +1,326 @@
+"""The ledger's client API: put, get, delete, compare-and-set, each with a verified receipt.
+
+```python
+async with ledger.client.connect(cluster_dir) as client:
+    receipt = await client.put("alice", b"100")     # returns once committed
+    value = await client.get("alice")               # b"100" (reads go through consensus)
+    receipt.verify(cluster_dir)                     # offline, public keys only
+with ledger.client.SyncClient(cluster_dir) as client:   # the same, blocking
+    client.put("bob", "50")
+```
+
+One client object carries many concurrent requests (up to 2048 in flight; more wait).
+Every write returns a ``Receipt`` built from a block the client has checked against the
+cluster's public keys (its certificate and Merkle roots), holding the client's own
+signed request and the result the replicas replied; the block comes from a replica that
+replied, or another one if that fails.
+
+This is the only module of ``ledger`` that uses ``bft`` (the wire protocol and the
+transport): ``ledger`` sits below the protocols (crypto <- ledger <- bft) so that the
+audit, the store and receipts never depend on a protocol core. The ``bft`` imports are
+therefore made inside functions, at call time: importing ``ledger.client`` (or any other
+ledger module) never imports a protocol package, and there is no import cycle.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+import trio
+
+from crypto.merkle import MerkleTree
+from crypto.signing import Ed25519Verifier
+from ledger import state
+from ledger.block import Block, BlockFormatError
+from ledger.certificate import certificate_error
+from ledger.cluster import Cluster, load
+from ledger.receipt import Receipt, ReceiptError
+
+DEFAULT_TIMEOUT = 60.0
+RECEIPT_FETCH_TIMEOUT = 2.0
+BLOCK_CACHE = 256
+
+
+class LedgerError(Exception):
+    """Base of the errors this API raises for a reason outside the caller's code."""
+
+
+class Unavailable(LedgerError):
+    """Nothing was committed in time: too few replicas reachable or working (the message says which)."""
+
+
+class ReceiptUnavailable(LedgerError):
+    """Committed, but no replica served a block that verifies as its receipt."""
+
+
+def _value_bytes(value: bytes | str) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"a value is bytes or str, not {type(value).__name__}")
+
+
+def _check_key(key: str) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"a key is a str, not {type(key).__name__}")
+    if len(key.encode()) > state.MAX_KEY:
+        raise ValueError(f"a key is at most {state.MAX_KEY} bytes of UTF-8")
+    return key
+
+
+class Client:
+    """Made by ``connect``; every method may be called from many tasks at once."""
+
+    def __init__(self, cluster: Cluster, session, timeout: float | None) -> None:
+        self.cluster = cluster
+        self.id = session.id
+        self.timeout = timeout
+        self._session = session
+        self._verifier = Ed25519Verifier()
+        self._blocks: OrderedDict[int, tuple[Block, MerkleTree, MerkleTree]] = OrderedDict()
+        self._fetching: dict[int, trio.Event] = {}
+
+    # ------------------------------------------------------------------ operations
+    async def put(self, key: str, value: bytes | str) -> Receipt:
+        return await self._write(state.op_put(_check_key(key), _value_bytes(value)))
+
+    async def delete(self, key: str) -> Receipt:
+        """``receipt.ok`` tells whether the key existed."""
+        return await self._write(state.op_delete(_check_key(key)))
+
+    async def cas(self, key: str, expected: bytes | str | None, new: bytes | str) -> Receipt:
+        """Set ``key`` to ``new`` if its value is ``expected`` (None: the key is absent); ``receipt.ok``
+        tells whether it swapped, ``receipt.value`` holds the current value when it did not."""
+        exp = None if expected is None else _value_bytes(expected)
+        return await self._write(state.op_cas(_check_key(key), exp, _value_bytes(new)))
+
+    async def get(self, key: str) -> bytes | None:
+        """The committed value (a linearizable read: it is ordered like a write), or None."""
+        out = await self._submit(state.op_get(_check_key(key)))
+        status, value = _decode(out.result)
+        if status != state.OK:
+            raise LedgerError(f"get {key!r} failed with status {state.STATUS_NAMES.get(status, status)}")
+        return value
+
+    async def status(self, timeout: float = 2.0) -> list[dict]:
+        """Every replica's self-report (see ``bftledger status``)."""
+        from bft.runtime.client import query_status
+
+        return await query_status(self.cluster, self.id, self._session.signer, timeout)
+
+    # ------------------------------------------------------------------ internals
+    async def _submit(self, op: bytes):
+        from bft.runtime.client import Unavailable as _Unavailable
+
+        if len(op) > 64 * 1024:
+            raise ValueError("the operation is larger than 64 KiB")
+        try:
+            return await self._session.submit(op, self.timeout)
+        except _Unavailable as e:
+            raise Unavailable(str(e)) from None
+
+    async def _write(self, op: bytes) -> Receipt:
+        out = await self._submit(op)
+        return await self._receipt(out)
+
+    async def _receipt(self, out) -> Receipt:
+        tx = out.request.encode()
+        n = self.cluster.n
+        candidates = list(out.replicas) + [r for r in range(n) if r not in out.replicas]
+        errors = []
+        for attempt, r in enumerate(candidates):
+            entry = await self._block(out.height, out.index, r, use_cache=attempt == 0)
+            if entry is None:
+                errors.append(f"replica {r}: no block")
+                continue
+            block, tx_tree, results_tree = entry
+            try:
+                if not out.index < len(block.txs) or block.txs[out.index] != tx:
+                    raise ReceiptError(f"block {out.height} does not hold this transaction at index {out.index}")
+                if block.results[out.index] != out.result:
+                    raise ReceiptError("the block's result differs from the one the replicas replied")
+                # No second Receipt.verify here: the block's certificate and both of its roots were
+                # checked when it was fetched, the proofs come from trees over its very contents, and
+                # the transaction is this client's own signed request.
+                return Receipt.from_block(block, out.index, self.cluster.mode, tx_tree=tx_tree,
+                                          results_tree=results_tree)
+            except ReceiptError as e:
+                self._blocks.pop(out.height, None)
+                errors.append(f"replica {r}: {e}")
+        raise ReceiptUnavailable(f"committed at height {out.height}, index {out.index}, but no replica served a "
+                                 f"verifiable receipt ({'; '.join(errors)})")
+
+    async def _block(self, height: int, index: int, replica: int, use_cache: bool):
+        """A block that decodes, matches its roots and carries a valid certificate (cached per height)."""
+        while use_cache:
+            hit = self._blocks.get(height)
+            if hit is not None:
+                return hit
+            ev = self._fetching.get(height)
+            if ev is None:
+                break
+            await ev.wait()
+        ev = trio.Event()
+        mine = height not in self._fetching
+        if mine:
+            self._fetching[height] = ev
+        try:
+            raw = await self._session.fetch_block(replica, height, index, RECEIPT_FETCH_TIMEOUT)
+            if raw is None:
+                return None
+            try:
+                block = Block.decode(raw)
+            except BlockFormatError:
+                return None
+            if block.height != height or block.sequence != height or block.check_roots() is not None:
+                return None
+            c = self.cluster
+            if certificate_error(c.mode, c.f, c.replica_keys(), block.view, block.sequence, block.batch_root,
+                                 block.cert, self._verifier) is not None:
+                return None
+            entry = (block, MerkleTree(block.txs), MerkleTree(block.results))
+            self._blocks[height] = entry
+            while len(self._blocks) > BLOCK_CACHE:
+                self._blocks.popitem(last=False)
+            return entry
+        finally:
+            if mine:
+                del self._fetching[height]
+                ev.set()
+
+
+def _decode(result: bytes) -> tuple[int, bytes | None]:
+    try:
+        return state.decode_result(result)
+    except Exception:
+        raise LedgerError("the replicas returned a malformed result") from None
+
+
+def _resolve(cluster_dir: str | os.PathLike[str], client: int | None):
+    """Load the cluster and the client's key; errors are ClusterError / KeyFileError (one line each)."""
+    from ledger.cluster import ClusterError
+
+    cluster = load(cluster_dir)
+    cid = 0 if client is None else client
+    if type(cid) is not int or not 0 <= cid < len(cluster.clients):
+        raise ClusterError(f"client {cid!r} is not in {Path(cluster_dir) / 'cluster.toml'} "
+                           f"(client ids are 0..{len(cluster.clients) - 1})")
+    signer = cluster.load_client_key(cid)
+    if signer.public_key != cluster.clients[cid]:
+        raise ClusterError(f"{cluster.key_path('client', cid)} does not match client {cid}'s public key "
+                           "in cluster.toml")
+    return cluster, cid, signer
+
+
+@asynccontextmanager
+async def connect(cluster_dir: str | os.PathLike[str], client: int | None = None, *,
+                  timeout: float | None = DEFAULT_TIMEOUT) -> AsyncIterator[Client]:
+    """A client of the cluster in ``cluster_dir`` using key DIR/keys/client-N.key (N = ``client``, default 0).
+
+    Each operation raises ``Unavailable`` when it has not committed within ``timeout``
+    seconds (None: wait for ever). Connections are made in the background and remade
+    when they break."""
+    from bft.runtime.client import ClientSession
+
+    cluster, cid, signer = _resolve(cluster_dir, client)
+    session = ClientSession(cluster, cid, signer)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.run)
+            try:
+                yield Client(cluster, session, timeout)
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as eg:
+        leaf = eg
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if leaf is eg:
+            raise
+        raise leaf from None
+
+
+class SyncClient:
+    """The blocking twin of ``connect``: the same methods, each returning when committed.
+
+    A background thread runs the trio event loop with one ``Client``; calls from any
+    thread are handed to it (so several threads may share one SyncClient). Use it as a
+    context manager or call ``close()``."""
+
+    def __init__(self, cluster_dir: str | os.PathLike[str], client: int | None = None, *,
+                 timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        _resolve(cluster_dir, client)            # raise bad-cluster / bad-key errors here, in the caller
+        self._dir, self._cid, self._timeout = cluster_dir, client, timeout
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._client: Client | None = None
+        self._token = None
+        self._stop: trio.Event | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._thread_main, name="bftledger-client", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _thread_main(self) -> None:
+        async def main() -> None:
+            async with connect(self._dir, self._cid, timeout=self._timeout) as c:
+                self._client = c
+                self._token = trio.lowlevel.current_trio_token()
+                self._stop = trio.Event()
+                self._ready.set()
+                await self._stop.wait()
+
+        try:
+            trio.run(main)
+        except BaseException as e:               # reported to the constructor if it is still waiting
+            self._error = e
+        finally:
+            self._ready.set()
+
+    def _call(self, name: str, *args):
+        if self._closed or self._client is None:
+            raise LedgerError("this SyncClient is closed")
+        return trio.from_thread.run(getattr(self._client, name), *args, trio_token=self._token)
+
+    def put(self, key: str, value: bytes | str) -> Receipt:
+        return self._call("put", key, value)
+
+    def get(self, key: str) -> bytes | None:
+        return self._call("get", key)
+
+    def delete(self, key: str) -> Receipt:
+        return self._call("delete", key)
+
+    def cas(self, key: str, expected: bytes | str | None, new: bytes | str) -> Receipt:
+        return self._call("cas", key, expected, new)
+
+    def status(self, timeout: float = 2.0) -> list[dict]:
+        return self._call("status", timeout)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._token is not None and self._stop is not None:
+            try:
+                trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+            except trio.RunFinishedError:
+                pass
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> "SyncClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["connect", "Client", "SyncClient", "Receipt", "ReceiptError", "LedgerError", "Unavailable",
+           "ReceiptUnavailable"]

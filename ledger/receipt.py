@@ -1,0 +1,245 @@
+"""A receipt: proof that one transaction was committed, checkable offline with public keys.
+
+It carries the transaction (the client's signed request), the header fields of the
+block that holds it, the block's certificate, and two RFC 9162 inclusion proofs against
+roots in that header: the transaction in the batch (``batch_root``, which is the digest
+the certificate signs) and its result in the results (``results_root``).
+
+``verify(cluster_dir)`` needs only DIR/cluster.toml and checks: the client's signature
+on the transaction, both inclusion proofs, one block per sequence number, and the
+certificate (pbft: 2f+1 distinct COMMIT signatures on (view, sequence, batch root);
+paxos: the ballot leader's ACCEPT signature, which is only as good as the crash-fault
+trust model: it assumes no replica lies).
+
+What the certificate does not cover: the block's other header fields (results root,
+previous hash, tree head) are bound to the block hash but not signed by the COMMITs;
+the result in a receipt was attested when the client accepted it (f+1 matching
+replies in pbft), and an audit of any honest replica's ledger re-derives it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from crypto.hashing import sha256
+from crypto.merkle import MerkleTree, leaf_hash, verify_inclusion
+from crypto.signing import Ed25519Verifier, Verifier
+from ledger import tx as txmod
+from ledger.block import BLOCK_TAG, BLOCK_VERSION, Block
+from ledger.certificate import certificate_error
+from ledger.cluster import MODES, Cluster, load
+from ledger.state import OK, STATUS_NAMES, decode_result, describe_op
+
+RECEIPT_VERSION = 1
+
+
+class ReceiptError(Exception):
+    """The receipt does not prove what it claims (or is not a receipt); the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """What a successful ``Receipt.verify`` established."""
+    trust_model: str
+    signers: list[int]
+    block_hash: bytes
+
+
+@dataclass(slots=True)
+class Receipt:
+    mode: str
+    tx: bytes
+    index: int
+    height: int
+    sequence: int
+    view: int
+    prev_hash: bytes
+    batch_root: bytes
+    results_root: bytes
+    tree_size: int
+    tree_root: bytes
+    batch_size: int
+    batch_proof: list[bytes]
+    result: bytes
+    results_proof: list[bytes]
+    cert: list[tuple[int, bytes]] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_block(cls, block: Block, index: int, mode: str, *, tx_tree: MerkleTree | None = None,
+                   results_tree: MerkleTree | None = None) -> "Receipt":
+        if not 0 <= index < len(block.txs):
+            raise ReceiptError(f"block {block.height} has no transaction {index}")
+        tx_tree = tx_tree or MerkleTree(block.txs)
+        results_tree = results_tree or MerkleTree(block.results)
+        return cls(mode=mode, tx=block.txs[index], index=index, height=block.height, sequence=block.sequence,
+                   view=block.view, prev_hash=block.prev_hash, batch_root=block.batch_root,
+                   results_root=block.results_root, tree_size=block.tree_size, tree_root=block.tree_root,
+                   batch_size=len(block.txs), batch_proof=tx_tree.inclusion_proof(index),
+                   result=block.results[index], results_proof=results_tree.inclusion_proof(index),
+                   cert=list(block.cert))
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def block_hash(self) -> bytes:
+        return sha256(Block(self.height, self.sequence, self.view, self.prev_hash, self.batch_root,
+                            self.results_root, self.tree_size, self.tree_root, [], []).header_bytes())
+
+    def _result(self) -> tuple[int, bytes | None]:
+        try:
+            return decode_result(self.result)
+        except Exception:
+            return -1, None
+
+    @property
+    def status(self) -> str:
+        return STATUS_NAMES.get(self._result()[0], "malformed")
+
+    @property
+    def ok(self) -> bool:
+        """The operation's outcome: a put always; a delete that removed a key; a cas that swapped."""
+        return self._result()[0] == OK
+
+    @property
+    def value(self) -> bytes | None:
+        return self._result()[1]
+
+    @property
+    def client(self) -> int | None:
+        t = txmod.parse(self.tx)
+        return None if t is None else t.client
+
+    @property
+    def timestamp(self) -> int | None:
+        t = txmod.parse(self.tx)
+        return None if t is None else t.timestamp
+
+    def describe(self) -> str:
+        t = txmod.parse(self.tx)
+        return "invalid transaction" if t is None else describe_op(t.op)
+
+    # ------------------------------------------------------------------ checking
+    def verify(self, cluster_dir: "str | os.PathLike[str] | Cluster", *,
+               verifier: Verifier | None = None) -> Verified:
+        """Check everything with DIR/cluster.toml's public keys; raises ReceiptError on any fault."""
+        cluster = cluster_dir if isinstance(cluster_dir, Cluster) else load(cluster_dir)
+        verifier = verifier or Ed25519Verifier()
+        if self.mode != cluster.mode:
+            raise ReceiptError(f"receipt is from a {self.mode} cluster, this cluster runs {cluster.mode}")
+        if self.sequence != self.height:
+            raise ReceiptError(f"sequence {self.sequence} at height {self.height} (one block per sequence number)")
+        t = txmod.parse(self.tx)
+        if t is None:
+            raise ReceiptError("the transaction is not a well-formed signed client request")
+        if t.client >= len(cluster.clients):
+            raise ReceiptError(f"the transaction names client {t.client}, which is not in cluster.toml")
+        if not verifier.verify(cluster.clients[t.client], txmod.REQUEST_DOMAIN, t.signable(), t.sig):
+            raise ReceiptError(f"client {t.client}'s signature on the transaction does not verify")
+        if not 0 <= self.index < self.batch_size:
+            raise ReceiptError(f"index {self.index} outside a batch of {self.batch_size}")
+        if not verify_inclusion(leaf_hash(self.tx), self.index, self.batch_size, self.batch_proof, self.batch_root):
+            raise ReceiptError("the transaction's inclusion proof does not lead to the block's batch root")
+        if not verify_inclusion(leaf_hash(self.result), self.index, self.batch_size, self.results_proof,
+                                self.results_root):
+            raise ReceiptError("the result's inclusion proof does not lead to the block's results root")
+        if self._result()[0] < 0:
+            raise ReceiptError("the result is not a well-formed result")
+        why = certificate_error(cluster.mode, cluster.f, cluster.replica_keys(), self.view, self.sequence,
+                                self.batch_root, self.cert, verifier)
+        if why is not None:
+            raise ReceiptError(f"certificate: {why}")
+        signers = sorted({r for r, _ in self.cert if type(r) is int and 0 <= r < cluster.n})
+        return Verified(cluster.trust_model, signers, self.block_hash)
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict:
+        return {
+            "receipt_version": RECEIPT_VERSION, "mode": self.mode,
+            "summary": {"operation": self.describe(), "client": self.client, "timestamp": self.timestamp,
+                        "status": self.status, "ok": self.ok, "block_hash": self.block_hash.hex()},
+            "tx": self.tx.hex(), "index": self.index,
+            "block": {"height": self.height, "sequence": self.sequence, "view": self.view,
+                      "prev_hash": self.prev_hash.hex(), "batch_root": self.batch_root.hex(),
+                      "results_root": self.results_root.hex(), "tree_size": self.tree_size,
+                      "tree_root": self.tree_root.hex(), "batch_size": self.batch_size},
+            "batch_proof": [h.hex() for h in self.batch_proof],
+            "result": self.result.hex(),
+            "results_proof": [h.hex() for h in self.results_proof],
+            "certificate": [[r, s.hex()] for r, s in self.cert],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: object) -> "Receipt":
+        """Parse a receipt; anything malformed raises ReceiptError. (``summary`` is ignored: it is
+        derived from the other fields and never trusted.)"""
+        try:
+            if not isinstance(d, dict):
+                raise TypeError("a receipt is a JSON object")
+            if d.get("receipt_version") != RECEIPT_VERSION:
+                raise ValueError(f"unsupported receipt_version {d.get('receipt_version')!r}")
+            mode = d["mode"]
+            if mode not in MODES:
+                raise ValueError(f"unknown mode {mode!r}")
+            b = d["block"]
+            if not isinstance(b, dict):
+                raise TypeError("block must be an object")
+            return cls(mode=mode, tx=_hex(d["tx"]), index=_int(d["index"]), height=_int(b["height"]),
+                       sequence=_int(b["sequence"]), view=_int(b["view"]), prev_hash=_hex(b["prev_hash"], 32),
+                       batch_root=_hex(b["batch_root"], 32), results_root=_hex(b["results_root"], 32),
+                       tree_size=_int(b["tree_size"]), tree_root=_hex(b["tree_root"], 32),
+                       batch_size=_int(b["batch_size"]), batch_proof=_hexlist(d["batch_proof"], 32),
+                       result=_hex(d["result"]), results_proof=_hexlist(d["results_proof"], 32),
+                       cert=_cert(d["certificate"]))
+        except ReceiptError:
+            raise
+        except KeyError as e:
+            raise ReceiptError(f"not a receipt: field {e} is missing") from None
+        except (TypeError, ValueError) as e:
+            raise ReceiptError(f"not a receipt: {e}") from None
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Receipt":
+        try:
+            d = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ReceiptError(f"not a receipt: not JSON ({e})") from None
+        return cls.from_dict(d)
+
+
+def _int(v: object) -> int:
+    if type(v) is not int or v < 0:
+        raise ValueError(f"expected a non-negative integer, got {v!r}")
+    return v
+
+
+def _hex(v: object, size: int | None = None) -> bytes:
+    if type(v) is not str:
+        raise TypeError(f"expected a hex string, got {type(v).__name__}")
+    b = bytes.fromhex(v)
+    if size is not None and len(b) != size:
+        raise ValueError(f"expected {size} bytes of hex, got {len(b)}")
+    return b
+
+
+def _hexlist(v: object, size: int) -> list[bytes]:
+    if type(v) is not list or len(v) > 64:
+        raise TypeError("expected a list of at most 64 hex strings")
+    return [_hex(x, size) for x in v]
+
+
+def _cert(v: object) -> list[tuple[int, bytes]]:
+    if type(v) is not list or len(v) > 1024:
+        raise TypeError("certificate must be a list of [replica, signature]")
+    out = []
+    for c in v:
+        if type(c) is not list or len(c) != 2:
+            raise TypeError("certificate must be a list of [replica, signature]")
+        out.append((_int(c[0]), _hex(c[1])))
+    return out
+
+
+__all__ = ["Receipt", "ReceiptError", "Verified", "BLOCK_TAG", "BLOCK_VERSION"]

@@ -1,0 +1,132 @@
+"""Hostile bytes at a live replica's port: it drops the connection (or the message), counts
+it, and keeps serving puts. Never a crash."""
+from __future__ import annotations
+
+import os
+import random
+
+import trio
+
+import ledger.client
+from bft.runtime.transport import ROLE_CLIENT, Identity, KeyBook, handshake
+from bft.wire import (Auth, FrameDecoder, Hello, PrePrepare, Request, StatusRequest, StatusResponse, decode,
+                      frame)
+from crypto import keys
+from crypto.signing import Ed25519Verifier
+from ledger.state import op_put
+
+
+async def _connect(lc, replica: int = 0) -> trio.SocketStream:
+    r = lc.cluster.replicas[replica]
+    return await trio.open_tcp_stream(r.host, r.port)
+
+
+async def _closed_by_peer(stream: trio.SocketStream, timeout: float = 10.0) -> bool:
+    """True once the replica closes the connection (anything it sends first is read and ignored)."""
+    with trio.move_on_after(timeout):
+        try:
+            while await stream.receive_some(65536):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        return True
+    return False
+
+
+async def _put_works(lc, key: str) -> None:
+    async with ledger.client.connect(lc.directory, timeout=20) as c:
+        r = await c.put(key, b"still serving")
+        assert r.ok
+        assert await c.get(key) == b"still serving"
+
+
+async def _status(lc, replica: int = 0) -> dict:
+    st = await lc.status()
+    assert st[replica]["reachable"], st[replica]
+    return st[replica]
+
+
+async def test_garbage_oversized_and_unauthenticated_input(running_pbft) -> None:
+    lc = running_pbft
+    rng = random.Random(7)
+
+    s = await _connect(lc)                               # random bytes
+    await s.send_all(rng.randbytes(64 * 1024))
+    assert await _closed_by_peer(s)
+    await s.aclose()
+
+    s = await _connect(lc)                               # a 4 GiB length prefix
+    await s.send_all(b"\xff\xff\xff\xff" + b"x" * 1000)
+    assert await _closed_by_peer(s)
+    await s.aclose()
+
+    s = await _connect(lc)                               # a valid message, but no handshake
+    await s.send_all(frame(StatusRequest(1).encode()))
+    assert await _closed_by_peer(s)
+    await s.aclose()
+
+    s = await _connect(lc)                               # an Auth signed with a key not in cluster.toml
+    dec = FrameDecoder()
+    while not (bodies := dec.feed(await s.receive_some(4096))):
+        pass
+    hello = decode(bodies[0])
+    assert type(hello) is Hello
+    await s.send_all(frame(Hello(os.urandom(32)).encode()))
+    impostor = keys.generate()
+    await s.send_all(frame(Auth(ROLE_CLIENT, 0, hello.nonce).signed(impostor).encode()))
+    assert await _closed_by_peer(s)
+    await s.aclose()
+
+    half = []                                            # half a frame, then silence (kept open)
+    for _ in range(5):
+        s = await _connect(lc)
+        await s.send_all(b"\x00\x00\x10\x00" + b"y" * 100)
+        half.append(s)
+    try:
+        await _put_works(lc, "after-garbage")
+    finally:
+        for s in half:
+            await s.aclose()
+    st = await _status(lc)
+    problems = st["transport_problems"]
+    assert any("oversized" in k for k in problems), problems
+    assert any("bad signature" in k for k in problems), problems
+    assert st["internal_errors"] == 0
+
+
+async def test_flood_of_badly_signed_messages(running_pbft) -> None:
+    lc = running_pbft
+    cluster = lc.cluster
+    signer = cluster.load_client_key(3)                  # an authenticated, but malicious, client
+    s = await _connect(lc, 1)
+    book = KeyBook(cluster.replica_keys(), list(cluster.clients), Ed25519Verifier())
+    with trio.fail_after(5):
+        await handshake(s, Identity(ROLE_CLIENT, 3, signer), book)
+    rng = random.Random(3)
+    frames = []
+    for i in range(3000):                                # requests whose signatures do not verify
+        req = Request(3, 10**15 + i, op_put(f"flood-{i}", b"x"), rng.randbytes(64))
+        frames.append(frame(req.encode()))
+    for i in range(300):                                 # protocol messages a client may not send
+        pp = PrePrepare(0, i + 1, rng.randbytes(32), [], 0, rng.randbytes(64))
+        frames.append(frame(pp.encode()))
+    await s.send_all(b"".join(frames))
+    await s.send_all(frame(StatusRequest(99).encode()))  # answered after the flood: it was all read
+    dec = FrameDecoder()
+    with trio.fail_after(30):
+        got = None
+        while got is None:
+            for body in dec.feed(await s.receive_some(65536)):
+                m = decode(body)
+                if type(m) is StatusResponse and m.nonce == 99:
+                    got = m
+    await s.send_all(frame(rng.randbytes(300)))       # then a frame that is not a message at all
+    assert await _closed_by_peer(s)
+    await s.aclose()
+    await _put_works(lc, "after-flood")
+    st = await _status(lc, 1)
+    dropped = st["dropped"]
+    assert dropped.get("request with a bad client signature", 0) >= 3000, dropped
+    assert dropped.get("unexpected message from a client", 0) >= 300, dropped
+    assert st["internal_errors"] == 0
+    assert sorted(lc.alive()) == [0, 1, 2, 3]

@@ -1,0 +1,588 @@
+"""The Multi-Paxos core, driven by hand: acceptor rules, persistence order, restart, phase 1
+re-proposal (highest ballot, no-op gaps), learners, clients, state transfer, dropped input."""
+from __future__ import annotations
+
+import random
+from collections import deque
+
+import msgpack
+import pytest
+
+from bft.outputs import (AppendBlock, Broadcast, CompactVotes, Persist, Send, ServeBlocks, ToClient)
+from bft.paxos.config import PaxosConfig
+from bft.paxos.core import FOLLOWER, NOOP_DIGEST, Acceptor, PaxosCore, next_ballot
+from bft.pbft.certs import Keys
+from bft.wire import (Commit, PxAccept, PxAccepted, PxHeartbeat, PxNack, PxPrepare, PxPromise, Redirect,
+                      Reply, Request, StateRequest, StateResponse, decode)
+from crypto.merkle import root_of
+from crypto.signing import HashSigner, HashVerifier
+from ledger.chain import Chain
+from ledger.state import decode_result, op_get, op_put
+
+RS = [HashSigner(b"px-replica-%d" % i) for i in range(5)]
+CS = [HashSigner(b"px-client-%d" % i) for i in range(2)]
+
+
+def cfg(n: int = 3, **kw) -> PaxosConfig:
+    base = dict(heartbeat_interval=0.05, election_timeout=(0.3, 0.6), retransmit_interval=0.1,
+                transfer_timeout=0.2, checkpoint_interval=4, batch_size=4, pipeline=2)
+    base.update(kw)
+    return PaxosConfig(n=n, f=(n - 1) // 2, **base)
+
+
+def keys(n: int) -> Keys:
+    return Keys([s.public_key for s in RS[:n]], [s.public_key for s in CS], HashVerifier(RS[:n] + CS))
+
+
+def core(i: int, n: int = 3, records=(), chain: Chain | None = None, now: float = 0.0, **kw) -> PaxosCore:
+    return PaxosCore(cfg(n, **kw), i, RS[i], keys(n), chain or Chain(), list(records), now, random.Random(i))
+
+
+def req(client: int, ts: int, op: bytes | None = None) -> Request:
+    return Request(client, ts, op if op is not None else op_put(f"k{ts}", b"v%d" % ts)).signed(CS[client])
+
+
+def accept(ballot: int, slot: int, batch: list[bytes], n: int = 3, commit_index: int = 0) -> PxAccept:
+    leader = ballot % n
+    return PxAccept(ballot, slot, root_of(batch), batch, commit_index, leader).signed(RS[leader])
+
+
+def sends(out, kind) -> list:
+    return [a for a in out if type(a) in (Send, Broadcast) and type(a.msg) is kind]
+
+
+def records_of(out) -> list[bytes]:
+    return [a.record for a in out if type(a) is Persist]
+
+
+class Cluster:
+    """Every core of a cluster with a FIFO network between them, a filter to lose messages,
+    and what they persisted and appended, so that a replica can be restarted from it."""
+
+    def __init__(self, n: int = 3, **kw) -> None:
+        self.n = n
+        self.kw = kw
+        self.now = 0.0
+        self.cores = [core(i, n, **kw) for i in range(n)]
+        self.votes: list[list[bytes]] = [[] for _ in range(n)]
+        self.blocks: list[list] = [[] for _ in range(n)]
+        self.alive = [True] * n
+        self.to_clients: list[tuple[int, int, object]] = []
+        self.net: deque = deque()
+        self.lose = lambda src, dst, msg: False
+
+    def carry_out(self, i: int) -> None:
+        for a in self.cores[i].ready():
+            t = type(a)
+            if t is Broadcast:
+                for d in range(self.n):
+                    if d != i:
+                        self.net.append((i, d, a.msg))
+            elif t is Send:
+                self.net.append((i, a.to, a.msg))
+            elif t is ToClient:
+                self.to_clients.append((i, a.client, a.msg))
+            elif t is Persist:
+                self.votes[i].append(a.record)
+            elif t is CompactVotes:
+                self.votes[i] = list(a.records)
+            elif t is AppendBlock:
+                self.blocks[i].append(a.block)
+            elif t is ServeBlocks:
+                blocks = [b.encode() for b in self.blocks[i][a.from_height - 1: a.to_height]]
+                self.net.append((i, a.to, StateResponse(i, blocks, [])))
+
+    def run(self, limit: int = 100_000) -> None:
+        for i in range(self.n):
+            if self.alive[i]:
+                self.carry_out(i)
+        steps = 0
+        while self.net and steps < limit:
+            src, dst, msg = self.net.popleft()
+            steps += 1
+            if not self.alive[dst] or not self.alive[src] or self.lose(src, dst, msg):
+                continue
+            self.cores[dst].step(src, msg)
+            self.carry_out(dst)
+
+    def tick(self, dt: float) -> None:
+        self.now += dt
+        for i in range(self.n):
+            if self.alive[i]:
+                self.cores[i].tick(self.now)
+        self.run()
+
+    def client(self, i: int, r: Request) -> None:
+        self.cores[i].step(r.client, r, from_client=True)
+        self.carry_out(i)
+        self.run()
+
+    def restart(self, i: int) -> None:
+        chain = Chain()
+        for b in self.blocks[i]:
+            chain.replay(b)
+        self.cores[i] = PaxosCore(cfg(self.n, **self.kw), i, RS[i], keys(self.n), chain, list(self.votes[i]),
+                                  self.now, random.Random(100 + i))
+        self.alive[i] = True
+
+    def replies(self) -> list:
+        return [(src, m) for src, _c, m in self.to_clients if type(m) is Reply]
+
+
+# ============================================================================ configuration
+def test_config_validates() -> None:
+    PaxosConfig(n=3, f=1)
+    PaxosConfig(n=1, f=0)
+    with pytest.raises(ValueError, match="2f\\+1"):
+        PaxosConfig(n=4, f=2)
+    with pytest.raises(ValueError):
+        PaxosConfig(n=3, f=1, election_timeout=(0.6, 0.3))
+    with pytest.raises(ValueError):
+        PaxosConfig(n=3, f=1, heartbeat_interval=0.5)
+    with pytest.raises(ValueError):
+        PaxosConfig(n=3, f=1, backoff_multiplier=0.5)
+    with pytest.raises(ValueError):
+        PaxosConfig(n=3, f=1, transfer_chunk=1000)
+    c = PaxosConfig(n=3, f=1, election_timeout=[0.2, 0.4])
+    assert c.election_timeout == (0.2, 0.4)
+    assert c.batch_size == 128 and c.pipeline == 4 and c.backoff and c.transfer_chunk == 64
+
+
+def test_ballots_belong_to_their_leader() -> None:
+    for n in (3, 5):
+        for i in range(n):
+            for above in range(0, 12):
+                b = next_ballot(above, i, n)
+                assert b > above and b % n == i and b - above <= n
+
+
+# ============================================================================ start-up and status
+def test_fresh_replica_zero_leads_ballot_zero_and_a_restarted_one_does_not() -> None:
+    c0, c1 = core(0), core(1)
+    assert c0.is_primary and c0.leader == 0 and c0.view == 0 and not c0.in_view_change
+    assert not c1.is_primary and c1.leader == 0 and c1.in_view_change
+    restarted = core(0, records=[msgpack.packb(["promise", 0])])
+    assert not restarted.is_primary and restarted.role == FOLLOWER
+    s = c0.status()
+    for k in ("mode", "view", "leader", "in_view_change", "executed", "stable_checkpoint", "height", "head",
+              "pending", "dropped"):
+        assert k in s
+    assert s["mode"] == "paxos" and c0.mode == "paxos" and c0.id == 0 and c0.n == 3 and c0.f == 1
+
+
+# ============================================================================ acceptor rules
+def test_acceptor_promises_only_higher_ballots() -> None:
+    c = core(1)
+    c.step(2, PxPrepare(2, 0, 2))
+    out = c.ready()
+    promise = sends(out, PxPromise)
+    assert len(promise) == 1 and promise[0].to == 2 and promise[0].msg.ballot == 2
+    assert c.acceptor.promised == 2 and c.leader == 2
+    c.step(0, PxPrepare(0, 0, 0))                       # lower: refused with the ballot it promised
+    out = c.ready()
+    nack = sends(out, PxNack)
+    assert [(a.to, a.msg.ballot, a.msg.promised) for a in nack] == [(0, 0, 2)]
+    assert not records_of(out) and not sends(out, PxPromise)
+    c.step(2, PxPrepare(2, 0, 2))                       # the same candidate again: answered, nothing new
+    out = c.ready()
+    assert len(sends(out, PxPromise)) == 1 and not records_of(out)
+    c2 = core(2, n=5)
+    c2.step(0, PxPrepare(5, 0, 0))
+    c2.ready()
+    c2.step(3, PxPrepare(3, 0, 3))                      # higher than seen before but not than promised
+    assert sends(c2.ready(), PxNack)
+
+
+def test_acceptor_accepts_only_at_or_above_promised() -> None:
+    c = core(1)
+    c.step(2, PxPrepare(2, 0, 2))
+    c.ready()
+    c.step(0, accept(0, 1, [req(0, 1).encode()]))
+    out = c.ready()
+    assert sends(out, PxNack) and not sends(out, PxAccepted) and not records_of(out)
+    assert 1 not in c.acceptor.accepted
+    c.step(2, accept(2, 1, [req(0, 1).encode()]))
+    out = c.ready()
+    assert [a.msg.slot for a in sends(out, PxAccepted)] == [1]
+    c.step(2, accept(5, 1, [req(0, 2).encode()]))   # ballot 5 belongs to replica 2 in n=3
+    out = c.ready()
+    assert [a.msg.ballot for a in sends(out, PxAccepted)] == [5] and c.acceptor.accepted[1].ballot == 5
+
+
+def test_acceptor_class_refuses_contrary_votes() -> None:
+    a = Acceptor()
+    a.promise(3)
+    assert not a.may_promise(3) and not a.may_promise(2) and a.may_promise(4)
+    assert not a.may_accept(2) and a.may_accept(3)
+    with pytest.raises(ValueError):
+        a.promise(3)
+    with pytest.raises(ValueError):
+        a.accept(accept(2, 1, []))
+
+
+def test_promise_and_accept_are_persisted_before_they_are_sent() -> None:
+    c = core(1)
+    c.step(2, PxPrepare(2, 0, 2))
+    c.step(2, accept(2, 1, [req(0, 1).encode()]))
+    c.step(2, accept(2, 2, [req(0, 2).encode()]))
+    out = c.ready()
+    durable: list[bytes] = []
+    for a in out:
+        if type(a) is Persist:
+            durable.append(a.record)
+        elif type(a) is Send and type(a.msg) is PxPromise:
+            assert msgpack.packb(["promise", a.msg.ballot]) in durable
+        elif type(a) is Send and type(a.msg) is PxAccepted:
+            persisted = [decode(msgpack.unpackb(r)[1]) for r in durable if msgpack.unpackb(r)[0] == "accept"]
+            assert any((x.ballot, x.slot) == (a.msg.ballot, a.msg.slot) for x in persisted)
+    assert len(sends(out, PxPromise)) == 1 and len(sends(out, PxAccepted)) == 2
+    # a candidate's own promise and a leader's own accept are durable before PREPARE / ACCEPT leave
+    cand = core(2)
+    cand.campaign()
+    out = cand.ready()
+    kinds = [type(a).__name__ if type(a) is Persist else type(a.msg).__name__ for a in out]
+    assert kinds.index("Persist") < kinds.index("PxPrepare")
+    lead = core(0)
+    lead.step(0, req(0, 1), from_client=True)
+    out = lead.ready()
+    kinds = [type(a).__name__ if type(a) is Persist else type(a.msg).__name__ for a in out]
+    assert kinds.index("Persist") < kinds.index("PxAccept")
+
+
+def test_restart_from_vote_records_never_contradicts() -> None:
+    c = core(1)
+    votes: list[bytes] = []
+    c.step(2, PxPrepare(2, 0, 2))
+    value = [req(0, 1).encode()]
+    c.step(2, accept(2, 1, value))
+    votes += records_of(c.ready())
+    c.step(0, PxPrepare(3, 0, 0))                         # promised 3, then crashes
+    votes += records_of(c.ready())
+    r = core(1, records=votes)
+    assert r.acceptor.promised == 3 and r.acceptor.accepted[1].digest == root_of(value)
+    assert r.role == FOLLOWER and r.ballot == 3
+    r.step(2, accept(2, 2, [req(0, 2).encode()]))          # below the promise it forgot nothing of
+    out = r.ready()
+    assert sends(out, PxNack) and not sends(out, PxAccepted)
+    r.step(2, PxPrepare(2, 0, 2))
+    assert sends(r.ready(), PxNack)
+    r.step(0, PxPrepare(3, 0, 0))                         # the same candidate re-sends: same answer
+    p = sends(r.ready(), PxPromise)
+    assert len(p) == 1 and [a.digest for a in p[0].msg.accepted] == [root_of(value)]
+    r.step(2, PxPrepare(5, 0, 2))                         # a higher ballot hears of the accepted value
+    p = sends(r.ready(), PxPromise)[0].msg
+    assert [(a.ballot, a.slot, a.batch) for a in p.accepted] == [(2, 1, value)]
+    # a restarted candidate never reuses its ballot
+    cand = core(2)
+    cand.campaign()
+    rec = records_of(cand.ready())
+    again = core(2, records=rec)
+    again.campaign()
+    assert again.ballot > cand.ballot and again.ballot % 3 == 2
+
+
+def test_malformed_vote_log_is_an_error_not_silence() -> None:
+    with pytest.raises(ValueError):
+        core(1, records=[b"\xc1not msgpack"])
+    with pytest.raises(ValueError):
+        core(1, records=[msgpack.packb(["promise", "x"])])
+    with pytest.raises(ValueError):
+        core(1, records=[msgpack.packb(["accept", b"junk"])])
+
+
+# ============================================================================ proposer: phase 1
+def _promise_from(replica: int, ballot: int, commit_index: int, accepted: list[PxAccept]) -> PxPromise:
+    return PxPromise(ballot, replica, commit_index, accepted)
+
+
+def test_new_leader_fills_gaps_with_no_ops() -> None:
+    c = core(1)
+    c.campaign()
+    out = c.ready()
+    b = c.ballot
+    assert b == 1 and sends(out, PxPrepare)[0].msg.ballot == 1
+    x, y = [req(0, 1).encode()], [req(1, 1).encode()]
+    c.step(2, _promise_from(2, b, 0, [accept(0, 1, x), accept(0, 3, y)]))
+    out = c.ready()
+    assert c.is_primary
+    props = [(a.msg.slot, a.msg.ballot, a.msg.digest, a.msg.batch) for a in sends(out, PxAccept)]
+    assert props == [(1, b, root_of(x), x), (2, b, NOOP_DIGEST, []), (3, b, root_of(y), y)]
+    for a in sends(out, PxAccept):
+        assert a.msg.replica == 1 and a.msg.verify(HashVerifier(RS[:3]), RS[1].public_key)
+    assert c.next_slot == 4
+
+
+def test_new_leader_re_proposes_the_value_of_the_highest_ballot() -> None:
+    c = core(1)
+    x, y = [req(0, 1).encode()], [req(0, 2).encode()]
+    c.step(0, accept(0, 1, x))                           # my own acceptor holds x from ballot 0
+    c.ready()
+    c.step(0, PxHeartbeat(3, 0, 0))                      # ballot 3 (replica 0) is current
+    c.ready()
+    c.campaign()
+    c.ready()
+    assert c.ballot == 4
+    c.step(2, _promise_from(2, 4, 0, [accept(3, 1, y)]))  # replica 2 accepted y in ballot 3 > 0
+    out = c.ready()
+    props = [(a.msg.slot, a.msg.batch) for a in sends(out, PxAccept)]
+    assert props == [(1, y)]
+    # and the other order of arrival picks the same value
+    d = core(1, n=5)
+    d.step(0, PxHeartbeat(5, 0, 0))
+    d.campaign()
+    d.ready()
+    assert d.ballot == 6
+    d.step(2, _promise_from(2, d.ballot, 0, [accept(5, 1, y, n=5)]))
+    d.step(3, _promise_from(3, d.ballot, 0, [accept(0, 1, x, n=5)]))
+    out = d.ready()
+    assert [(a.msg.slot, a.msg.batch) for a in sends(out, PxAccept)] == [(1, y)]
+
+
+def test_promises_with_bad_values_are_dropped() -> None:
+    c = core(1)
+    c.campaign()
+    c.ready()
+    forged = PxAccept(0, 1, root_of([b"x"]), [b"x"], 0, 0).signed(RS[2])   # not ballot 0's leader's key
+    c.step(2, _promise_from(2, c.ballot, 0, [forged]))
+    assert not c.is_primary and any("bad leader signature" in k for k in c.dropped)
+    wrong_digest = PxAccept(0, 1, root_of([b"y"]), [b"x"], 0, 0).signed(RS[0])
+    c.step(2, _promise_from(2, c.ballot, 0, [wrong_digest]))
+    assert not c.is_primary
+    c.step(2, _promise_from(2, c.ballot + 3, 0, []))
+    assert not c.is_primary and any("not running" in k for k in c.dropped)
+
+
+def test_leader_behind_the_promises_fetches_the_chosen_prefix() -> None:
+    cl = Cluster()
+    cl.lose = lambda src, dst, msg: dst == 2 or src == 2          # replica 2 is cut off
+    for ts in range(1, 4):
+        cl.client(0, req(0, ts))
+    cl.tick(0.06)
+    assert [len(b) for b in cl.blocks] == [3, 3, 0]
+    cl.alive[0] = False                                           # the leader crashes, 2 reconnects
+    cl.lose = lambda src, dst, msg: False
+    cl.cores[2].campaign()
+    cl.run()
+    c2 = cl.cores[2]
+    assert c2.is_primary and c2.chain.height == 0 and c2.commit_index == 3 and c2.catchup_peer == 1
+    assert not [m for _s, _d, m in cl.net if type(m) is PxAccept]  # nothing to re-propose above 3
+    for _ in range(3):
+        cl.tick(0.1)
+    assert c2.chain.height == 3
+    assert [b.hash() for b in cl.blocks[2]] == [b.hash() for b in cl.blocks[1]]
+    cl.client(2, req(1, 1))
+    assert cl.replies()[-1][0] == 2 and cl.replies()[-1][1].height == 4
+
+
+# ============================================================================ clients
+def test_followers_redirect_clients_to_the_leader() -> None:
+    c = core(2)
+    c.step(0, req(0, 7), from_client=True)
+    out = c.ready()
+    assert len(out) == 1 and type(out[0]) is ToClient and out[0].client == 0
+    m = out[0].msg
+    assert type(m) is Redirect and (m.client, m.timestamp, m.replica, m.leader) == (0, 7, 2, 0)
+    c.step(1, PxPrepare(1, 0, 1))
+    c.ready()
+    c.step(0, req(0, 8), from_client=True)
+    assert c.ready()[0].msg.leader == 1
+
+
+def test_leader_alone_replies_once_executed_and_exactly_once() -> None:
+    cl = Cluster()
+    r = req(1, 1, op_put("a", b"1"))
+    cl.client(0, r)
+    reps = cl.replies()
+    assert [src for src, _ in reps] == [0]
+    rep = reps[0][1]
+    assert (rep.client, rep.timestamp, rep.height, rep.index) == (1, 1, 1, 0) and decode_result(rep.result)[0] == 0
+    cl.tick(0.06)                                          # heartbeat carries the commit index
+    assert [len(b) for b in cl.blocks] == [1, 1, 1]
+    assert [c.chain.head for c in cl.cores].count(cl.cores[0].chain.head) == 3
+    cl.to_clients.clear()
+    cl.client(0, r)                                       # retransmitted: the cached reply, no new block
+    reps = cl.replies()
+    assert len(reps) == 1 and (reps[0][1].height, reps[0][1].index, reps[0][1].result) == (1, 0, rep.result)
+    assert len(cl.blocks[0]) == 1
+    cl.client(0, req(1, 2, op_get("a")))
+    assert decode_result(cl.replies()[-1][1].result) == (0, b"1")
+
+
+def test_leader_pipelines_at_most_pipeline_slots() -> None:
+    c = core(0, pipeline=2, batch_size=1)
+    for ts in range(1, 6):
+        c.step(0, req(0, ts), from_client=True)
+    out = c.ready()
+    assert [a.msg.slot for a in sends(out, PxAccept)] == [1, 2]
+    c.step(1, PxAccepted(0, 1, 1))
+    out = c.ready()
+    assert [a.msg.slot for a in sends(out, PxAccept)] == [3]
+    assert [type(a.block).__name__ for a in out if type(a) is AppendBlock] == ["Block"]
+    assert [a.msg.timestamp for a in out if type(a) is ToClient] == [1]
+
+
+def test_bad_client_input_is_dropped() -> None:
+    c = core(0)
+    bad = req(0, 1)
+    bad.sig = bytes(64)
+    c.step(0, bad, from_client=True)
+    c.step(1, req(0, 2), from_client=True)                # client 1 sending client 0's request
+    c.step(9, Request(9, 1, b"x", bytes(64)), from_client=True)
+    c.step(0, PxHeartbeat(0, 0, 0), from_client=True)
+    assert not [a for a in c.ready() if type(a) is Broadcast and type(a.msg) is PxAccept]
+    assert sum(c.dropped.values()) == 4
+
+
+# ============================================================================ learners
+def test_follower_executes_only_values_of_the_announcing_ballot() -> None:
+    c = core(1)
+    x = [req(0, 1).encode()]
+    c.step(0, accept(0, 1, x))                             # accepted in ballot 0
+    c.ready()
+    c.step(2, PxHeartbeat(2, 1, 2))                        # ballot 2's leader says slot 1 is chosen
+    out = c.ready()
+    assert not [a for a in out if type(a) is AppendBlock] and c.chain.height == 0
+    c.step(2, accept(2, 1, x, commit_index=1))              # re-proposed in ballot 2: now it executes
+    out = c.ready()
+    blocks = [a.block for a in out if type(a) is AppendBlock]
+    assert [(b.height, b.view) for b in blocks] == [(1, 2)]
+    assert blocks[0].cert[0][0] == 2 and len(blocks[0].cert) == 1
+    assert not [a for a in out if type(a) is ToClient]     # followers never reply
+
+
+def test_vote_log_is_compacted_at_checkpoints() -> None:
+    cl = Cluster(checkpoint_interval=2)
+    for ts in range(1, 6):
+        cl.client(0, req(0, ts))
+    cl.tick(0.06)
+    assert all(len(b) == 5 for b in cl.blocks)
+    for i in range(3):
+        kinds = [msgpack.unpackb(r)[0] for r in cl.votes[i]]
+        assert kinds[0] == "promise" and kinds.count("accept") <= 3
+        assert cl.cores[i].status()["stable_checkpoint"] == 4
+    cl.restart(1)
+    assert cl.cores[1].chain.height == 5 and not cl.cores[1].acceptor.accepted
+
+
+# ============================================================================ state transfer
+def test_lagging_replica_catches_up_and_checks_certificates() -> None:
+    cl = Cluster()
+    cl.lose = lambda src, dst, msg: dst == 2 and type(msg) is PxAccept
+    for ts in range(1, 5):
+        cl.client(0, req(0, ts))
+    cl.lose = lambda src, dst, msg: False
+    cl.tick(0.06)
+    assert cl.cores[2].chain.height == 0 and cl.cores[2].commit_index == 4
+    cl.tick(0.25)                                          # lag detected: fetch from the leader
+    assert cl.cores[2].chain.height == 4
+    assert cl.blocks[2][-1].hash() == cl.blocks[0][-1].hash()
+    # a peer serving a block with a bad certificate is refused
+    d = core(2)
+    d.step(0, PxHeartbeat(0, 2, 0))
+    d.ready()
+    d.tick(0.3)
+    rq = sends(d.ready(), StateRequest)
+    assert rq and rq[0].to == 0 and rq[0].msg.from_height == 1
+    good = cl.blocks[0][0]
+    forged = type(good).decode(good.encode())
+    forged.cert = [(0, bytes(64))]
+    d.step(0, StateResponse(0, [forged.encode()], []))
+    rq = sends(d.ready(), StateRequest)
+    assert d.chain.height == 0 and any("leader" in k for k in d.dropped)
+    assert rq and rq[-1].to == 1                          # tries the next peer at once
+    d.step(1, StateResponse(1, [b.encode() for b in cl.blocks[1][:2]], []))
+    d.ready()
+    assert d.chain.height == 2
+    d.step(0, StateResponse(0, [], []))                   # nothing asked of replica 0 now
+    assert any("unsolicited" in k for k in d.dropped)
+
+
+def test_state_request_is_served_from_the_store() -> None:
+    cl = Cluster()
+    for ts in range(1, 4):
+        cl.client(0, req(0, ts))
+    c = cl.cores[0]
+    c.step(1, StateRequest(2, 100, 1))
+    out = c.ready()
+    assert [(a.to, a.from_height, a.to_height) for a in out if type(a) is ServeBlocks] == [(1, 2, 3)]
+    c.step(1, StateRequest(9, 100, 1))
+    out = c.ready()
+    assert [type(a.msg) for a in out] == [StateResponse] and out[0].msg.blocks == []
+
+
+# ============================================================================ elections
+def test_leader_failure_elects_a_new_leader_that_keeps_chosen_values() -> None:
+    cl = Cluster()
+    for ts in range(1, 3):
+        cl.client(0, req(0, ts))
+    cl.alive[0] = False
+    for _ in range(20):
+        cl.tick(0.1)
+    leaders = [c for i, c in enumerate(cl.cores) if cl.alive[i] and c.is_primary]
+    assert len(leaders) == 1 and leaders[0].ballot > 0
+    new = leaders[0]
+    assert new.chain.height == 2
+    cl.client(new.id, req(0, 3))
+    assert cl.replies()[-1][0] == new.id and cl.replies()[-1][1].height == 3
+    cl.restart(0)                                          # the old leader comes back as a follower
+    cl.tick(0.06)
+    cl.tick(0.3)
+    assert not cl.cores[0].is_primary and cl.cores[0].chain.height == 3
+
+
+def test_pre_empted_proposer_backs_off_and_naive_one_retries_at_once() -> None:
+    for backoff in (True, False):
+        c = core(1, backoff=backoff)
+        c.campaign()
+        c.ready()
+        assert c.stats["elections"] == 1
+        c.step(2, PxPrepare(2, 0, 2))                      # pre-empted by a higher ballot
+        out = c.ready()
+        assert sends(out, PxPromise)
+        if backoff:
+            assert c.role == FOLLOWER and c.attempts == 1 and c.stats["elections"] == 1
+            assert c.deadline - c.now >= 0.3
+        else:
+            assert c.stats["elections"] == 2 and c.ballot == 4 and sends(out, PxPrepare)
+    # timeouts grow with consecutive failures, capped
+    c = core(1, backoff=True, backoff_multiplier=2.0, backoff_cap=4.0)
+    c.attempts = 10
+    assert all(0.3 * 4 <= c._election_timeout() <= 0.6 * 4 for _ in range(50))
+    c.step(0, PxHeartbeat(0, 0, 0))                       # a live leader resets the backoff
+    assert c.attempts == 0
+
+
+def test_nack_steps_a_stale_leader_down() -> None:
+    c = core(0)
+    c.step(0, req(0, 1), from_client=True)
+    c.ready()
+    c.step(1, PxNack(0, 4, 1))
+    c.ready()
+    assert not c.is_primary and c.max_seen == 4 and not c.pending
+    c.campaign()
+    assert c.ballot == 6
+
+
+# ============================================================================ dropped, never raised
+def test_malformed_and_out_of_ballot_input_is_counted_and_dropped() -> None:
+    c = core(1)
+    before = sum(c.dropped.values())
+    c.step(7, PxHeartbeat(0, 0, 7))                                   # non-member
+    c.step(1, PxHeartbeat(1, 0, 1))                                   # from myself
+    c.step(0, PxHeartbeat(0, 0, 2))                                   # sender field differs
+    c.step(0, PxHeartbeat(1, 0, 0))                                   # ballot 1 is not replica 0's
+    c.step(0, Commit(0, 1, bytes(32), 0, bytes(64)))                  # a pbft message
+    c.step(0, req(0, 1))                                              # a request from a replica
+    bad = accept(0, 1, [b"x"])
+    bad.sig = bytes(64)
+    c.step(0, bad)                                                    # bad signature
+    c.step(0, PxAccept(0, 1, bytes(32), [b"x"], 0, 0).signed(RS[0]))  # digest mismatch
+    c.step(0, accept(0, 0, []))                                       # slot 0
+    c.step(0, accept(0, 10**6, []))                                   # far above the window
+    c.step(0, PxAccepted(0, 1, 0))                                    # not leading
+    c.step(0, PxPromise(9, 0, 0, []))                                 # not campaigning
+    c.step(0, PxNack(3, 9, 0))                                        # not proposing
+    c.step(0, StateResponse(0, [b"garbage"], []))                     # unsolicited
+    c.step(0, PxPrepare(2, 0, 0))                                     # ballot 2 is not replica 0's
+    assert sum(c.dropped.values()) - before == 15
+    assert c.chain.height == 0 and not c.acceptor.accepted and c.acceptor.promised == 0

@@ -1,0 +1,82 @@
+"""Receipts: built from a block, checked offline with public keys only, JSON round trip, and
+every kind of tampering refused."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bft.clusterinit import init_cluster
+from bft.demo_offline import OfflineLedger
+from ledger import state
+from ledger.cluster import load
+from ledger.receipt import Receipt, ReceiptError
+
+
+def _receipts(d: Path, mode: str) -> tuple[OfflineLedger, list[Receipt]]:
+    init_cluster(d, mode, 1, clients=3)
+    led = OfflineLedger(load(d))
+    led.commit([led.request(0, state.op_put("a", b"1"))])
+    txs = [led.request(i % 3, state.op_put(f"k{i}", f"v{i}".encode())) for i in range(5)]
+    txs.append(led.request(1, state.op_cas("a", b"nope", b"2")))
+    block = led.commit(txs, view=0 if mode == "pbft" else 3)
+    return led, [Receipt.from_block(block, i, mode) for i in range(len(txs))]
+
+
+@pytest.mark.parametrize("mode", ["pbft", "paxos"])
+def test_receipts_verify_and_round_trip(tmp_path: Path, mode: str) -> None:
+    _, receipts = _receipts(tmp_path / "c", mode)
+    for r in receipts:
+        v = r.verify(tmp_path / "c")
+        assert v.block_hash == r.block_hash
+        again = Receipt.from_json(r.to_json())
+        assert again == r
+        again.verify(tmp_path / "c")
+    assert [r.ok for r in receipts] == [True] * 5 + [False]
+    assert receipts[-1].status == "failed" and receipts[-1].value == b"1"      # the cas saw the current value
+    assert receipts[2].describe() == "put 'k2'" and receipts[2].client == 2
+    v = receipts[0].verify(tmp_path / "c")
+    if mode == "pbft":
+        assert v.signers == [0, 1, 2] and v.trust_model.startswith("byzantine")
+    else:
+        assert v.signers == [0] and v.trust_model.startswith("crash-fault")
+
+
+def test_every_tampering_is_refused(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    _, receipts = _receipts(d, "pbft")
+    good = receipts[3].to_dict()
+
+    def refused(change, match: str) -> None:
+        doc = json.loads(json.dumps(good))
+        change(doc)
+        with pytest.raises(ReceiptError, match=match):
+            Receipt.from_dict(doc).verify(d)
+
+    def flip(h: str, i: int = 0) -> str:
+        b = bytearray(bytes.fromhex(h))
+        b[i] ^= 1
+        return b.hex()
+
+    refused(lambda r: r.update(tx=flip(r["tx"], 12)), "signature")
+    refused(lambda r: r.update(result=flip(r["result"], 1)), "result")
+    refused(lambda r: r.update(index=r["index"] - 1), "inclusion")
+    refused(lambda r: r["batch_proof"].__setitem__(0, flip(r["batch_proof"][0])), "inclusion")
+    refused(lambda r: r["results_proof"].pop(), "inclusion")
+    refused(lambda r: r["block"].update(batch_root=flip(r["block"]["batch_root"])), "inclusion")
+    refused(lambda r: r["block"].update(batch_size=r["index"]), "outside a batch")
+    refused(lambda r: r["block"].update(sequence=r["block"]["sequence"] + 1), "sequence")
+    refused(lambda r: r["block"].update(view=1), "certificate")
+    refused(lambda r: r.update(certificate=r["certificate"][:2]), "2 valid")
+    refused(lambda r: r.update(certificate=[r["certificate"][0]] * 3), "1 valid")
+    refused(lambda r: r["certificate"][1].__setitem__(1, flip(r["certificate"][1][1], 3)), "certificate")
+    refused(lambda r: r.update(mode="paxos"), "from a paxos cluster")
+    for bad in ("", "[]", '{"receipt_version": 1}', json.dumps(dict(good, tx="zz")),
+                json.dumps(dict(good, index=-1)), json.dumps(dict(good, receipt_version=9))):
+        with pytest.raises(ReceiptError, match="not a receipt"):
+            Receipt.from_json(bad)
+    other = tmp_path / "other"                       # the same receipt against another cluster's keys
+    init_cluster(other, "pbft", 1, clients=4)
+    with pytest.raises(ReceiptError):
+        Receipt.from_dict(good).verify(other)
