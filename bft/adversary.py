@@ -10,7 +10,7 @@ import random
 from dataclasses import replace
 
 from bft.outputs import Action, Broadcast, Send, ToClient
-from bft.wire import (Checkpoint, Commit, Message, PrePrepare, Prepare, PreparedCert, PxAccept, PxAccepted, Reply,
+from bft.wire import (Checkpoint, Commit, Message, PrePrepare, Prepare, PreparedCert, PxAccept, Reply,
                       Request, ViewChange)
 from crypto.merkle import root_of
 from crypto.signing import Signer
@@ -162,31 +162,35 @@ class Byzantine:
         return res
 
     def _forge_vc(self, out: list[Action]) -> list[Action]:
-        """Alternately: a prepared certificate whose PREPAREs (and, unless this replica was
-        that view's primary, PRE-PREPARE) carry other replicas' ids under this replica's
-        key; or a checkpoint proof of 2f+1 CHECKPOINTs for a state nobody reached."""
+        """Replicas with an odd id get a VIEW-CHANGE whose prepared certificate has PREPAREs
+        (and, unless this replica was that view's primary, a PRE-PREPARE) signed with this
+        replica's key under other replicas' ids; even ids get a checkpoint proof of 2f+1
+        such CHECKPOINTs for a state nobody reached."""
         res = []
         for a in out:
             if isinstance(a, (Send, Broadcast)) and type(a.msg) is ViewChange:
-                vc = a.msg
-                self.forged += 1
-                others = [r for r in range(self.n) if r != self.core.id]
-                if self.forged % 2:
-                    old_view = max(vc.new_view - 1, 0)
-                    seq = vc.stable_seq + 1
-                    primary = old_view % self.n
-                    pp = PrePrepare(old_view, seq, root_of([]), [], primary).signed(self.signer)
-                    preps = [Prepare(old_view, seq, pp.digest, r).signed(self.signer)
-                             for r in others if r != primary][: 2 * self.core.f]
-                    prepared = [PreparedCert(pp, preps)] + [c for c in vc.prepared if c.pre_prepare.seq != seq]
-                    forged = self._resign(vc, prepared=prepared)
-                else:
-                    seq = vc.stable_seq + self.core.cfg.checkpoint_interval
-                    head, root = self.rng.randbytes(32), self.rng.randbytes(32)
-                    proof = [Checkpoint(seq, head, seq, root, r).signed(self.signer)
-                             for r in others][: 2 * self.core.f + 1]
-                    forged = self._resign(vc, stable_seq=seq, checkpoints=proof,
-                                          prepared=[c for c in vc.prepared if c.pre_prepare.seq > seq])
-                a = replace(a, msg=forged)
-            res.append(a)
+                forged = (self._vc_forged_cert(a.msg), self._vc_bogus_checkpoint(a.msg))
+                targets = [a.to] if isinstance(a, Send) else [r for r in range(self.n) if r != self.core.id]
+                res.extend(Send(r, forged[r % 2]) for r in targets)
+            else:
+                res.append(a)
         return res
+
+    def _vc_forged_cert(self, vc: ViewChange) -> ViewChange:
+        others = [r for r in range(self.n) if r != self.core.id]
+        old_view = max(vc.new_view - 1, 0)
+        seq = vc.stable_seq + 1
+        primary = old_view % self.n
+        pp = PrePrepare(old_view, seq, root_of([]), [], primary).signed(self.signer)
+        preps = [Prepare(old_view, seq, pp.digest, r).signed(self.signer)
+                 for r in others if r != primary][: 2 * self.core.f]
+        prepared = [PreparedCert(pp, preps)] + [c for c in vc.prepared if c.pre_prepare.seq != seq]
+        return self._resign(vc, prepared=sorted(prepared, key=lambda c: c.pre_prepare.seq))
+
+    def _vc_bogus_checkpoint(self, vc: ViewChange) -> ViewChange:
+        others = [r for r in range(self.n) if r != self.core.id]
+        seq = vc.stable_seq + self.core.cfg.checkpoint_interval
+        head, root = self.rng.randbytes(32), self.rng.randbytes(32)
+        proof = [Checkpoint(seq, head, seq, root, r).signed(self.signer) for r in others][: 2 * self.core.f + 1]
+        return self._resign(vc, stable_seq=seq, checkpoints=proof,
+                            prepared=[c for c in vc.prepared if c.pre_prepare.seq > seq])

@@ -394,7 +394,7 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- demo
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "demo", help="see it work: real clusters, a crash, a liar, audits, a receipt (about a minute)",
+        "demo", help="see it work: real clusters, a crash, a liar, audits, a receipt (under a minute)",
         description="In a temporary directory with free ports: run a pbft cluster (4 replicas) and a "
                     "paxos cluster (3 replicas) as local processes, commit transactions, kill -9 the "
                     "pbft primary under load and watch the view change, restart it and watch it catch "

@@ -101,6 +101,15 @@ class PbftCore:
         self.helped: dict[int, float] = {}
         self.transfer: Transfer | None = None
         self.stats = Counter()
+        # Normal-case messages just above H, held until the window moves: a backup learns
+        # that a checkpoint is stable a little after the primary does, and the primary
+        # already proposes above the backup's old H. Dropped, those never came back (the
+        # others commit without this replica and stop retransmitting). Bounded: per
+        # sequence number in (H, H + min(L, 2K)], one PRE-PREPARE of the primary and one
+        # PREPARE and one COMMIT per replica; re-checked in full when the window reaches them.
+        self.ahead: dict[tuple[int, int, int], Message] = {}   # (seq, kind, sender) -> message
+        self._ahead_span = min(cfg.log_size, 2 * cfg.checkpoint_interval)
+        self._window_moved = False
 
         self._recover(list(vote_records))
 
@@ -122,9 +131,13 @@ class PbftCore:
             self._drop(f"unexpected {msg.NAME} from a replica")
             return
         handler(self, sender, msg)
+        if self._window_moved:
+            self._drain_ahead()
 
     def tick(self, now: float) -> None:
         self.now = now
+        if self._window_moved:
+            self._drain_ahead()
         if self.in_view_change:
             if self.vc_deadline is not None and now >= self.vc_deadline:
                 self._start_view_change(self.view + 1)
@@ -246,9 +259,25 @@ class PbftCore:
             self._drop("message from another view")
             return False
         if not self._in_window(seq):
-            self._drop("sequence number outside the watermarks")
+            top = self.h + self.cfg.log_size
+            if top < seq <= top + self._ahead_span and (type(msg) is not PrePrepare or sender == self.leader):
+                self.ahead[(seq, _KIND_ORDER[type(msg)], sender)] = msg
+                self._drop("sequence number above the high watermark (held until the window moves)")
+            else:
+                self._drop("sequence number outside the watermarks")
             return False
         return True
+
+    def _drain_ahead(self) -> None:
+        """The window moved: process the held messages it now covers, in sequence order,
+        each PRE-PREPARE before the votes for it (every check runs again)."""
+        while self._window_moved:
+            self._window_moved = False
+            top = self.h + self.cfg.log_size
+            due = sorted(k for k in self.ahead if k[0] <= top)
+            for k in due:
+                m = self.ahead.pop(k)
+                self._handlers[type(m)](self, k[2], m)
 
     def _on_pre_prepare(self, sender: int, pp: PrePrepare) -> None:
         if not self._normal_case_ok(sender, pp, pp.view, pp.seq):
@@ -433,6 +462,7 @@ class PbftCore:
             return
         self.h = seq
         self.stable_proof = proof
+        self._window_moved = bool(self.ahead)
         for s in [s for s in self.log if s <= seq]:
             del self.log[s]
         for s in [s for s in self.prepared_certs if s <= seq]:
@@ -586,6 +616,7 @@ class PbftCore:
         self.vc_attempts += 1
         self.vc_deadline = None     # armed by _arm_view_change_timer once 2f+1 replicas are changing
         self.log.clear()
+        self.ahead.clear()
         self.in_batch.clear()
         self.queue.clear()
         self.new_view_msg = None
@@ -677,6 +708,7 @@ class PbftCore:
         self.new_view_msg = nv
         self.my_view_change = None
         self.log.clear()
+        self.ahead.clear()
         self.in_batch.clear()
         self.queue.clear()
         for old in [x for x in self.view_changes if x <= v]:
@@ -761,3 +793,4 @@ class PbftCore:
 
 
 _DUPLICATE_PREFIX = msgpack.packb([DUPLICATE, None])[:2]
+_KIND_ORDER = {PrePrepare: 0, Prepare: 1, Commit: 2}

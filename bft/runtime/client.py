@@ -92,8 +92,6 @@ class ClientSession:
         self._ts = time.time_ns() // 1000
         self._slots = trio.Semaphore(MAX_IN_FLIGHT)
         self._blocks: dict[tuple[int, int], list[trio.Event | bytes]] = {}
-        self._status: dict[tuple[int, int], list] = {}
-        self._nonce = 0
 
     async def run(self) -> None:
         """The connection tasks; start it in a nursery and cancel it to close the session."""
@@ -121,11 +119,6 @@ class ClientSession:
                 w = self._blocks.get((src, msg.height))
                 if w is not None and len(w) == 1:
                     w.append(msg.block)
-                    w[0].set()
-            elif t is StatusResponse:
-                w = self._status.get((src, msg.nonce))
-                if w is not None and len(w) == 1:
-                    w.append(msg.info)
                     w[0].set()
             else:
                 self.problems.note(f"unexpected {msg.NAME} from a replica")

@@ -193,6 +193,9 @@ class Replica:
             self.replica_conns[conn.ident] = conn
             if old is not None:
                 old.close()
+            link = self.links.get(conn.ident)
+            if link is not None:
+                link.poke()           # it is (back) up: our link to it need not wait out its backoff
 
     def _unregister(self, conn: Connection) -> None:
         if conn.role == ROLE_CLIENT:

@@ -337,9 +337,20 @@ class Link:
         self.last_error: str | None = None
         self.up_event = trio.Event()
         self._rng = random.Random()
+        self._poke = trio.Event()
 
     def send(self, fr: bytes) -> None:
         self.queue.put(fr)
+
+    def poke(self) -> None:
+        """The peer is back (it just connected to us): skip the rest of the backoff and dial now."""
+        if not self.connected:
+            self._poke.set()
+
+    async def _backoff(self, delay: float) -> None:
+        with trio.move_on_after(backoff(delay, self._rng)):
+            await self._poke.wait()
+        self._poke = trio.Event()
 
     def _set_down(self, down: bool) -> None:
         """While the peer is unreachable keep only a little backlog: what it needs after a long
@@ -363,7 +374,7 @@ class Link:
             except (OSError, trio.TooSlowError) as e:
                 self.last_error = _describe(e)
                 self._set_down(True)
-                await trio.sleep(backoff(delay, self._rng))
+                await self._backoff(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
             try:
@@ -399,7 +410,7 @@ class Link:
                         self.on_down(self.replica)
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(stream)
-            await trio.sleep(backoff(delay, self._rng))
+            await self._backoff(delay)
             delay = min(delay * 2, BACKOFF_MAX)
 
 

@@ -52,7 +52,12 @@ class RunResult:
     def describe(self) -> str:
         what = self.violation or (f"{len(self.unacked)} requests never acknowledged after healing: {self.unacked[:5]}"
                                   if self.unacked else "ok")
-        return f"seed {self.seed} ({self.mode}, n={self.n}, byzantine={self.byzantine}): {what}\n  replay: {self.replay}"
+        byz = {i: _name_of(v) for i, v in self.byzantine.items()}
+        return f"seed {self.seed} ({self.mode}, n={self.n}, byzantine={byz}): {what}\n  replay: {self.replay}"
+
+
+def _name_of(x) -> str:
+    return x if isinstance(x, str) else getattr(x, "__qualname__", type(x).__qualname__)
 
 
 def make_signers(seed: int, count: int, prefix: str, real: bool) -> list:
@@ -73,8 +78,10 @@ def pbft_config(n: int, f: int, **overrides) -> PbftConfig:
 
 
 def pbft_factory(n: int, f: int, replica_signers: list, client_signers: list, real: bool,
-                 byzantine: dict[int, str], rng: random.Random, core_cls=PbftCore,
+                 byzantine: dict[int, str | Callable], rng: random.Random, core_cls=PbftCore,
                  **cfg_overrides) -> Callable:
+    """make_core for the Simulation. ``byzantine`` maps a replica id to a strategy name of
+    ``bft.adversary`` or to a callable (core, signer, rng) -> wrapper."""
     cfg = pbft_config(n, f, **cfg_overrides)
     rpk = [s.public_key for s in replica_signers]
     cpk = [s.public_key for s in client_signers]
@@ -83,7 +90,10 @@ def pbft_factory(n: int, f: int, replica_signers: list, client_signers: list, re
         keys = Keys(rpk, cpk, new_verifier(real, replica_signers + client_signers))
         core = core_cls(cfg, i, replica_signers[i], keys, chain, votes, now)
         if i in byzantine:
-            return Byzantine(core, byzantine[i], replica_signers[i], random.Random(rng.random()))
+            how = byzantine[i]
+            if callable(how):           # a custom wrapper (a test's colluding adversary): how(core, signer, rng)
+                return how(core, replica_signers[i], random.Random(rng.random()))
+            return Byzantine(core, how, replica_signers[i], random.Random(rng.random()))
         return core
 
     return make
@@ -175,10 +185,13 @@ def run_pbft(seed: int, n: int = 4, *, byzantine: dict[int, str] | None = None, 
                      real_crypto=real_crypto, faulty_primary=faulty_primary, config=config)
         defaults = dict(byzantine=None, faults=True, requests=24, clients=2, real_crypto=None,
                         faulty_primary=False, config=None)
+        custom = not chosen and any(callable(v) for v in byzantine.values())
+        if custom:
+            given["byzantine"] = {i: _name_of(v) for i, v in byzantine.items()}
         args = [repr(seed), repr(n)] + [f"{k}={v!r}" for k, v in given.items() if v != defaults[k]]
         replay = (f"python -c \"from bft.sim.scenario import run_pbft; print(run_pbft({', '.join(args)}"
                   + ("" if core_cls is PbftCore else f", core_cls=<{core_cls.__module__}.{core_cls.__qualname__}>")
-                  + ").describe())\"")
+                  + ").describe())\"" + (" (with the test's adversary objects)" if custom else ""))
     return _result(sim, seed, "pbft", n, byzantine, replay)
 
 

@@ -23,7 +23,7 @@ twinned id are faulty) runs after every delivery.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from bft.pbft.core import PbftCore
 from bft.sim.scenario import RunResult, _result, build_pbft
@@ -31,11 +31,20 @@ from bft.sim.world import CLIENT, NetworkModel
 
 N = 4
 NODES = N + 1                   # replicas 0..3 and the twin at address 4
-ROUNDS = (2, 5)                 # rounds per scenario
-ROUND_TIME = (0.05, 0.2)        # virtual seconds per round
-SETTLE = 0.6                    # after the rounds, the healed network runs this long
+ROUNDS = (2, 8)                 # rounds per scenario
+ROUND_TIME = (0.05, 0.3)        # virtual seconds per round
+SETTLE = 1.0                    # after the rounds, the healed network runs this long
 TWINS_CONFIG = dict(request_timeout=0.1, retransmit_interval=0.05, transfer_timeout=0.1, checkpoint_interval=4,
                     log_size=8, batch_size=4)
+
+
+@dataclass
+class TwinsResult(RunResult):
+    scenario: str = ""
+    conflicts: int = 0          # conflicting PRE-PREPAREs the honest replicas refused: the twins equivocated
+
+    def describe(self) -> str:
+        return super().describe() + f"\n  scenario: {self.scenario}"
 
 
 @dataclass
@@ -65,12 +74,12 @@ def sample(seed: int) -> TwinsScenario:
         labels = [rng.randrange(k) for _ in range(NODES)]
         groups = sorted([a for a in range(NODES) if labels[a] == g] for g in range(k))
         groups = [g for g in groups if g]
-        rounds.append(Round(round(rng.uniform(*ROUND_TIME), 3), groups, rng.randrange(NODES), rng.randint(0, 2)))
+        rounds.append(Round(round(rng.uniform(*ROUND_TIME), 3), groups, rng.randrange(NODES), rng.randint(0, 3)))
     return TwinsScenario(twin_of, rounds)
 
 
 def run_twins(seed: int, *, core_cls=PbftCore, trace: bool = False, scenario: TwinsScenario | None = None
-              ) -> RunResult:
+              ) -> TwinsResult:
     sc = scenario or sample(seed)
     rng = random.Random(f"pbft-twins-run-{seed}")
     net = NetworkModel(delay_min=0.0005, delay_max=0.003)
@@ -97,7 +106,9 @@ def run_twins(seed: int, *, core_cls=PbftCore, trace: bool = False, scenario: Tw
         sim.client_targets = None
     sim.at(t, heal)
     sim.run_until(t + SETTLE)
-    res = _result(sim, seed, "pbft-twins", N, {sc.twin_of: "twin"}, f"python -m bft.sim --twins --seed {seed}")
-    res.unacked = []                # Twins checks safety; liveness is the seeded runs' business
-    res.scenario = sc.describe()
-    return res
+    base = _result(sim, seed, "pbft-twins", N, {sc.twin_of: "twin"}, f"python -m bft.sim --twins --seed {seed}")
+    base.unacked = []               # Twins checks safety; liveness is the seeded runs' business
+    conflicts = sum(r.core.dropped["conflicting PRE-PREPARE for an accepted (view, sequence)"]
+                    for r in sim.replicas if r.honest)
+    return TwinsResult(**{f.name: getattr(base, f.name) for f in fields(base)}, scenario=sc.describe(),
+                       conflicts=conflicts)

@@ -105,9 +105,9 @@ def test_user_errors_are_one_line(tmp_path: Path) -> None:
 
     d = tmp_path / "stopped"
     init_cluster(d, "pbft", 1, clients=2)            # never started: nothing listens
-    e = one_error_line(cli("put", str(d), "k", "v", "--timeout", "2"))
+    e = one_error_line(cli("put", str(d), "k", "v", "--timeout", "1"))
     assert "no replica" in e and "bftledger up" in e
-    e = one_error_line(cli("get", str(d), "k", "--timeout", "2"))
+    e = one_error_line(cli("get", str(d), "k", "--timeout", "1"))
     assert "no replica" in e
     e = one_error_line(cli("status", str(d), "--timeout", "0.5"))
     assert "no replica" in e and "bftledger up" in e
@@ -128,3 +128,76 @@ def test_user_errors_are_one_line(tmp_path: Path) -> None:
                  ["replica", str(d), "--id", "0", "--byzantine", "nope"], ["nonsense"], ["put"],
                  ["demo", "--fast"]):
         one_error_line(cli(*args))
+
+
+def test_up_runs_every_replica_and_stops_them_all(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import REPO
+
+    d = tmp_path / "up"
+    init_cluster(d, "pbft", 1, clients=2)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    up = subprocess.Popen([sys.executable, "-m", "bft", "up", str(d)], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            p = cli("status", str(d), "--json", "--timeout", "0.5")
+            st = json.loads(p.stdout) if p.stdout else []
+            if st and all(s["reachable"] for s in st):
+                pids = [s["pid"] for s in st]
+                break
+            time.sleep(0.2)
+        assert len(pids) == 4, "the replicas did not come up"
+        assert cli("put", str(d), "k", "v").returncode == 0
+        up.send_signal(signal.SIGTERM)
+        out, _ = up.communicate(timeout=20)
+        assert up.returncode == 0
+        assert "all 4 replicas are up" in out and "stopped all 4 replicas" in out
+        for pid in pids:                              # no replica outlives 'up'
+            assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read()
+    finally:
+        if up.poll() is None:        # its replicas get SIGTERM when it dies (PR_SET_PDEATHSIG)
+            up.kill()
+            up.wait()
+
+
+def test_sync_client_put_get_cas_delete(running_pbft) -> None:
+    import threading
+
+    from ledger.client import LedgerError, SyncClient
+
+    d = running_pbft.directory
+    with SyncClient(d, client=3) as c:
+        r = c.put("acct", "10")
+        assert r.ok and r.height >= 1
+        r.verify(d)
+        assert c.get("acct") == b"10"
+        assert c.cas("acct", "10", "20").ok
+        miss = c.cas("acct", "10", "30")
+        assert not miss.ok and miss.value == b"20"          # the current value comes back
+        assert c.cas("fresh", None, "1").ok                  # expected None: the key is absent
+        assert c.delete("acct").ok and not c.delete("acct").ok
+        assert c.get("acct") is None
+        done = []
+
+        def writer(i: int) -> None:
+            done.append(c.put(f"thread-{i}", str(i)).ok)
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert done == [True] * 16
+    try:
+        c.get("acct")
+        raise AssertionError("a closed SyncClient must refuse")
+    except LedgerError:
+        pass
