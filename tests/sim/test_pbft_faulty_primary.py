@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 
+from bft.adversary import Byzantine
 from bft.pbft.certs import NewViewPlan, plan_new_view
 from bft.pbft.core import PbftCore
 from bft.sim.scenario import build_pbft, run_pbft
@@ -202,6 +203,45 @@ def test_requests_commit_within_three_view_change_timeouts(strategy: str, seed: 
     assert sim.checker.violation is None
     assert sim.all_acked(), f"{strategy}: unacknowledged after 3 timeouts: {sim.checker.unacked()}"
     assert max(sim.checker.ack_times.values()) <= 0.05 + 3 * T
+
+
+class LateByzantine(Byzantine):
+    """Honest until virtual time ``start``, then the strategy: a primary that turns faulty."""
+
+    def __init__(self, core, strategy, signer, rng, start: float) -> None:
+        super().__init__(core, strategy, signer, rng)
+        self.start, self.clock = start, 0.0
+
+    def tick(self, now: float) -> None:
+        self.clock = now
+        self.core.tick(now)
+
+    def ready(self):
+        return self.core.ready() if self.clock < self.start else super().ready()
+
+
+@pytest.mark.parametrize("strategy", ["silent", "equivocate"])
+@pytest.mark.parametrize("seed", range(3))
+def test_requests_commit_within_three_view_change_timeouts_of_a_mid_run_fault(strategy: str, seed: int) -> None:
+    """Steady load (one request every 50 ms); the primary turns faulty at t = 1. Every
+    request commits within 3 T of the later of its submission and the fault."""
+    fault = 1.0
+    sim = build_pbft(60 + seed, 4, clients=2,
+                     byzantine={0: lambda core, signer, rng: LateByzantine(core, strategy, signer, rng, fault)})
+    T = sim.cfg.request_timeout
+    submitted = {}
+    for j in range(40):
+        def go(j=j):
+            ts = sim.submit(j % 2, f"k{j}", b"v%d" % j)
+            submitted[(j % 2, ts)] = sim.now
+        sim.at(0.05 * (j + 1), go)
+    sim.run_until(2.0 + 3 * T + 0.5)
+    assert sim.checker.violation is None, sim.checker.violation
+    assert sim.all_acked(), f"unacknowledged: {sim.checker.unacked()}"
+    late = {k: (sim.checker.ack_times[k], t) for k, t in submitted.items()
+            if sim.checker.ack_times[k] > max(t, fault) + 3 * T}
+    assert not late, f"{strategy}: committed later than 3 timeouts after the fault: {late}"
+    assert {_core(sim, i).view for i in (1, 2, 3)} == {1}
 
 
 # ----------------------------------------------------------------------------- the checker can fail
