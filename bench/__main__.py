@@ -120,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="PATH", help="where to write the JSON results (default: OUT/results.json)")
     p.add_argument("--out", metavar="DIR", default="bench/results", help="directory for the table and plots")
     a = p.parse_args(argv)
+    try:
+        import matplotlib  # noqa: F401
+        import pysyncobj  # noqa: F401
+    except ImportError as e:
+        print(f"python -m bench: error: {e.name} is missing; install the bench extra "
+              f"(pip install -e '.[bench]', or run 'make bench' / 'make bench-quick')", file=sys.stderr)
+        return 1
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     floor = crypto_floor()
