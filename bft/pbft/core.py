@@ -33,6 +33,10 @@ from ledger.state import DUPLICATE
 
 log = logging.getLogger("bft.pbft")
 
+# While batches keep executing, a pending request may wait this many request timeouts
+# before the primary is suspected (bursts queue legitimately; censorship still shows).
+CENSOR_GRACE = 4
+
 
 @dataclass(slots=True)
 class Slot:
@@ -96,6 +100,7 @@ class PbftCore:
         self.vc_attempts = 0
         self.vc_deadline: float | None = None        # while in a view change: when to try the next view
         self.view_started = now
+        self.last_progress = now                     # when this replica last executed a batch
         self.lag: tuple[int, list[int], float] | None = None   # (checkpoint seq above us, its signers, since)
         self.next_retransmit = now + cfg.retransmit_interval
         self.helped: dict[int, float] = {}
@@ -141,11 +146,17 @@ class PbftCore:
         if self.in_view_change:
             if self.vc_deadline is not None and now >= self.vc_deadline:
                 self._start_view_change(self.view + 1)
-        elif self.pending:
-            # the oldest unexecuted request (dicts keep arrival order) decides: a primary
-            # that censors one client is suspected even while others make progress
+        elif self.pending and self.transfer is None and self.lag is None:
+            # The oldest unexecuted request (dicts keep arrival order) decides, so a primary
+            # that censors one client is suspected even while others make progress. While
+            # the view executes steadily, a burst queued behind it gets CENSOR_GRACE times
+            # longer before the primary is blamed. A replica that is itself behind (state
+            # transfer pending) blames nobody: its lag is not the primary's fault.
             _raw, arrival = next(iter(self.pending.values()))
-            if now >= max(arrival, self.view_started) + self._timeout():
+            patience = self._timeout()
+            if now - self.last_progress < patience:
+                patience *= CENSOR_GRACE
+            if now >= max(arrival, self.view_started) + patience:
                 self._start_view_change(self.view + 1)
         if self.transfer is not None and now >= self.transfer.deadline:
             self.transfer.turn += 1
@@ -399,6 +410,7 @@ class PbftCore:
             progressed = True
         if progressed:
             self.vc_attempts = 0
+            self.last_progress = self.now
 
     def _after_execute(self, block: Block, reqs: list[Request]) -> None:
         chain = self.chain
