@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -134,13 +135,20 @@ def main(argv: list[str] | None = None) -> int:
           f"-> pbft {floor['pbft']} tx/s, paxos {floor['paxos']} tx/s", flush=True)
     todo = plan(a.quick)
     results = []
+    failed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bftbench-") as work:
         for i, (cfg, repeats) in enumerate(todo, 1):
             runs = []
             for k in range(repeats):
                 print(f"[{i}/{len(todo)}] {cfg.mode} n={cfg.n} batch={cfg.batch_size} in-flight={cfg.in_flight} "
                       f"payload={cfg.payload_bytes} {cfg.scenario} run {k + 1}/{repeats} ...", flush=True)
-                runs.append(run(cfg, Path(work)))
+                try:
+                    runs.append(run(cfg, Path(work)))
+                except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as e:
+                    print(f"    run failed: {e}", flush=True)
+            if not runs:
+                failed.append(f"{cfg.mode} n={cfg.n} batch={cfg.batch_size} in-flight={cfg.in_flight} {cfg.scenario}")
+                continue
             r = median_of(runs)
             print(f"    {r['throughput_tps']} tx/s, p50 {r['latency_ms']['p50']} ms", flush=True)
             results.append(r)
@@ -159,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.md").write_text(md + "\n")
     print(md)
     made = plots(results, out)
+    if failed:
+        print(f"{len(failed)} configurations failed every run: {'; '.join(failed)}")
     print(f"wrote {path}, {out / 'results.md'}" + (f", plots: {', '.join(made)}" if made else ""))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

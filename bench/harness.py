@@ -66,7 +66,7 @@ def _status(cluster_dir: str) -> list[dict]:
         return []
 
 
-def _wait_ready(cluster_dir: str, n: int, timeout: float = 20.0) -> None:
+def _wait_ready(cluster_dir: str, n: int, timeout: float = 40.0) -> None:
     end = time.time() + timeout
     while time.time() < end:
         st = _status(cluster_dir)

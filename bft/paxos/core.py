@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import msgpack
@@ -54,15 +54,15 @@ from bft.outputs import (Action, AppendBlock, Broadcast, CompactVotes, Persist, 
                          ToClient)
 from bft.paxos.config import PaxosConfig
 from bft.pbft.certs import Keys
+from bft.requests import CACHED, KNOWN, NEW, RequestPool, cached_reply
 from bft.wire import (MAX_LIST, DecodeError, Message, PxAccept, PxAccepted, PxHeartbeat, PxNack,
-                      PxPrepare, PxPromise, Redirect, Reply, Request, StateRequest, StateResponse, decode)
+                      PxPrepare, PxPromise, Redirect, Request, StateRequest, StateResponse, decode)
 from crypto.merkle import root_of
 from crypto.signing import Signer
 from ledger import tx as txmod
 from ledger.block import Block, BlockFormatError
 from ledger.certificate import certificate_error
 from ledger.chain import Chain
-from ledger.state import DUPLICATE
 
 log = logging.getLogger("bft.paxos")
 
@@ -221,9 +221,10 @@ class PaxosCore:
         self.lag_since: float | None = None
 
         # clients (leader side)
-        self.pending: dict[tuple[int, int], tuple[bytes, float]] = {}
-        self.queue: deque[tuple[int, int]] = deque()
-        self.in_batch: set[tuple[int, int]] = set()
+        self.requests = RequestPool(keys, chain, cfg.max_pending)
+        self.pending = self.requests.pending
+        self.queue = self.requests.queue
+        self.in_batch = self.requests.in_batch
 
         self.deadline = now + self._election_timeout()
         self.next_heartbeat = now
@@ -374,36 +375,21 @@ class PaxosCore:
         if self.leader != self.id:
             self._out.append(ToClient(client, Redirect(client, req.timestamp, self.id, self.leader)))
             return
-        rec = self.chain.executed(client, req.timestamp)
-        if rec is not None:
-            if self.role == LEADER:
-                self._out.append(ToClient(client, Reply(self.ballot, client, rec.timestamp, self.id, rec.height,
-                                                        rec.index, rec.result)))
-            return
-        key = (client, req.timestamp)
-        if key in self.pending or self.chain.is_stale(client, req.timestamp):
-            return
-        if len(self.pending) >= self.cfg.max_pending:
-            self._drop("pending requests full")
-            return
-        if not req.verify(self.keys.verifier, self.keys.clients[client]):
-            self._drop("request with a bad client signature")
-            return
         # a candidate (or a restarted replica whose own ballot is current) holds it until it leads
-        self.pending[key] = (req.encode(), self.now)
-        if self.role == LEADER:
-            self.queue.append(key)
+        what, detail = self.requests.admit(client, req, self.now)
+        if what == NEW:
+            if self.role == LEADER:
+                self.queue.append((client, req.timestamp))
+        elif what == CACHED:
+            if self.role == LEADER:
+                self._out.append(ToClient(client, cached_reply(self.ballot, self.id, client, detail)))
+        elif what != KNOWN:
+            self._drop(detail)
 
     def _reply(self, block: Block, index: int, client: int, ts: int) -> None:
-        result = block.results[index]
-        if result[:2] == _DUPLICATE_PREFIX:
-            rec = self.chain.executed(client, ts)
-            if rec is None:
-                return
-            reply = Reply(self.ballot, client, ts, self.id, rec.height, rec.index, rec.result)
-        else:
-            reply = Reply(self.ballot, client, ts, self.id, block.height, index, result)
-        self._out.append(ToClient(client, reply))
+        reply = self.requests.reply(self.ballot, self.id, block, index, client, ts)
+        if reply is not None:
+            self._out.append(ToClient(client, reply))
 
     # ================================================================== proposer
     def _campaign(self) -> None:
@@ -489,7 +475,7 @@ class PaxosCore:
             self._propose_slot(s, batch)
             if self.role != LEADER:
                 return
-        self.queue = deque(k for k in self.pending if k not in self.in_batch)
+        self.requests.requeue()
         self._heartbeat()
         self._learn()
 
@@ -498,14 +484,7 @@ class PaxosCore:
         while self.queue and self.role == LEADER:
             if self.next_slot - 1 - self.commit_index >= cfg.pipeline:
                 return
-            batch: list[bytes] = []
-            while self.queue and len(batch) < cfg.batch_size:
-                key = self.queue.popleft()
-                entry = self.pending.get(key)
-                if entry is None or key in self.in_batch:
-                    continue
-                batch.append(entry[0])
-                self.in_batch.add(key)
+            batch = self.requests.take_batch(cfg.batch_size)
             if not batch:
                 return
             self._propose_slot(self.next_slot, batch)
@@ -691,8 +670,7 @@ class PaxosCore:
             if t is None:
                 continue
             key = (t.client, t.timestamp)
-            held = self.pending.pop(key, None)
-            self.in_batch.discard(key)
+            held = self.requests.executed(key)
             if self.role == LEADER and (reply_all or held is not None):
                 self._reply(block, index, t.client, t.timestamp)
         if block.height % self.cfg.checkpoint_interval == 0:
@@ -801,4 +779,3 @@ class PaxosCore:
     }
 
 
-_DUPLICATE_PREFIX = msgpack.packb([DUPLICATE, None])[:2]

@@ -11,7 +11,7 @@ committed-local, stable checkpoint, low/high watermarks h and H = h + L.
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 
 import msgpack
@@ -22,14 +22,14 @@ from bft.outputs import (Action, AppendBlock, Broadcast, CompactVotes, Persist, 
 from bft.pbft.certs import (Keys, batch_error, checkpoint_proof_error, new_view_error, plan_new_view,
                             primary, view_change_error)
 from bft.pbft.config import PbftConfig
+from bft.requests import CACHED, KNOWN, NEW, RequestPool, cached_reply
 from bft.wire import (Checkpoint, Commit, DecodeError, Message, NewView, PrePrepare, Prepare,
-                      PreparedCert, Reply, Request, StateRequest, StateResponse, ViewChange, decode)
+                      PreparedCert, Request, StateRequest, StateResponse, ViewChange, decode)
 from crypto.merkle import root_of
 from crypto.signing import Signer
 from ledger.block import Block, BlockFormatError
 from ledger.certificate import certificate_error
 from ledger.chain import Chain
-from ledger.state import DUPLICATE
 
 log = logging.getLogger("bft.pbft")
 
@@ -90,9 +90,10 @@ class PbftCore:
         self.checkpoint_votes: dict[int, dict[int, Checkpoint]] = {}
         self.my_checkpoint: Checkpoint | None = None
 
-        self.pending: dict[tuple[int, int], tuple[bytes, float]] = {}  # not yet executed: (request, arrival)
-        self.queue: deque[tuple[int, int]] = deque()       # primary: pending keys not yet proposed
-        self.in_batch: set[tuple[int, int]] = set()        # keys inside accepted PRE-PREPAREs
+        self.requests = RequestPool(keys, chain, cfg.max_pending)
+        self.pending = self.requests.pending               # not yet executed: (request, arrival)
+        self.queue = self.requests.queue                   # primary: pending keys not yet proposed
+        self.in_batch = self.requests.in_batch             # keys inside accepted PRE-PREPAREs
 
         self.view_changes: dict[int, dict[int, ViewChange]] = {}
         self.my_view_change: ViewChange | None = None
@@ -152,7 +153,7 @@ class PbftCore:
             # the view executes steadily, a burst queued behind it gets CENSOR_GRACE times
             # longer before the primary is blamed. A replica that is itself behind (state
             # transfer pending) blames nobody: its lag is not the primary's fault.
-            _raw, arrival = next(iter(self.pending.values()))
+            arrival = self.requests.oldest_arrival()
             patience = self._timeout()
             if now - self.last_progress < patience:
                 patience *= CENSOR_GRACE
@@ -217,26 +218,14 @@ class PbftCore:
 
     # ------------------------------------------------------------------ requests
     def _on_request(self, client: int, req: Request) -> None:
-        if req.client != client or client >= len(self.keys.clients):
-            self._drop("request for another or an unknown client")
-            return
-        rec = self.chain.executed(client, req.timestamp)
-        if rec is not None:
-            self._out.append(ToClient(client, Reply(self.view, client, rec.timestamp, self.id, rec.height,
-                                                    rec.index, rec.result)))
-            return
-        key = (client, req.timestamp)
-        if key in self.pending or self.chain.is_stale(client, req.timestamp):
-            return
-        if len(self.pending) >= self.cfg.max_pending:
-            self._drop("pending requests full")
-            return
-        if not req.verify(self.keys.verifier, self.keys.clients[client]):
-            self._drop("request with a bad client signature")
-            return
-        self.pending[key] = (req.encode(), self.now)
-        if self.is_primary and not self.in_view_change:
-            self.queue.append(key)
+        what, detail = self.requests.admit(client, req, self.now)
+        if what == NEW:
+            if self.is_primary and not self.in_view_change:
+                self.queue.append((client, req.timestamp))
+        elif what == CACHED:
+            self._out.append(ToClient(client, cached_reply(self.view, self.id, client, detail)))
+        elif what != KNOWN:
+            self._drop(detail)
 
     def _propose(self) -> None:
         cfg = self.cfg
@@ -244,13 +233,7 @@ class PbftCore:
             in_flight = self.next_seq - 1 - self.chain.height
             if len(self.queue) < cfg.batch_size and in_flight >= cfg.pipeline:
                 return
-            batch: list[bytes] = []
-            while self.queue and len(batch) < cfg.batch_size:
-                key = self.queue.popleft()
-                entry = self.pending.get(key)
-                if entry is None or key in self.in_batch:
-                    continue
-                batch.append(entry[0])
+            batch = self.requests.take_batch(cfg.batch_size)
             if not batch:
                 return
             seq = self.next_seq
@@ -415,18 +398,10 @@ class PbftCore:
     def _after_execute(self, block: Block, reqs: list[Request]) -> None:
         chain = self.chain
         for index, r in enumerate(reqs):
-            key = (r.client, r.timestamp)
-            self.pending.pop(key, None)
-            self.in_batch.discard(key)
-            result = block.results[index]
-            if result[:2] == _DUPLICATE_PREFIX:
-                rec = chain.executed(r.client, r.timestamp)
-                if rec is None:
-                    continue
-                reply = Reply(self.view, r.client, r.timestamp, self.id, rec.height, rec.index, rec.result)
-            else:
-                reply = Reply(self.view, r.client, r.timestamp, self.id, block.height, index, result)
-            self._out.append(ToClient(r.client, reply))
+            self.requests.executed((r.client, r.timestamp))
+            reply = self.requests.reply(self.view, self.id, block, index, r.client, r.timestamp)
+            if reply is not None:
+                self._out.append(ToClient(r.client, reply))
         if block.sequence % self.cfg.checkpoint_interval == 0:
             cp = self._sign(Checkpoint(block.sequence, chain.head, chain.tree.size, chain.tree.root(), self.id))
             self.my_checkpoint = cp
@@ -804,5 +779,4 @@ class PbftCore:
     }
 
 
-_DUPLICATE_PREFIX = msgpack.packb([DUPLICATE, None])[:2]
 _KIND_ORDER = {PrePrepare: 0, Prepare: 1, Commit: 2}
