@@ -17,18 +17,17 @@ from dataclasses import dataclass, field
 import msgpack
 
 from bft import quorum
-from bft.outputs import (Action, AppendBlock, Broadcast, CompactVotes, Persist, Send, ServeBlocks,
-                         ToClient)
-from bft.pbft.certs import (Keys, batch_error, checkpoint_proof_error, new_view_error, plan_new_view,
-                            primary, view_change_error)
+from bft.outputs import Action, AppendBlock, Broadcast, CompactVotes, Persist, Send, ToClient
+from bft.pbft.certs import Keys, batch_error, plan_new_view, primary
 from bft.pbft.config import PbftConfig
+from bft.pbft.transfer import StateTransferMixin, Transfer
+from bft.pbft.viewchange import ViewChangeMixin
 from bft.requests import CACHED, KNOWN, NEW, RequestPool, cached_reply
-from bft.wire import (Checkpoint, Commit, DecodeError, Message, NewView, PrePrepare, Prepare,
-                      PreparedCert, Request, StateRequest, StateResponse, ViewChange, decode)
+from bft.wire import (Checkpoint, Commit, DecodeError, Message, NewView, PrePrepare, Prepare, PreparedCert,
+                      Request, StateRequest, StateResponse, ViewChange, decode)
 from crypto.merkle import root_of
 from crypto.signing import Signer
-from ledger.block import Block, BlockFormatError
-from ledger.certificate import certificate_error
+from ledger.block import Block
 from ledger.chain import Chain
 
 log = logging.getLogger("bft.pbft")
@@ -51,15 +50,7 @@ class Slot:
     my_commit: Commit | None = None
 
 
-@dataclass(slots=True)
-class Transfer:
-    target: int
-    peers: list[int]
-    turn: int
-    deadline: float
-
-
-class PbftCore:
+class PbftCore(ViewChangeMixin, StateTransferMixin):
     mode = "pbft"
     # O from V; a class attribute so that a test build of the core can swap in a faulty rule
     # (the simulator must then catch it) without patching module globals
@@ -465,83 +456,6 @@ class PbftCore:
             self._start_transfer(seq, [c.replica for c in proof if c.replica != self.id])
         self._out.append(CompactVotes(self._vote_snapshot()))
 
-    # ------------------------------------------------------------------ state transfer
-    def _start_transfer(self, target: int, peers: list[int]) -> None:
-        if not peers:
-            return
-        self.transfer = Transfer(target, peers, 0, 0.0)
-        self._request_blocks()
-
-    def _request_blocks(self) -> None:
-        t = self.transfer
-        peer = t.peers[t.turn % len(t.peers)]
-        t.deadline = self.now + self.cfg.transfer_timeout
-        frm = self.chain.height + 1
-        to = min(t.target, frm + self.cfg.transfer_chunk - 1)
-        self._out.append(Send(peer, StateRequest(frm, to, self.id)))
-
-    def _on_state_request(self, sender: int, m: StateRequest) -> None:
-        if m.replica != sender:
-            self._drop("sender field differs from the authenticated sender")
-            return
-        to = min(m.to_height, self.chain.height, m.from_height + self.cfg.transfer_chunk - 1)
-        if m.from_height < 1 or m.from_height > to:
-            return
-        self._out.append(ServeBlocks(sender, m.from_height, to))
-
-    def _on_state_response(self, sender: int, m: StateResponse) -> None:
-        t = self.transfer
-        if t is None or m.replica != sender or sender != t.peers[t.turn % len(t.peers)]:
-            self._drop("unsolicited state-transfer response")
-            return
-        for raw in m.blocks:
-            try:
-                b = Block.decode(raw)
-            except BlockFormatError:
-                self._bad_transfer_peer("malformed block")
-                return
-            if b.height != self.chain.height + 1:
-                continue
-            why = None
-            if b.sequence != b.height:
-                why = "block sequence differs from its height"
-            elif root_of(b.txs) != b.batch_root:
-                why = "block transactions differ from its batch root"
-            else:
-                why = certificate_error("pbft", self.f, self.keys.replicas, b.view, b.sequence, b.batch_root,
-                                        b.cert, self.keys.verifier)
-            if why:
-                self._bad_transfer_peer(why)
-                return
-            block = self.chain.execute(b.sequence, b.view, b.txs, b.cert)
-            self._out.append(AppendBlock(block))
-            if block.hash() != b.hash():
-                self._drop("state-transfer peer sent a wrong header for a certified batch")
-            reqs = []
-            for raw_req in block.txs:
-                try:
-                    reqs.append(decode(raw_req))
-                except DecodeError:
-                    pass
-            self._after_execute(block, [r for r in reqs if type(r) is Request])
-        if self.chain.height >= t.target:
-            self.transfer = None
-            if self.h < self.chain.height:
-                votes = self.checkpoint_votes.get(self.chain.height, {})
-                agreeing = [c for c in votes.values() if c.head == self.chain.head]
-                if len(agreeing) >= quorum.checkpoint_quorum(self.f):
-                    self._make_stable(self.chain.height, sorted(agreeing, key=lambda c: c.replica))
-            for s in [s for s in self.committed if s <= self.chain.height]:
-                del self.committed[s]
-            self._execute()
-        else:
-            self._request_blocks()
-
-    def _bad_transfer_peer(self, why: str) -> None:
-        self._drop("state transfer: " + why)
-        self.transfer.turn += 1
-        self._request_blocks()
-
     # ------------------------------------------------------------------ retransmission
     def _help_duplicate(self, sender: int, seq: int) -> None:
         """A peer re-sent a vote: it may be missing ours. Answer once per interval."""
@@ -591,128 +505,6 @@ class PbftCore:
             sent += 1
         if self.my_checkpoint is not None and self.my_checkpoint.seq > self.h:
             self._out.append(Broadcast(self.my_checkpoint))
-
-    # ------------------------------------------------------------------ view change
-    def _start_view_change(self, new_view: int) -> None:
-        if new_view <= self.view and self.in_view_change:
-            return
-        if new_view < self.view:
-            return
-        self.view = new_view
-        self.in_view_change = True
-        self.vc_attempts += 1
-        self.vc_deadline = None     # armed by _arm_view_change_timer once 2f+1 replicas are changing
-        self.log.clear()
-        self.ahead.clear()
-        self.in_batch.clear()
-        self.queue.clear()
-        self.new_view_msg = None
-        self._persist("view", [new_view, True])
-        vc = self._sign(ViewChange(new_view, self.h, list(self.stable_proof),
-                                   [self.prepared_certs[s] for s in sorted(self.prepared_certs) if s > self.h],
-                                   self.id))
-        self.my_view_change = vc
-        self.view_changes.setdefault(new_view, {})[self.id] = vc
-        self._out.append(Broadcast(vc))
-        log.info("replica %d starts a view change to view %d", self.id, new_view)
-        self._arm_view_change_timer()
-        self._maybe_new_view(new_view)
-
-    def _arm_view_change_timer(self) -> None:
-        """Castro & Liskov's first liveness rule: the timer for the next view starts only once
-        2f+1 replicas (this one included) have asked for this view or a higher one.
-
-        A replica that times out alone (partitioned, crashed, slow) therefore waits in its
-        view change instead of climbing views by itself; started at once, such a replica
-        stayed one view ahead of the others for good, so no view ever gathered 2f+1
-        VIEW-CHANGEs while a faulty replica kept quiet (n=4 seed 134)."""
-        if not self.in_view_change or self.vc_deadline is not None:
-            return
-        asking = {r for v, vcs in self.view_changes.items() if v >= self.view for r in vcs}
-        if len(asking) >= quorum.view_change_quorum(self.f):
-            self.vc_deadline = self.now + self._timeout()
-
-    def _on_view_change(self, sender: int, vc: ViewChange) -> None:
-        if vc.replica != sender:
-            self._drop("sender field differs from the authenticated sender")
-            return
-        if vc.new_view < self.view or (vc.new_view == self.view and not self.in_view_change):
-            if self.new_view_msg is not None and self.is_primary and not self.in_view_change:
-                self._help_behind(sender)
-            return
-        known = self.view_changes.get(vc.new_view, {}).get(sender)
-        if known is not None:
-            return
-        why = view_change_error(self.keys, self.f, vc, self.cfg.log_size)
-        if why:
-            self._drop("VIEW-CHANGE: " + why)
-            return
-        # keep only each replica's highest VIEW-CHANGE
-        for v in list(self.view_changes):
-            if sender in self.view_changes[v] and v < vc.new_view:
-                del self.view_changes[v][sender]
-        self.view_changes.setdefault(vc.new_view, {})[sender] = vc
-        higher = {r: v for v, vcs in self.view_changes.items() if v > self.view for r in vcs}
-        if len(higher) >= quorum.join_quorum(self.f):
-            self._start_view_change(min(higher.values()))
-        self._arm_view_change_timer()
-        self._maybe_new_view(vc.new_view)
-
-    def _maybe_new_view(self, v: int) -> None:
-        if v != self.view or not self.in_view_change or primary(v, self.n) != self.id:
-            return
-        vcs = self.view_changes.get(v, {})
-        if len(vcs) < quorum.view_change_quorum(self.f):
-            return
-        chosen = [vcs[r] for r in sorted(vcs)][: quorum.view_change_quorum(self.f)]
-        if self.id in vcs and vcs[self.id] not in chosen:
-            chosen[-1] = vcs[self.id]
-        plan = self.plan_new_view(chosen)
-        o = [self._sign(PrePrepare(v, s, d, batch, self.id)) for s, d, batch in plan.entries]
-        nv = self._sign(NewView(v, chosen, o, self.id))
-        self._out.append(Broadcast(nv))
-        log.info("replica %d is primary of view %d (O covers %d..%d)", self.id, v, plan.min_s + 1, plan.max_s)
-        self._enter_view(nv, plan)
-
-    def _on_new_view(self, sender: int, nv: NewView) -> None:
-        if nv.replica != sender:
-            self._drop("sender field differs from the authenticated sender")
-            return
-        if nv.view < self.view or (nv.view == self.view and not self.in_view_change):
-            return
-        why, plan = new_view_error(self.keys, self.f, nv, self.cfg.log_size, self.plan_new_view)
-        if why:
-            self._drop(why)
-            return
-        self._enter_view(nv, plan)
-
-    def _enter_view(self, nv: NewView, plan) -> None:
-        v = nv.view
-        if v > self.view or self.in_view_change:
-            self._persist("view", [v, False])
-        self.view = v
-        self.in_view_change = False
-        self.new_view_msg = nv
-        self.my_view_change = None
-        self.log.clear()
-        self.ahead.clear()
-        self.in_batch.clear()
-        self.queue.clear()
-        for old in [x for x in self.view_changes if x <= v]:
-            del self.view_changes[old]
-        if plan.min_s > self.h and not checkpoint_proof_error(self.keys, self.f, plan.min_s, plan.stable_proof):
-            self._make_stable(plan.min_s, plan.stable_proof)
-        self.next_seq = max(plan.max_s, self.h, self.chain.height) + 1
-        for pp in nv.pre_prepares:
-            if pp.seq <= self.h:
-                continue
-            reqs = [r for r in (decode(raw) for raw in pp.batch) if type(r) is Request]
-            self._accept_pre_prepare(pp, reqs)
-        self.vc_deadline = None
-        self.view_started = self.now
-        if self.is_primary:
-            self.queue.extend(k for k in self.pending if k not in self.in_batch)
-        log.info("replica %d enters view %d", self.id, v)
 
     # ------------------------------------------------------------------ recovery
     def _vote_snapshot(self) -> list[bytes]:
@@ -772,10 +564,10 @@ class PbftCore:
         Prepare: _on_prepare,
         Commit: _on_commit,
         Checkpoint: _on_checkpoint,
-        ViewChange: _on_view_change,
-        NewView: _on_new_view,
-        StateRequest: _on_state_request,
-        StateResponse: _on_state_response,
+        ViewChange: ViewChangeMixin._on_view_change,
+        NewView: ViewChangeMixin._on_new_view,
+        StateRequest: StateTransferMixin._on_state_request,
+        StateResponse: StateTransferMixin._on_state_response,
     }
 
 
