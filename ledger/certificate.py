@@ -50,3 +50,20 @@ def certificate_error(mode: str, f: int, replica_keys: list[bytes], view: int, s
                 return None
         return f"no valid signature of ballot {view}'s leader (replica {leader})"
     return f"unknown mode {mode!r}"
+
+
+def certified_block_error(mode: str, f: int, replica_keys: list[bytes], block, verifier: Verifier) -> str | None:
+    """Why a block served by a peer (state transfer) is not certified, or None.
+
+    Only what a certificate can vouch for is checked: one block per sequence number, the
+    transactions under the signed batch root, and the certificate itself. The receiver
+    re-executes the batch, so the peer's results and header are never trusted.
+    """
+    from crypto.merkle import root_of
+
+    if block.sequence != block.height:
+        return "block sequence differs from its height"
+    if len(block.results) != len(block.txs) or root_of(block.txs) != block.batch_root:
+        return "block transactions differ from its batch root"
+    return certificate_error(mode, f, replica_keys, block.view, block.sequence, block.batch_root, block.cert,
+                             verifier)

@@ -61,7 +61,7 @@ from crypto.merkle import root_of
 from crypto.signing import Signer
 from ledger import tx as txmod
 from ledger.block import Block, BlockFormatError
-from ledger.certificate import certificate_error
+from ledger.certificate import certified_block_error
 from ledger.chain import Chain
 
 log = logging.getLogger("bft.paxos")
@@ -738,14 +738,7 @@ class PaxosCore:
                 break
             if b.height != self.chain.height + 1:
                 continue
-            why = None
-            if b.sequence != b.height:
-                why = "block sequence differs from its height"
-            elif len(b.results) != len(b.txs) or root_of(b.txs) != b.batch_root:
-                why = "block transactions differ from its batch root"
-            else:
-                why = certificate_error("paxos", self.f, self.keys.replicas, b.view, b.sequence, b.batch_root,
-                                        b.cert, self.keys.verifier)
+            why = certified_block_error("paxos", self.f, self.keys.replicas, b, self.keys.verifier)
             if why:
                 self._drop("state transfer: " + why)
                 break

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from bft import quorum
 from bft.outputs import AppendBlock, Send, ServeBlocks
 from bft.wire import DecodeError, Request, StateRequest, StateResponse, decode
-from crypto.merkle import root_of
 from ledger.block import Block, BlockFormatError
-from ledger.certificate import certificate_error
+from ledger.certificate import certified_block_error
 
 log = logging.getLogger("bft.pbft")
 
@@ -64,14 +63,7 @@ class StateTransferMixin:
                 return
             if b.height != self.chain.height + 1:
                 continue
-            why = None
-            if b.sequence != b.height:
-                why = "block sequence differs from its height"
-            elif root_of(b.txs) != b.batch_root:
-                why = "block transactions differ from its batch root"
-            else:
-                why = certificate_error("pbft", self.f, self.keys.replicas, b.view, b.sequence, b.batch_root,
-                                        b.cert, self.keys.verifier)
+            why = certified_block_error("pbft", self.f, self.keys.replicas, b, self.keys.verifier)
             if why:
                 self._bad_transfer_peer(why)
                 return
