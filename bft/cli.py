@@ -257,7 +257,8 @@ def cmd_put(args: argparse.Namespace) -> int:
     print(f"committed: {r.describe()} at height {r.height}, index {r.index} ({'view' if r.mode == 'pbft' else 'ballot'} {r.view})")
     print(f"  block {v.block_hash.hex()}")
     print(f"  certificate: {'COMMITs of replicas' if r.mode == 'pbft' else 'ACCEPT of leader'} "
-          f"{', '.join(map(str, v.signers))}; receipt verified with public keys only")
+          f"{', '.join(map(str, v.signers))}; block hash signed by replicas {', '.join(map(str, v.attesters))}; "
+          f"receipt verified with public keys only")
     print(f"  trust: {v.trust_model}")
     return 0
 
@@ -386,7 +387,8 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
     print(f"OK: {r.describe()} by client {r.client} is in block {r.height} at index {r.index}; "
           f"outcome {r.status}")
     print(f"  block {v.block_hash.hex()}")
-    print(f"  certified by replicas {', '.join(map(str, v.signers))} ({r.mode})")
+    print(f"  order certified by replicas {', '.join(map(str, v.signers))}, result (block hash) attested by "
+          f"replicas {', '.join(map(str, v.attesters))} ({r.mode})")
     print(f"  trust: {v.trust_model}")
     return 0
 

@@ -318,7 +318,8 @@ def _receipt_demo(receipt, cluster_dir: Path, out, results: dict) -> bool:
     v = r.verify(cluster_dir)
     out(f"   {path.name}: {r.describe()} in block {r.height}, index {r.index}")
     out("   verified offline with cluster.toml only: client signature, Merkle paths to the batch and")
-    out(f"   results roots, and COMMIT signatures of replicas {', '.join(map(str, v.signers))}")
+    out(f"   results roots, COMMIT signatures of replicas {', '.join(map(str, v.signers))} (the order), and")
+    out(f"   signatures of replicas {', '.join(map(str, v.attesters))} on the block hash (the result)")
     tampered = Receipt.from_json(path.read_text())
     tx = bytearray(tampered.tx)
     tx[-70] ^= 0x01                                          # one bit of the operation, under the signature

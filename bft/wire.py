@@ -234,6 +234,23 @@ class ReceiptResponse(Message):
     _kinds = dict(height=u64, index=u32, block=block_bytes)
 
 
+@message(6, "attest-request")
+class AttestRequest(Message):
+    """A client asks a replica to sign the hash of the block it executed at ``height``."""
+    height: int
+    _kinds = dict(height=u64)
+
+
+@message(7, "attestation")
+class Attestation(Message):
+    """A replica's signature on an executed block's hash (see ledger.certificate)."""
+    height: int
+    block_hash: bytes
+    replica: int
+    sig: bytes = b""
+    _kinds = dict(height=u64, block_hash=digest, replica=u32, sig=sig_kind)
+
+
 # ----------------------------------------------------------------------------- pbft
 @message(10, "pre-prepare", unsigned=("batch",))
 class PrePrepare(Message):

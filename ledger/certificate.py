@@ -67,3 +67,35 @@ def certified_block_error(mode: str, f: int, replica_keys: list[bytes], block, v
         return "block transactions differ from its batch root"
     return certificate_error(mode, f, replica_keys, block.view, block.sequence, block.batch_root, block.cert,
                              verifier)
+
+
+ATTEST_TAG = 7
+ATTEST_DOMAIN = b"bftledger/v1/attestation"
+
+
+def attestation_statement(height: int, block_hash: bytes, replica: int) -> bytes:
+    """What a replica signs to say "I executed the block at ``height`` and its hash is this".
+
+    The commit certificate signs only (view, sequence, batch root): the order. The block
+    hash also covers the results root, the tree head and the previous block, so f+1 of
+    these (one of them honest) make a receipt's result checkable offline too.
+    Byte-identical to ``bft.wire.Attestation.signable()`` (pinned by a test).
+    """
+    return msgpack.packb([ATTEST_TAG, VERSION, height, block_hash, replica], use_bin_type=True)
+
+
+def attestation_error(mode: str, f: int, replica_keys: list[bytes], height: int, block_hash: bytes,
+                      attestations: list[tuple[int, bytes]], verifier: Verifier) -> str | None:
+    """pbft: f+1 distinct replicas signed the block hash; paxos: one replica did (crash-fault trust)."""
+    need = f + 1 if mode == "pbft" else 1
+    n = len(replica_keys)
+    good: set[int] = set()
+    for replica, sig in attestations:
+        if type(replica) is not int or not 0 <= replica < n or replica in good:
+            continue
+        if verifier.verify(replica_keys[replica], ATTEST_DOMAIN,
+                           attestation_statement(height, block_hash, replica), sig):
+            good.add(replica)
+    if len(good) < need:
+        return f"execution attestations: {len(good)} valid distinct signatures on the block hash, needs {need}"
+    return None

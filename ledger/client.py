@@ -83,6 +83,8 @@ class Client:
         self._session = session
         self._verifier = Ed25519Verifier()
         self._blocks: OrderedDict[int, tuple[Block, MerkleTree, MerkleTree]] = OrderedDict()
+        self._attested: OrderedDict[int, list[tuple[int, bytes]]] = OrderedDict()
+        self._attesting: dict[int, trio.Event] = {}
         self._fetching: dict[int, trio.Event] = {}
 
     # ------------------------------------------------------------------ operations
@@ -145,15 +147,60 @@ class Client:
                 if block.results[out.index] != out.result:
                     raise ReceiptError("the block's result differs from the one the replicas replied")
                 # No second Receipt.verify here: the block's certificate and both of its roots were
-                # checked when it was fetched, the proofs come from trees over its very contents, and
-                # the transaction is this client's own signed request.
+                # checked when it was fetched, the proofs come from trees over its very contents, the
+                # attestations are checked as they arrive, and the transaction is this client's own.
+                attestations = await self._attestations(block, candidates)
                 return Receipt.from_block(block, out.index, self.cluster.mode, tx_tree=tx_tree,
-                                          results_tree=results_tree)
+                                          results_tree=results_tree, attestations=attestations)
             except ReceiptError as e:
                 self._blocks.pop(out.height, None)
                 errors.append(f"replica {r}: {e}")
         raise ReceiptUnavailable(f"committed at height {out.height}, index {out.index}, but no replica served a "
                                  f"verifiable receipt ({'; '.join(errors)})")
+
+    async def _attestations(self, block: Block, candidates: list[int]) -> list[tuple[int, bytes]]:
+        """f+1 (pbft) or 1 (paxos) valid signatures on ``block``'s hash, asked of every replica
+        in ``candidates`` concurrently; cached per height like blocks."""
+        height = block.height
+        while True:
+            hit = self._attested.get(height)
+            if hit is not None:
+                return hit
+            ev = self._attesting.get(height)
+            if ev is None:
+                break
+            await ev.wait()
+        c = self.cluster
+        need = c.f + 1 if c.mode == "pbft" else 1
+        block_hash = block.hash()
+        good: dict[int, bytes] = {}
+        done = self._attesting[height] = trio.Event()
+
+        async def ask(r: int) -> None:
+            a = await self._session.fetch_attestation(r, height, RECEIPT_FETCH_TIMEOUT)
+            if a is None or a.block_hash != block_hash or a.replica != r:
+                return
+            if a.verify(self._verifier, c.replicas[r].public_key):
+                good[r] = a.sig
+            if len(good) >= need:
+                nursery.cancel_scope.cancel()
+
+        try:
+            # every replica at once (a signature per block each, cached on their side): waiting
+            # for one that just died would stall the receipt for a whole fetch timeout
+            async with trio.open_nursery() as nursery:
+                for r in candidates:
+                    nursery.start_soon(ask, r)
+        finally:
+            del self._attesting[height]
+            done.set()
+        if len(good) < need:
+            raise ReceiptError(f"only {len(good)} replicas attested block {height}'s hash, a receipt needs {need}")
+        result = sorted(good.items())[:need]
+        self._attested[height] = result
+        while len(self._attested) > BLOCK_CACHE:
+            self._attested.popitem(last=False)
+        return result
 
     async def _block(self, height: int, index: int, replica: int, use_cache: bool):
         """A block that decodes, matches its roots and carries a valid certificate (cached per height)."""

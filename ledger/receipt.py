@@ -1,20 +1,19 @@
 """A receipt: proof that one transaction was committed, checkable offline with public keys.
 
 It carries the transaction (the client's signed request), the header fields of the
-block that holds it, the block's certificate, and two RFC 9162 inclusion proofs against
-roots in that header: the transaction in the batch (``batch_root``, which is the digest
-the certificate signs) and its result in the results (``results_root``).
+block that holds it, the block's certificate, execution attestations, and two RFC 9162
+inclusion proofs against roots in that header: the transaction in the batch
+(``batch_root``, which is the digest the certificate signs) and its result in the
+results (``results_root``).
 
 ``verify(cluster_dir)`` needs only DIR/cluster.toml and checks: the client's signature
 on the transaction, both inclusion proofs, one block per sequence number, and the
 certificate (pbft: 2f+1 distinct COMMIT signatures on (view, sequence, batch root);
 paxos: the ballot leader's ACCEPT signature, which is only as good as the crash-fault
-trust model: it assumes no replica lies).
-
-What the certificate does not cover: the block's other header fields (results root,
-previous hash, tree head) are bound to the block hash but not signed by the COMMITs;
-the result in a receipt was attested when the client accepted it (f+1 matching
-replies in pbft), and an audit of any honest replica's ledger re-derives it.
+trust model: it assumes no replica lies), and the execution attestations: the COMMITs
+fix the order but not the results, so f+1 replicas (one of them honest; one in paxos)
+sign the block hash, which binds the results root, the tree head and the previous
+block. A rewritten result with a recomputed results root therefore fails.
 """
 from __future__ import annotations
 
@@ -27,11 +26,11 @@ from crypto.merkle import MerkleTree, leaf_hash, verify_inclusion
 from crypto.signing import Ed25519Verifier, Verifier
 from ledger import tx as txmod
 from ledger.block import BLOCK_TAG, BLOCK_VERSION, Block
-from ledger.certificate import certificate_error
+from ledger.certificate import attestation_error, certificate_error
 from ledger.cluster import MODES, Cluster, load
 from ledger.state import OK, STATUS_NAMES, decode_result, describe_op
 
-RECEIPT_VERSION = 1
+RECEIPT_VERSION = 2
 
 
 class ReceiptError(Exception):
@@ -44,6 +43,7 @@ class Verified:
     trust_model: str
     signers: list[int]
     block_hash: bytes
+    attesters: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -64,11 +64,13 @@ class Receipt:
     result: bytes
     results_proof: list[bytes]
     cert: list[tuple[int, bytes]] = field(default_factory=list)
+    attestations: list[tuple[int, bytes]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ building
     @classmethod
     def from_block(cls, block: Block, index: int, mode: str, *, tx_tree: MerkleTree | None = None,
-                   results_tree: MerkleTree | None = None) -> "Receipt":
+                   results_tree: MerkleTree | None = None,
+                   attestations: list[tuple[int, bytes]] = ()) -> "Receipt":
         if not 0 <= index < len(block.txs):
             raise ReceiptError(f"block {block.height} has no transaction {index}")
         tx_tree = tx_tree or MerkleTree(block.txs)
@@ -78,7 +80,7 @@ class Receipt:
                    results_root=block.results_root, tree_size=block.tree_size, tree_root=block.tree_root,
                    batch_size=len(block.txs), batch_proof=tx_tree.inclusion_proof(index),
                    result=block.results[index], results_proof=results_tree.inclusion_proof(index),
-                   cert=list(block.cert))
+                   cert=list(block.cert), attestations=list(attestations))
 
     # ------------------------------------------------------------------ reading
     @property
@@ -149,8 +151,14 @@ class Receipt:
                                 self.batch_root, self.cert, verifier)
         if why is not None:
             raise ReceiptError(f"certificate: {why}")
+        block_hash = self.block_hash
+        why = attestation_error(cluster.mode, cluster.f, cluster.replica_keys(), self.height, block_hash,
+                                self.attestations, verifier)
+        if why is not None:
+            raise ReceiptError(why)
         signers = sorted({r for r, _ in self.cert if type(r) is int and 0 <= r < cluster.n})
-        return Verified(cluster.trust_model, signers, self.block_hash)
+        attesters = sorted({r for r, _ in self.attestations if type(r) is int and 0 <= r < cluster.n})
+        return Verified(cluster.trust_model, signers, block_hash, attesters)
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict:
@@ -167,6 +175,7 @@ class Receipt:
             "result": self.result.hex(),
             "results_proof": [h.hex() for h in self.results_proof],
             "certificate": [[r, s.hex()] for r, s in self.cert],
+            "attestations": [[r, s.hex()] for r, s in self.attestations],
         }
 
     def to_json(self) -> str:
@@ -193,7 +202,7 @@ class Receipt:
                        tree_size=_int(b["tree_size"]), tree_root=_hex(b["tree_root"], 32),
                        batch_size=_int(b["batch_size"]), batch_proof=_hexlist(d["batch_proof"], 32),
                        result=_hex(d["result"]), results_proof=_hexlist(d["results_proof"], 32),
-                       cert=_cert(d["certificate"]))
+                       cert=_cert(d["certificate"]), attestations=_cert(d["attestations"]))
         except ReceiptError:
             raise
         except KeyError as e:

@@ -28,7 +28,8 @@ import trio
 from bft.runtime.transport import (CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, ROLE_CLIENT,
                                    ROLE_REPLICA, Connection, HandshakeError, Identity, KeyBook, Link,
                                    Problems, SendQueue, describe_error, handshake)
-from bft.wire import (DecodeError, FrameDecoder, ReceiptRequest, ReceiptResponse, Redirect, Reply, Request,
+from bft.wire import (AttestRequest, Attestation, DecodeError, FrameDecoder, ReceiptRequest, ReceiptResponse,
+                      Redirect, Reply, Request,
                       StatusRequest, StatusResponse, decode, frame, MAX_FRAME)
 from crypto.signing import Ed25519Verifier, Signer
 from ledger.cluster import Cluster
@@ -92,6 +93,7 @@ class ClientSession:
         self._ts = time.time_ns() // 1000
         self._slots = trio.Semaphore(MAX_IN_FLIGHT)
         self._blocks: dict[tuple[int, int], list[trio.Event | bytes]] = {}
+        self._attests: dict[tuple[int, int], list] = {}
 
     async def run(self) -> None:
         """The connection tasks; start it in a nursery and cancel it to close the session."""
@@ -119,6 +121,11 @@ class ClientSession:
                 w = self._blocks.get((src, msg.height))
                 if w is not None and len(w) == 1:
                     w.append(msg.block)
+                    w[0].set()
+            elif t is Attestation:
+                w = self._attests.get((src, msg.height))
+                if w is not None and len(w) == 1 and msg.replica == src:
+                    w.append(msg)
                     w[0].set()
             else:
                 self.problems.note(f"unexpected {msg.NAME} from a replica")
@@ -243,6 +250,21 @@ class ClientSession:
         finally:
             if self._blocks.get(key) is w:
                 del self._blocks[key]
+
+    async def fetch_attestation(self, replica: int, height: int, timeout: float) -> Attestation | None:
+        """``replica``'s signed hash of block ``height`` (unverified; the sender is the link's), or None."""
+        key = (replica, height)
+        w = self._attests.get(key)
+        if w is None:
+            w = self._attests[key] = [trio.Event()]
+            self.links[replica].send(frame(AttestRequest(height).encode()))
+        try:
+            with trio.move_on_after(timeout):
+                await w[0].wait()
+            return w[1] if len(w) > 1 else None
+        finally:
+            if self._attests.get(key) is w:
+                del self._attests[key]
 
     async def wait_connected(self, count: int, timeout: float) -> bool:
         with trio.move_on_after(timeout):

@@ -28,13 +28,15 @@ from bft.runtime import factory
 from bft.runtime.transport import (CLIENT_MAX_FRAME, HANDSHAKE_TIMEOUT, ROLE_CLIENT,
                                    ROLE_REPLICA, Connection, HandshakeError, Identity, KeyBook, Link,
                                    Problems, SendQueue, handshake, peer_name)
-from bft.wire import (MAX_FRAME, Auth, DecodeError, FrameDecoder, Hello, ReceiptRequest, ReceiptResponse,
+from bft.wire import (MAX_FRAME, AttestRequest, Attestation, Auth, DecodeError, FrameDecoder, Hello, ReceiptRequest,
+                      ReceiptResponse,
                       StateResponse, StatusRequest, StatusResponse, decode, frame)
 from crypto.signing import Ed25519Verifier
 from ledger.cluster import Cluster
 from ledger.store import BlockStore
 from ledger.votelog import VoteLog
 
+ATTESTATION_CACHE = 4096       # signed block hashes kept for receipts
 log = logging.getLogger("bft.runtime.replica")
 
 TICK = 0.01
@@ -54,6 +56,7 @@ class Replica:
         self.byzantine = byzantine
         self.tuning = dict(tuning or {})
         self.signer = cluster.load_replica_key(replica_id)
+        self._attestations: dict[int, bytes] = {}         # height -> framed Attestation, oldest first
         if self.signer.public_key != cluster.replicas[replica_id].public_key:
             raise ValueError(f"{cluster.key_path('replica', replica_id)} does not match replica "
                              f"{replica_id}'s public key in cluster.toml")
@@ -229,6 +232,9 @@ class Replica:
             if t is ReceiptRequest:
                 self._serve_receipt(conn, msg)
                 continue
+            if t is AttestRequest:
+                self._attest(conn, msg)
+                continue
             if t is Hello or t is Auth:
                 self.problems.note("handshake message after authentication", conn.name)
                 ok = False
@@ -253,6 +259,24 @@ class Replica:
             conn.send(frame(ReceiptResponse(m.height, m.index, body).encode()))
         except ValueError as e:     # a block too big for one frame, or StoreCorrupt under us
             self.problems.note("cannot serve a receipt", str(e))
+
+    def _attest(self, conn: Connection, m: AttestRequest) -> None:
+        """Sign "I executed block ``height`` and its hash is H" (cached: one signature per block)."""
+        store = self.store
+        if not 1 <= m.height <= store.height:
+            return
+        fr = self._attestations.get(m.height)
+        if fr is None:
+            try:
+                block_hash = store.read(m.height).hash()
+            except ValueError as e:
+                self.problems.note("cannot attest a block", str(e))
+                return
+            fr = frame(Attestation(m.height, block_hash, self.id).signed(self.signer).encode())
+            self._attestations[m.height] = fr
+            while len(self._attestations) > ATTESTATION_CACHE:
+                self._attestations.pop(next(iter(self._attestations)))
+        conn.send(fr)
 
     # ------------------------------------------------------------------ the driver
     async def _ticker(self) -> None:

@@ -221,3 +221,33 @@ def test_modes_do_not_cross():
     commits = [(i, _commit_sig(signers[i], i)) for i in range(4)]
     assert _check(f, keys, v, commits, mode="paxos") is not None
     assert "unknown mode" in _check(f, keys, v, commits, mode="raft")
+
+
+def test_attestation_statement_is_the_wire_encoding():
+    from bft.wire import Attestation
+    from ledger.certificate import ATTEST_DOMAIN, attestation_statement
+
+    a = Attestation(7, b"h" * 32, 2)
+    assert a.signable() == attestation_statement(7, b"h" * 32, 2)
+    assert Attestation.DOMAIN == ATTEST_DOMAIN
+
+
+def test_attestations_need_f_plus_1_distinct_valid_signers():
+    from crypto.keys import generate
+    from crypto.signing import Ed25519Verifier
+    from ledger.certificate import ATTEST_DOMAIN, attestation_error, attestation_statement
+
+    signers = [generate() for _ in range(4)]
+    keys = [s.public_key for s in signers]
+    h = b"b" * 32
+
+    def att(i: int, height: int = 5) -> tuple[int, bytes]:
+        return i, signers[i].sign(ATTEST_DOMAIN, attestation_statement(height, h, i))
+
+    v = Ed25519Verifier()
+    assert attestation_error("pbft", 1, keys, 5, h, [att(0), att(3)], v) is None
+    assert attestation_error("pbft", 1, keys, 5, h, [att(0)], v) is not None
+    assert attestation_error("pbft", 1, keys, 5, h, [att(0), att(0)], v) is not None        # one id twice
+    assert attestation_error("pbft", 1, keys, 5, h, [att(0), att(1, height=6)], v) is not None
+    assert attestation_error("paxos", 1, keys[:3], 5, h, [att(2)], v) is None
+    assert attestation_error("paxos", 1, keys[:3], 5, h, [(2, b"x" * 64)], v) is not None

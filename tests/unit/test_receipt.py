@@ -10,8 +10,15 @@ import pytest
 from bft.clusterinit import init_cluster
 from bft.demo_offline import OfflineLedger
 from ledger import state
+from crypto.merkle import MerkleTree
+from ledger.certificate import ATTEST_DOMAIN, attestation_statement
 from ledger.cluster import load
 from ledger.receipt import Receipt, ReceiptError
+
+
+def _attest(led: OfflineLedger, block, ids: list[int]) -> list[tuple[int, bytes]]:
+    h = block.hash()
+    return [(i, led.replicas[i].sign(ATTEST_DOMAIN, attestation_statement(block.height, h, i))) for i in ids]
 
 
 def _receipts(d: Path, mode: str) -> tuple[OfflineLedger, list[Receipt]]:
@@ -21,7 +28,8 @@ def _receipts(d: Path, mode: str) -> tuple[OfflineLedger, list[Receipt]]:
     txs = [led.request(i % 3, state.op_put(f"k{i}", f"v{i}".encode())) for i in range(5)]
     txs.append(led.request(1, state.op_cas("a", b"nope", b"2")))
     block = led.commit(txs, view=0 if mode == "pbft" else 3)
-    return led, [Receipt.from_block(block, i, mode) for i in range(len(txs))]
+    att = _attest(led, block, [0, 1] if mode == "pbft" else [3 % led.cluster.n])
+    return led, [Receipt.from_block(block, i, mode, attestations=att) for i in range(len(txs))]
 
 
 @pytest.mark.parametrize("mode", ["pbft", "paxos"])
@@ -38,7 +46,7 @@ def test_receipts_verify_and_round_trip(tmp_path: Path, mode: str) -> None:
     assert receipts[2].describe() == "put 'k2'" and receipts[2].client == 2
     v = receipts[0].verify(tmp_path / "c")
     if mode == "pbft":
-        assert v.signers == [0, 1, 2] and v.trust_model.startswith("byzantine")
+        assert v.signers == [0, 1, 2] and v.attesters == [0, 1] and v.trust_model.startswith("byzantine")
     else:
         assert v.signers == [0] and v.trust_model.startswith("crash-fault")
 
@@ -72,7 +80,23 @@ def test_every_tampering_is_refused(tmp_path: Path) -> None:
     refused(lambda r: r.update(certificate=[r["certificate"][0]] * 3), "1 valid")
     refused(lambda r: r["certificate"][1].__setitem__(1, flip(r["certificate"][1][1], 3)), "certificate")
     refused(lambda r: r.update(mode="paxos"), "from a paxos cluster")
-    for bad in ("", "[]", '{"receipt_version": 1}', json.dumps(dict(good, tx="zz")),
+    refused(lambda r: r.update(attestations=r["attestations"][:1]), "1 valid distinct")
+    refused(lambda r: r.update(attestations=[r["attestations"][0]] * 2), "1 valid distinct")
+    refused(lambda r: r["block"].update(tree_size=r["block"]["tree_size"] + 1), "attestations")
+
+    # The forgery the certificate alone cannot catch: another result, a results root and
+    # path recomputed to match it. Only the replicas' signatures on the block hash refuse it.
+    forged = Receipt.from_dict(json.loads(json.dumps(good)))
+    results = [forged.result] * forged.batch_size
+    results[forged.index] = state.encode_result(state.OK, b"forged")
+    tree = MerkleTree(results)
+    doc = json.loads(json.dumps(good))
+    doc["result"] = results[forged.index].hex()
+    doc["block"]["results_root"] = tree.root().hex()
+    doc["results_proof"] = [h.hex() for h in tree.inclusion_proof(forged.index)]
+    with pytest.raises(ReceiptError, match="attestations"):
+        Receipt.from_dict(doc).verify(d)
+    for bad in ("", "[]", '{"receipt_version": 2}', json.dumps(dict(good, tx="zz")),
                 json.dumps(dict(good, index=-1)), json.dumps(dict(good, receipt_version=9))):
         with pytest.raises(ReceiptError, match="not a receipt"):
             Receipt.from_json(bad)

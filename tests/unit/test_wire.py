@@ -39,7 +39,7 @@ D3 = bytes(range(64, 96))
 NONCE = bytes(range(96, 128))
 
 SIGNED_TYPES = {"request", "pre-prepare", "prepare", "commit", "checkpoint", "view-change",
-                "new-view", "px-accept", "auth"}
+                "new-view", "px-accept", "auth", "attestation"}
 UNSIGNED_FIELDS = {"pre-prepare": {"batch"}, "px-accept": {"batch", "commit_index"}}
 
 
@@ -63,6 +63,8 @@ def _samples() -> dict[str, Message]:
         w.Redirect(client=3, timestamp=12, replica=2, leader=1),
         w.ReceiptRequest(height=5, index=2),
         w.ReceiptResponse(height=5, index=2, block=b"\x94encoded block"),
+        w.AttestRequest(height=5),
+        w.Attestation(height=5, block_hash=D1, replica=2, sig=SIG_A),
         pp,
         prep2,
         w.Commit(view=1, seq=17, digest=D1, replica=0, sig=SIG_A),
