@@ -13,13 +13,18 @@ import msgpack
 from bft.wire import Reply, Request
 from ledger.block import Block
 from ledger.chain import Chain, ClientRecord
-from ledger.state import DUPLICATE
+from ledger.state import DUPLICATE, INVALID
 
 Key = tuple[int, int]                    # (client, timestamp)
 
 NEW = "new"                              # admitted: held until it executes
 CACHED = "cached"                        # already executed: answer from the cache
-KNOWN = "known"                          # already held, or too old to execute: nothing to do
+KNOWN = "known"                          # already held: nothing to do
+STALE = "stale"                          # below the client's window: it can never execute
+
+# The answer to a stale request: height 0 names no block, so a client that gets f+1 of
+# these knows the request was refused rather than lost.
+STALE_RESULT = msgpack.packb([INVALID, b"stale timestamp: below the client's window of executable requests"])
 
 _DUPLICATE_PREFIX = msgpack.packb([DUPLICATE, None])[:2]
 
@@ -36,15 +41,17 @@ class RequestPool:
         self.in_batch: set[Key] = set()                    # keys inside a proposed batch
 
     def admit(self, client: int, req: Request, now: float) -> tuple[str, ClientRecord | str | None]:
-        """(NEW, None), (CACHED, record), (KNOWN, None), or ("drop", reason) for bad input."""
+        """(NEW, None), (CACHED, record), (KNOWN, None), (STALE, None), or ("drop", reason)."""
         if req.client != client or not 0 <= client < len(self.keys.clients):
             return "drop", "request for another or an unknown client"
         rec = self.chain.executed(client, req.timestamp)
         if rec is not None:
             return CACHED, rec
         key = (client, req.timestamp)
-        if key in self.pending or self.chain.is_stale(client, req.timestamp):
+        if key in self.pending:
             return KNOWN, None
+        if self.chain.is_stale(client, req.timestamp):
+            return STALE, None
         if len(self.pending) >= self.max_pending:
             return "drop", "pending requests full"
         if not req.verify(self.keys.verifier, self.keys.clients[client]):
@@ -91,6 +98,10 @@ class RequestPool:
             rec = self.chain.executed(client, ts)
             return None if rec is None else cached_reply(view, replica, client, rec)
         return Reply(view, client, ts, replica, block.height, index, result)
+
+
+def stale_reply(view: int, replica: int, client: int, timestamp: int) -> Reply:
+    return Reply(view, client, timestamp, replica, 0, 0, STALE_RESULT)
 
 
 def cached_reply(view: int, replica: int, client: int, rec: ClientRecord) -> Reply:

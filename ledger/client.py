@@ -53,6 +53,10 @@ class Unavailable(LedgerError):
     """Nothing was committed in time: too few replicas reachable or working (the message says which)."""
 
 
+class Refused(LedgerError):
+    """The replicas refused the request without executing it (e.g. a stale timestamp)."""
+
+
 class ReceiptUnavailable(LedgerError):
     """Committed, but no replica served a block that verifies as its receipt."""
 
@@ -122,9 +126,14 @@ class Client:
         if len(op) > 64 * 1024:
             raise ValueError("the operation is larger than 64 KiB")
         try:
-            return await self._session.submit(op, self.timeout)
+            out = await self._session.submit(op, self.timeout)
         except _Unavailable as e:
             raise Unavailable(str(e)) from None
+        if out.height == 0:                       # no block: f+1 replicas (the leader in paxos) refused it
+            _status, why = _decode(out.result)
+            raise Refused(f"the replicas refused the request: {(why or b'').decode(errors='replace')}; "
+                          "is another process using the same client key? give each its own (init --clients N)")
+        return out
 
     async def _write(self, op: bytes) -> Receipt:
         out = await self._submit(op)
@@ -369,5 +378,5 @@ class SyncClient:
         self.close()
 
 
-__all__ = ["connect", "Client", "SyncClient", "Receipt", "ReceiptError", "LedgerError", "Unavailable",
+__all__ = ["connect", "Client", "SyncClient", "Receipt", "ReceiptError", "LedgerError", "Unavailable", "Refused",
            "ReceiptUnavailable"]

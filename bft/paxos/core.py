@@ -54,7 +54,7 @@ from bft.outputs import (Action, AppendBlock, Broadcast, CompactVotes, Persist, 
                          ToClient)
 from bft.paxos.config import PaxosConfig
 from bft.pbft.certs import Keys
-from bft.requests import CACHED, KNOWN, NEW, RequestPool, cached_reply
+from bft.requests import CACHED, KNOWN, NEW, STALE, RequestPool, cached_reply, stale_reply
 from bft.wire import (MAX_LIST, DecodeError, Message, PxAccept, PxAccepted, PxHeartbeat, PxNack,
                       PxPrepare, PxPromise, Redirect, Request, StateRequest, StateResponse, decode)
 from crypto.merkle import root_of
@@ -383,6 +383,9 @@ class PaxosCore:
         elif what == CACHED:
             if self.role == LEADER:
                 self._out.append(ToClient(client, cached_reply(self.ballot, self.id, client, detail)))
+        elif what == STALE:
+            if self.role == LEADER:
+                self._out.append(ToClient(client, stale_reply(self.ballot, self.id, client, req.timestamp)))
         elif what != KNOWN:
             self._drop(detail)
 

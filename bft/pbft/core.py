@@ -22,7 +22,7 @@ from bft.pbft.certs import Keys, batch_error, plan_new_view, primary
 from bft.pbft.config import PbftConfig
 from bft.pbft.transfer import StateTransferMixin, Transfer
 from bft.pbft.viewchange import ViewChangeMixin
-from bft.requests import CACHED, KNOWN, NEW, RequestPool, cached_reply
+from bft.requests import CACHED, KNOWN, NEW, STALE, RequestPool, cached_reply, stale_reply
 from bft.wire import (Checkpoint, Commit, DecodeError, Message, NewView, PrePrepare, Prepare, PreparedCert,
                       Request, StateRequest, StateResponse, ViewChange, decode)
 from crypto.merkle import root_of
@@ -215,6 +215,8 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
                 self.queue.append((client, req.timestamp))
         elif what == CACHED:
             self._out.append(ToClient(client, cached_reply(self.view, self.id, client, detail)))
+        elif what == STALE:
+            self._out.append(ToClient(client, stale_reply(self.view, self.id, client, req.timestamp)))
         elif what != KNOWN:
             self._drop(detail)
 

@@ -105,3 +105,20 @@ async def test_kill_leader_under_load_then_restart(make_cluster, mode: str) -> N
         txs = ledger_txs(lc, i)
         missing = [r for r in acked if txs.get(r.height, [])[r.index:r.index + 1] != [r.tx]]
         assert not missing, f"replica {i} lacks {len(missing)} of {len(acked)} acknowledged puts"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_stale_timestamp_is_refused_not_left_to_time_out(make_cluster, mode: str) -> None:
+    """Two processes sharing one client key: the one whose timestamps fell below the window
+    gets a clear refusal from the replicas (f+1 of them in pbft) instead of a timeout."""
+    from ledger.chain import WINDOW
+
+    lc = make_cluster(mode)
+    await lc.ready()
+    async with ledger.client.connect(lc.directory, timeout=20) as c:
+        await c.put("fresh", "1")
+        c._session._ts -= 2 * WINDOW          # what a second process with an older clock would send
+        t0 = time.monotonic()
+        with pytest.raises(ledger.client.Refused, match="stale timestamp"):
+            await c.put("stale", "2")
+        assert time.monotonic() - t0 < 10

@@ -656,6 +656,22 @@ def test_duplicate_request_gets_cached_reply(cl):
     assert not core.pending and not sent(acts)
 
 
+def test_stale_request_is_refused_with_an_answer(cl):
+    """A timestamp below the client's window can never execute: the client is told so
+    (height 0, an INVALID result) instead of waiting for a timeout."""
+    from ledger.chain import WINDOW
+    from ledger.state import INVALID
+
+    core = cl.core()
+    prepare_and_commit(cl, core, 0, 1, [cl.req(0, ts=WINDOW + 10)])
+    core.step(0, cl.req(0, ts=5), True)
+    acts = out(core)
+    replies = [a.msg for a in acts if isinstance(a, ToClient)]
+    assert len(replies) == 1 and replies[0].height == 0 and replies[0].timestamp == 5
+    assert decode_result(replies[0].result)[0] == INVALID
+    assert not core.pending and not sent(acts)
+
+
 def test_request_executed_twice_in_two_batches_is_a_duplicate(cl):
     """A faulty primary proposes one request at two sequence numbers: it runs once."""
     core = tracked(cl.core())
