@@ -36,7 +36,8 @@ class RequestPool:
         self.keys = keys
         self.chain = chain
         self.max_pending = max_pending
-        self.pending: dict[Key, tuple[bytes, float]] = {}   # not executed: (request, arrival); arrival order
+        # not executed, in arrival order: (encoded request, arrival time, the decoded request)
+        self.pending: dict[Key, tuple[bytes, float, Request]] = {}
         self.queue: deque[Key] = deque()                   # pending keys not yet proposed
         self.in_batch: set[Key] = set()                    # keys inside a proposed batch
 
@@ -56,12 +57,14 @@ class RequestPool:
             return "drop", "pending requests full"
         if not req.verify(self.keys.verifier, self.keys.clients[client]):
             return "drop", "request with a bad client signature"
-        self.pending[key] = (req.encode(), now)
+        self.pending[key] = (req.encode(), now, req)
         return NEW, None
 
-    def take_batch(self, size: int) -> list[bytes]:
-        """Up to ``size`` queued requests, oldest first, each marked as in a batch."""
+    def take_batch(self, size: int) -> tuple[list[bytes], list[Request]]:
+        """Up to ``size`` queued requests, oldest first, each marked as in a batch: their
+        encodings (the batch) and the decoded requests (so no one decodes them again)."""
         batch: list[bytes] = []
+        reqs: list[Request] = []
         queue, pending, in_batch = self.queue, self.pending, self.in_batch
         while queue and len(batch) < size:
             key = queue.popleft()
@@ -69,8 +72,9 @@ class RequestPool:
             if entry is None or key in in_batch:
                 continue
             batch.append(entry[0])
+            reqs.append(entry[2])
             in_batch.add(key)
-        return batch
+        return batch, reqs
 
     def requeue(self) -> None:
         """Queue every held request that no batch carries (a new primary or leader takes over)."""
@@ -81,13 +85,13 @@ class RequestPool:
         self.queue.clear()
         self.in_batch.clear()
 
-    def executed(self, key: Key) -> tuple[bytes, float] | None:
+    def executed(self, key: Key) -> tuple[bytes, float, Request] | None:
         """The request executed: stop holding it; returns what was held, if anything."""
         self.in_batch.discard(key)
         return self.pending.pop(key, None)
 
     def oldest_arrival(self) -> float | None:
-        for _raw, arrival in self.pending.values():
+        for _raw, arrival, _req in self.pending.values():
             return arrival
         return None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from crypto.merkle import MerkleTree, root_of
+from crypto.merkle import MerkleTree, leaf_hash, root_of
 from ledger import tx as txmod
 from ledger.block import GENESIS_HASH, Block
 from ledger.state import DUPLICATE, INVALID, KVStore, encode_result
@@ -93,9 +93,11 @@ class Chain:
         """Apply a committed batch and return its block (the caller persists it)."""
         height = self.height + 1
         results = self._run(txs, height)
-        for t in txs:
-            self.tree.append(t)
-        block = Block(height, sequence, view, self.head, root_of(txs), root_of(results),
+        leaves = [leaf_hash(t) for t in txs]          # hashed once for the batch root and the log
+        for h in leaves:
+            self.tree.append_hash(h)
+        batch_root = MerkleTree.from_leaf_hashes(leaves).root()
+        block = Block(height, sequence, view, self.head, batch_root, root_of(results),
                       self.tree.size, self.tree.root(), list(txs), results, list(cert or []))
         self.height = height
         self.head = block.hash()

@@ -50,6 +50,7 @@ from dataclasses import dataclass, replace
 import msgpack
 
 from bft import quorum
+from bft.catchup import SKIP, execute_served
 from bft.outputs import (Action, AppendBlock, Broadcast, CompactVotes, Persist, Send, ServeBlocks,
                          ToClient)
 from bft.paxos.config import PaxosConfig
@@ -60,8 +61,7 @@ from bft.wire import (MAX_LIST, DecodeError, Message, PxAccept, PxAccepted, PxHe
 from crypto.merkle import root_of
 from crypto.signing import Signer
 from ledger import tx as txmod
-from ledger.block import Block, BlockFormatError
-from ledger.certificate import certified_block_error
+from ledger.block import Block
 from ledger.chain import Chain
 
 log = logging.getLogger("bft.paxos")
@@ -487,7 +487,7 @@ class PaxosCore:
         while self.queue and self.role == LEADER:
             if self.next_slot - 1 - self.commit_index >= cfg.pipeline:
                 return
-            batch = self.requests.take_batch(cfg.batch_size)
+            batch, _reqs = self.requests.take_batch(cfg.batch_size)
             if not batch:
                 return
             self._propose_slot(self.next_slot, batch)
@@ -734,21 +734,15 @@ class PaxosCore:
             return
         before = self.chain.height
         for raw in m.blocks:
-            try:
-                b = Block.decode(raw)
-            except BlockFormatError:
-                self._drop("state transfer: malformed block")
-                break
-            if b.height != self.chain.height + 1:
+            block, why = execute_served(self.chain, "paxos", self.f, self.keys, raw)
+            if why == SKIP:
                 continue
-            why = certified_block_error("paxos", self.f, self.keys.replicas, b, self.keys.verifier)
-            if why:
+            if block is None:
                 self._drop("state transfer: " + why)
                 break
-            block = self.chain.execute(b.sequence, b.view, b.txs, b.cert)
-            self._out.append(AppendBlock(block))
-            if block.hash() != b.hash():
+            if why:
                 self._drop("state-transfer peer sent a wrong header for a certified batch")
+            self._out.append(AppendBlock(block))
             self._after_execute(block, reply_all=False)
         if self.chain.height > before:
             t.failures = 0

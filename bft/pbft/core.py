@@ -226,13 +226,13 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
             in_flight = self.next_seq - 1 - self.chain.height
             if len(self.queue) < cfg.batch_size and in_flight >= cfg.pipeline:
                 return
-            batch = self.requests.take_batch(cfg.batch_size)
+            batch, reqs = self.requests.take_batch(cfg.batch_size)
             if not batch:
                 return
             seq = self.next_seq
             self.next_seq += 1
             pp = self._sign(PrePrepare(self.view, seq, root_of(batch), batch, self.id))
-            self._accept_pre_prepare(pp, [decode(r) for r in batch])
+            self._accept_pre_prepare(pp, reqs)
             self._out.append(Broadcast(pp))
 
     # ------------------------------------------------------------------ normal case
@@ -388,9 +388,13 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
             self.vc_attempts = 0
             self.last_progress = self.now
 
-    def _after_execute(self, block: Block, reqs: list[Request]) -> None:
+    def _after_execute(self, block: Block, reqs: list) -> None:
+        """Replies and checkpoint after a block; ``reqs[i]`` (a Request or a parsed Tx, None
+        when unreadable) is the block's transaction i, so indexes stay aligned."""
         chain = self.chain
         for index, r in enumerate(reqs):
+            if r is None:
+                continue
             self.requests.executed((r.client, r.timestamp))
             reply = self.requests.reply(self.view, self.id, block, index, r.client, r.timestamp)
             if reply is not None:

@@ -10,10 +10,10 @@ import logging
 from dataclasses import dataclass
 
 from bft import quorum
+from bft.catchup import SKIP, execute_served
 from bft.outputs import AppendBlock, Send, ServeBlocks
-from bft.wire import DecodeError, Request, StateRequest, StateResponse, decode
-from ledger.block import Block, BlockFormatError
-from ledger.certificate import certified_block_error
+from bft.wire import StateRequest, StateResponse
+from ledger import tx as txmod
 
 log = logging.getLogger("bft.pbft")
 
@@ -56,28 +56,16 @@ class StateTransferMixin:
             self._drop("unsolicited state-transfer response")
             return
         for raw in m.blocks:
-            try:
-                b = Block.decode(raw)
-            except BlockFormatError:
-                self._bad_transfer_peer("malformed block")
-                return
-            if b.height != self.chain.height + 1:
+            block, why = execute_served(self.chain, "pbft", self.f, self.keys, raw)
+            if why == SKIP:
                 continue
-            why = certified_block_error("pbft", self.f, self.keys.replicas, b, self.keys.verifier)
-            if why:
+            if block is None:
                 self._bad_transfer_peer(why)
                 return
-            block = self.chain.execute(b.sequence, b.view, b.txs, b.cert)
-            self._out.append(AppendBlock(block))
-            if block.hash() != b.hash():
+            if why:
                 self._drop("state-transfer peer sent a wrong header for a certified batch")
-            reqs = []
-            for raw_req in block.txs:
-                try:
-                    reqs.append(decode(raw_req))
-                except DecodeError:
-                    pass
-            self._after_execute(block, [r for r in reqs if type(r) is Request])
+            self._out.append(AppendBlock(block))
+            self._after_execute(block, [txmod.parse(t) for t in block.txs])
         if self.chain.height >= t.target:
             self.transfer = None
             if self.h < self.chain.height:

@@ -1,0 +1,32 @@
+"""Executing a block that a peer served during state transfer: shared by both cores.
+
+Nothing the peer says is trusted beyond what the certificate covers: the batch is
+checked against its certificate and executed locally, so our block (results, tree head)
+is our own; a peer that sent a different header for a certified batch is only noticed.
+"""
+from __future__ import annotations
+
+from ledger.block import Block, BlockFormatError
+from ledger.certificate import certified_block_error
+from ledger.chain import Chain
+
+SKIP = "skip"     # not the next height: ignore it and read on
+
+
+def execute_served(chain: Chain, mode: str, f: int, keys, raw: bytes) -> tuple[Block | None, str | None]:
+    """(our block, None) when executed; (None, SKIP) when not the next height; (None, why) when bad.
+
+    A block is returned with why="wrong header" when the peer's header for the certified
+    batch differs from ours (the block still stands; the caller counts the lie).
+    """
+    try:
+        b = Block.decode(raw)
+    except BlockFormatError:
+        return None, "malformed block"
+    if b.height != chain.height + 1:
+        return None, SKIP
+    why = certified_block_error(mode, f, keys.replicas, b, keys.verifier)
+    if why:
+        return None, why
+    block = chain.execute(b.sequence, b.view, b.txs, b.cert)
+    return block, (None if block.hash() == b.hash() else "wrong header")
