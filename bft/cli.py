@@ -74,6 +74,9 @@ def _add_init(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address the replicas listen on (default: 127.0.0.1)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing cluster in DIR: new keys, and its old ledgers are deleted")
+    p.add_argument("--insecure-plaintext", action="store_true",
+                   help="INSECURE, for teaching and benchmarks only: links without TLS. Anyone on the path can "
+                        "then read, drop and inject frames; the default is mutual TLS 1.3 with pinned keys")
     p.set_defaults(func=cmd_init)
 
 
@@ -90,10 +93,16 @@ def cmd_init(args: argparse.Namespace) -> int:
             print(f"{PROG}: warning: ports {args.base_port}..{last} overlap the kernel's ephemeral range "
                   f"{eph[0]}..{eph[1]}; an outgoing connection may take one first", file=sys.stderr)
     c = init_cluster(args.dir, args.mode, args.f, clients=args.clients, base_port=args.base_port,
-                     host=args.host, force=args.force)
+                     host=args.host, force=args.force, insecure_plaintext=args.insecure_plaintext)
     tolerance = "lie (Byzantine)" if c.mode == "pbft" else "crash"
     print(f"Created a {c.mode} cluster in {c.directory}")
     print(f"  {c.n} replicas (f={c.f}: up to {c.f} may {tolerance}), {len(c.clients)} client keys")
+    print(f"  cluster id {c.cluster_id.hex()} (every signature and receipt names it)")
+    if c.transport == "tls":
+        print("  links: mutual TLS 1.3; each node's certificate is in certs/, its key pinned by cluster.toml")
+    else:
+        print("  links: INSECURE PLAINTEXT (--insecure-plaintext): anyone on the path can read, drop or inject "
+              "frames; for teaching and benchmarks only")
     for r in c.replicas:
         print(f"  replica {r.id}  {r.host}:{r.port}  key {fingerprint(r.public_key)}")
     print(f"  public configuration: {c.directory / 'cluster.toml'} (share it with verifiers)")

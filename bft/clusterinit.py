@@ -14,9 +14,9 @@ import shutil
 import socket
 from pathlib import Path
 
-from crypto import keys
+from crypto import keys, tls
 from ledger import cluster as clustermod
-from ledger.cluster import MODES, Cluster, required_n
+from ledger.cluster import MODES, TRANSPORT_PLAINTEXT, TRANSPORT_TLS, Cluster, required_n
 
 # Ports above 32767 are in Linux's default ephemeral range, where the kernel may hand a
 # port to any outgoing connection just before a replica wants to listen on it.
@@ -115,8 +115,13 @@ def _existing_cluster(d: Path) -> str | None:
 
 
 def init_cluster(directory: str | os.PathLike[str], mode: str, f: int, *, clients: int = 4,
-                 base_port: int | None = None, host: str = "127.0.0.1", force: bool = False) -> Cluster:
+                 base_port: int | None = None, host: str = "127.0.0.1", force: bool = False,
+                 insecure_plaintext: bool = False) -> Cluster:
     """Create a cluster of ``required_n(mode, f)`` replicas and ``clients`` client keys.
+
+    Every node gets a TLS certificate over its identity key (``crypto.tls``); links are
+    mutual TLS 1.3 unless ``insecure_plaintext``, which is for teaching and for measuring
+    what the channel costs, never for a ledger that matters.
 
     With ``force``, an existing cluster in ``directory`` is replaced: its keys and its
     ledgers under ``data/`` are deleted, because blocks signed by the old keys could
@@ -149,14 +154,15 @@ def init_cluster(directory: str | os.PathLike[str], mode: str, f: int, *, client
     if existing and not force:
         raise InitError(f"{existing}; pass --force to replace the cluster (new keys, old ledgers deleted)")
     try:
-        return _create(d, mode, f, n, ports, host, clients, replace=bool(existing))
+        return _create(d, mode, f, n, ports, host, clients, replace=bool(existing),
+                       transport=TRANSPORT_PLAINTEXT if insecure_plaintext else TRANSPORT_TLS)
     except OSError as e:
         where = f" ({e.filename})" if e.filename and str(e.filename) != str(d) else ""
         raise InitError(f"cannot create the cluster in {d}: {e.strerror or e}{where}") from None
 
 
 def _create(d: Path, mode: str, f: int, n: int, ports: list[int], host: str, clients: int, *,
-            replace: bool) -> Cluster:
+            replace: bool, transport: str) -> Cluster:
     if replace:
         running = _running_replica(d / "data")
         if running:
@@ -166,6 +172,8 @@ def _create(d: Path, mode: str, f: int, n: int, ports: list[int], host: str, cli
         for old in (d / "data").glob("replica-*"):
             if old.is_dir():
                 shutil.rmtree(old)
+        for old in (d / "certs").glob("*.pem"):
+            old.unlink()
 
     d.mkdir(parents=True, exist_ok=True)
     keydir = d / "keys"
@@ -177,11 +185,21 @@ def _create(d: Path, mode: str, f: int, n: int, ports: list[int], host: str, cli
         keys.save(s, keydir / f"replica-{i}.key")
     for i, s in enumerate(client_signers):
         keys.save(s, keydir / f"client-{i}.key")
+    write_certificates(d, "replica", replica_signers)
+    write_certificates(d, "client", client_signers)
     (d / "data").mkdir(exist_ok=True)
     # cluster.toml last: a directory with it is a complete cluster, even after a crash mid-init.
     clustermod.write(d, mode, f, [(host, p) for p in ports], [s.public_key for s in replica_signers],
-                     [s.public_key for s in client_signers])
+                     [s.public_key for s in client_signers], genesis_nonce=os.urandom(32), transport=transport)
     return clustermod.load(d)
+
+
+def write_certificates(d: Path, role: str, signers: list, first: int = 0) -> None:
+    """``DIR/certs/ROLE-I.pem``: each node's self-signed TLS certificate (public material)."""
+    certdir = d / "certs"
+    certdir.mkdir(exist_ok=True)
+    for i, s in enumerate(signers, start=first):
+        (certdir / f"{role}-{i}.pem").write_bytes(tls.make_certificate(s.seed, f"bftledger {role} {i}"))
 
 
 def ephemeral_range() -> tuple[int, int] | None:

@@ -411,19 +411,29 @@ class PxHeartbeat(Message):
 # ----------------------------------------------------------------------------- transport
 @message(50, "hello")
 class Hello(Message):
-    """First frame each side sends: a fresh challenge for the other side to sign."""
+    """First frame each side sends on a plaintext link: a fresh nonce for the transcript."""
     nonce: bytes
     _kinds = dict(nonce=digest)
 
 
 @message(51, "auth")
 class Auth(Message):
-    """Proof of identity: role 0 replica, 1 client; signs the peer's challenge."""
+    """Proof of identity on a plaintext link (role 0 replica, 1 client).
+
+    It names the signer, the peer it is meant for, the direction (0: from the side that
+    dialled, 1: from the side that accepted) and both sides' nonces, so that it can be
+    neither reflected back, nor relayed to a third node, nor replayed on another
+    connection. It cannot bind the TCP channel itself: see ``bft.runtime.channel``."""
     role: int
     ident: int
-    nonce: bytes
+    peer_role: int
+    peer_ident: int
+    direction: int
+    dialler_nonce: bytes
+    listener_nonce: bytes
     sig: bytes = b""
-    _kinds = dict(role=u8, ident=u32, nonce=digest, sig=sig_kind)
+    _kinds = dict(role=u8, ident=u32, peer_role=u8, peer_ident=u32, direction=u8, dialler_nonce=digest,
+                  listener_nonce=digest, sig=sig_kind)
 
 
 @message(52, "status-request")

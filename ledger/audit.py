@@ -99,7 +99,7 @@ def audit(cluster_dir: str | os.PathLike[str], replica_id: int) -> AuditReport:
     if type(replica_id) is not int or not 0 <= replica_id < cluster.n:
         raise ClusterError(f"replica {replica_id} is not in this cluster (ids are 0..{cluster.n - 1})")
     path = cluster.data_dir(replica_id)
-    verifier = Ed25519Verifier()
+    verifier = cluster.verifier()
     inner = block_checker(cluster, verifier)
     last_good: list[Block] = []
 

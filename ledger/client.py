@@ -33,7 +33,6 @@ from typing import AsyncIterator
 import trio
 
 from crypto.merkle import MerkleTree
-from crypto.signing import Ed25519Verifier
 from ledger import state
 from ledger.block import Block, BlockFormatError
 from ledger.certificate import certificate_error
@@ -85,7 +84,7 @@ class Client:
         self.id = session.id
         self.timeout = timeout
         self._session = session
-        self._verifier = Ed25519Verifier()
+        self._verifier = cluster.verifier()
         self._blocks: OrderedDict[int, tuple[Block, MerkleTree, MerkleTree]] = OrderedDict()
         self._attested: OrderedDict[int, list[tuple[int, bytes]]] = OrderedDict()
         self._attesting: dict[int, trio.Event] = {}
@@ -117,7 +116,8 @@ class Client:
         """Every replica's self-report (see ``bftledger status``)."""
         from bft.runtime.client import query_status
 
-        return await query_status(self.cluster, self.id, self._session.signer, timeout)
+        return await query_status(self.cluster, self.id, self._session.signer, timeout,
+                                  channels=self._session.channels)
 
     # ------------------------------------------------------------------ internals
     async def _submit(self, op: bytes):
@@ -159,7 +159,8 @@ class Client:
                 # checked when it was fetched, the proofs come from trees over its very contents, the
                 # attestations are checked as they arrive, and the transaction is this client's own.
                 attestations = await self._attestations(block, candidates)
-                return Receipt.from_block(block, out.index, self.cluster.mode, tx_tree=tx_tree,
+                return Receipt.from_block(block, out.index, self.cluster.mode, cluster_id=self.cluster.cluster_id,
+                                          tx_tree=tx_tree,
                                           results_tree=results_tree, attestations=attestations)
             except ReceiptError as e:
                 self._blocks.pop(out.height, None)

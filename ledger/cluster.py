@@ -1,7 +1,15 @@
-"""A cluster's description: ``DIR/cluster.toml`` plus key files under ``DIR/keys/``.
+"""A cluster's description: ``DIR/cluster.toml``, key files under ``DIR/keys/`` and the
+nodes' TLS certificates under ``DIR/certs/``.
 
-Only public material lives in cluster.toml, so it can be handed to anyone who wants to
-verify receipts offline.
+Only public material lives in cluster.toml and certs/, so they can be handed to anyone
+who wants to verify receipts offline or connect as a client.
+
+The cluster id is the sha256 of the genesis configuration: the mode, f, the replicas'
+public keys and a random nonce that ``init`` draws. Every signature made in the cluster
+covers it (``crypto.signing``), so two clusters made from the same keys still never
+accept each other's certificates, attestations, checkpoints or receipts. Hosts, ports
+and client keys are left out of the genesis on purpose: a cluster may move to other
+addresses and onboard clients without becoming another cluster.
 """
 from __future__ import annotations
 
@@ -10,10 +18,22 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgpack
+
 from crypto import keys
-from crypto.signing import Ed25519Signer
+from crypto.hashing import sha256
+from crypto.signing import Ed25519Signer, Ed25519Verifier
 
 MODES = ("pbft", "paxos")
+TRANSPORT_TLS = "tls"
+TRANSPORT_PLAINTEXT = "plaintext-insecure"
+TRANSPORTS = (TRANSPORT_TLS, TRANSPORT_PLAINTEXT)
+GENESIS_DOMAIN = b"bftledger/v1/genesis\x00"
+
+
+def genesis_id(mode: str, f: int, replica_keys: list[bytes], nonce: bytes) -> bytes:
+    """The cluster id: a hash of what makes the cluster this cluster (see the module doc)."""
+    return sha256(GENESIS_DOMAIN + msgpack.packb([mode, f, list(replica_keys), nonce], use_bin_type=True))
 
 
 class ClusterError(Exception):
@@ -35,6 +55,8 @@ class Cluster:
     f: int
     replicas: tuple[ReplicaInfo, ...]
     clients: tuple[bytes, ...]          # client id i -> public key
+    cluster_id: bytes = b""             # genesis hash; bound into every signature
+    transport: str = TRANSPORT_TLS      # "tls" (mutual TLS 1.3, pinned keys) or "plaintext-insecure"
 
     @property
     def n(self) -> int:
@@ -65,11 +87,24 @@ class Cluster:
     def data_dir(self, replica: int) -> Path:
         return self.directory / "data" / f"replica-{replica}"
 
+    def cert_path(self, role: str, ident: int) -> Path:
+        return self.directory / "certs" / f"{role}-{ident}.pem"
+
+    @property
+    def short_id(self) -> str:
+        return self.cluster_id[:8].hex()
+
     def load_replica_key(self, replica: int) -> Ed25519Signer:
-        return keys.load(self.key_path("replica", replica))
+        """Replica ``replica``'s key, signing for this cluster."""
+        return keys.load(self.key_path("replica", replica)).bound(self.cluster_id)
 
     def load_client_key(self, client: int) -> Ed25519Signer:
-        return keys.load(self.key_path("client", client))
+        """Client ``client``'s key, signing for this cluster."""
+        return keys.load(self.key_path("client", client)).bound(self.cluster_id)
+
+    def verifier(self, capacity: int = 200_000) -> Ed25519Verifier:
+        """A verifier that accepts only signatures made for this cluster."""
+        return Ed25519Verifier(capacity, context=self.cluster_id)
 
 
 def required_n(mode: str, f: int) -> int:
@@ -100,24 +135,41 @@ def load(directory: str | os.PathLike[str]) -> Cluster:
                 raise ClusterError(f"{path}: replica ids must be 0..n-1 in order")
             reps.append(ReplicaInfo(i, str(r["host"]), int(r["port"]), bytes.fromhex(r["public_key"])))
         clients = tuple(bytes.fromhex(c["public_key"]) for c in doc.get("client", []))
+        transport = doc.get("transport", TRANSPORT_TLS)
+        if transport not in TRANSPORTS:
+            raise ClusterError(f"{path}: transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
+        if "genesis_nonce" not in doc or "cluster_id" not in doc:
+            raise ClusterError(f"{path} has no cluster id (made by an older bftledger); "
+                               f"re-create the cluster with 'bftledger init {d} --force'")
+        nonce = bytes.fromhex(doc["genesis_nonce"])
+        cluster_id = bytes.fromhex(doc["cluster_id"])
     except ClusterError:
         raise
     except (KeyError, TypeError, ValueError) as e:
         raise ClusterError(f"{path} is malformed ({type(e).__name__}: {e}); re-create it with 'bftledger init --force'") from None
     if len(reps) != required_n(mode, f):
         raise ClusterError(f"{path}: {mode} with f={f} needs {required_n(mode, f)} replicas, found {len(reps)}")
-    return Cluster(d, mode, f, tuple(reps), clients)
+    if len(nonce) != 32 or cluster_id != genesis_id(mode, f, [r.public_key for r in reps], nonce):
+        raise ClusterError(f"{path}: cluster_id does not match the genesis configuration (mode, f, replica keys, "
+                           "genesis_nonce); the file was edited. Restore it from another copy of the cluster")
+    return Cluster(d, mode, f, tuple(reps), clients, cluster_id, transport)
 
 
 def write(directory: Path, mode: str, f: int, hosts: list[tuple[str, int]], replica_keys: list[bytes],
-          client_keys: list[bytes]) -> Path:
+          client_keys: list[bytes], *, genesis_nonce: bytes, transport: str = TRANSPORT_TLS) -> Path:
+    cid = genesis_id(mode, f, replica_keys, genesis_nonce)
     lines = [
         "# bftledger cluster: public information only (private keys are under keys/)",
         f'mode = "{mode}"',
         f"f = {f}",
         f"n = {len(hosts)}",
-        "",
+        "# the cluster id is sha256 over (mode, f, replica keys, genesis_nonce); every signature covers it",
+        f'genesis_nonce = "{genesis_nonce.hex()}"',
+        f'cluster_id = "{cid.hex()}"',
     ]
+    if transport == TRANSPORT_PLAINTEXT:
+        lines.append("# INSECURE: links are not encrypted and not bound to the channel; for teaching and benchmarks")
+    lines += [f'transport = "{transport}"', ""]
     for i, ((host, port), pk) in enumerate(zip(hosts, replica_keys)):
         lines += ["[[replica]]", f"id = {i}", f'host = "{host}"', f"port = {port}",
                   f'public_key = "{pk.hex()}"', ""]

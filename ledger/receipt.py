@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 
 from crypto.hashing import sha256
 from crypto.merkle import MerkleTree, leaf_hash, verify_inclusion
-from crypto.signing import Ed25519Verifier, Verifier
+from crypto.signing import Verifier
 from ledger import tx as txmod
 from ledger.block import BLOCK_TAG, BLOCK_VERSION, Block
 from ledger.certificate import attestation_error, certificate_error
 from ledger.cluster import MODES, Cluster, load
 from ledger.state import OK, STATUS_NAMES, decode_result, describe_op
 
-RECEIPT_VERSION = 2
+RECEIPT_VERSION = 3
 
 
 class ReceiptError(Exception):
@@ -65,12 +65,13 @@ class Receipt:
     results_proof: list[bytes]
     cert: list[tuple[int, bytes]] = field(default_factory=list)
     attestations: list[tuple[int, bytes]] = field(default_factory=list)
+    cluster_id: bytes = b""          # which cluster's signatures these are; every signature covers it
 
     # ------------------------------------------------------------------ building
     @classmethod
     def from_block(cls, block: Block, index: int, mode: str, *, tx_tree: MerkleTree | None = None,
                    results_tree: MerkleTree | None = None,
-                   attestations: list[tuple[int, bytes]] = ()) -> "Receipt":
+                   attestations: list[tuple[int, bytes]] = (), cluster_id: bytes = b"") -> "Receipt":
         if not 0 <= index < len(block.txs):
             raise ReceiptError(f"block {block.height} has no transaction {index}")
         tx_tree = tx_tree or MerkleTree(block.txs)
@@ -80,7 +81,7 @@ class Receipt:
                    results_root=block.results_root, tree_size=block.tree_size, tree_root=block.tree_root,
                    batch_size=len(block.txs), batch_proof=tx_tree.inclusion_proof(index),
                    result=block.results[index], results_proof=results_tree.inclusion_proof(index),
-                   cert=list(block.cert), attestations=list(attestations))
+                   cert=list(block.cert), attestations=list(attestations), cluster_id=cluster_id)
 
     # ------------------------------------------------------------------ reading
     @property
@@ -126,7 +127,11 @@ class Receipt:
                verifier: Verifier | None = None) -> Verified:
         """Check everything with DIR/cluster.toml's public keys; raises ReceiptError on any fault."""
         cluster = cluster_dir if isinstance(cluster_dir, Cluster) else load(cluster_dir)
-        verifier = verifier or Ed25519Verifier()
+        verifier = verifier or cluster.verifier()
+        if self.cluster_id != cluster.cluster_id:
+            raise ReceiptError(f"this receipt is from cluster {self.cluster_id[:8].hex() or '(none)'}, not from the "
+                               f"cluster in {cluster.directory} ({cluster.short_id}); a cluster never accepts "
+                               "another's signatures, even when the two share keys")
         if self.mode != cluster.mode:
             raise ReceiptError(f"receipt is from a {self.mode} cluster, this cluster runs {cluster.mode}")
         if self.sequence != self.height:
@@ -163,7 +168,7 @@ class Receipt:
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict:
         return {
-            "receipt_version": RECEIPT_VERSION, "mode": self.mode,
+            "receipt_version": RECEIPT_VERSION, "cluster_id": self.cluster_id.hex(), "mode": self.mode,
             "summary": {"operation": self.describe(), "client": self.client, "timestamp": self.timestamp,
                         "status": self.status, "ok": self.ok, "block_hash": self.block_hash.hex()},
             "tx": self.tx.hex(), "index": self.index,
@@ -202,7 +207,8 @@ class Receipt:
                        tree_size=_int(b["tree_size"]), tree_root=_hex(b["tree_root"], 32),
                        batch_size=_int(b["batch_size"]), batch_proof=_hexlist(d["batch_proof"], 32),
                        result=_hex(d["result"]), results_proof=_hexlist(d["results_proof"], 32),
-                       cert=_cert(d["certificate"]), attestations=_cert(d["attestations"]))
+                       cert=_cert(d["certificate"]), attestations=_cert(d["attestations"]),
+                       cluster_id=_hex(d["cluster_id"], 32))
         except ReceiptError:
             raise
         except KeyError as e:

@@ -25,13 +25,14 @@ from contextlib import nullcontext
 import msgpack
 import trio
 
+from bft.runtime.channel import Channels, channels_for
 from bft.runtime.transport import (CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, ROLE_CLIENT,
-                                   ROLE_REPLICA, Connection, HandshakeError, Identity, KeyBook, Link,
-                                   Problems, SendQueue, describe_error, handshake)
+                                   ROLE_REPLICA, Connection, HandshakeError, Link,
+                                   Problems, SendQueue, describe_error)
 from bft.wire import (AttestRequest, Attestation, DecodeError, FrameDecoder, ReceiptRequest, ReceiptResponse,
                       Redirect, Reply, Request,
                       StatusRequest, StatusResponse, decode, frame, MAX_FRAME)
-from crypto.signing import Ed25519Verifier, Signer
+from crypto.signing import Signer
 from ledger.cluster import Cluster
 
 log = logging.getLogger("bft.runtime.client")
@@ -82,9 +83,8 @@ class ClientSession:
         self.mode = cluster.mode
         self.quorum = cluster.reply_quorum
         self.problems = Problems(log)
-        self.keybook = KeyBook(cluster.replica_keys(), list(cluster.clients), Ed25519Verifier())
-        me = Identity(ROLE_CLIENT, client_id, signer)
-        self.links = [Link(me, self.keybook, r.id, r.host, r.port, self._on_frames, self.problems,
+        self.channels = channels_for(cluster, ROLE_CLIENT, client_id, signer)
+        self.links = [Link(self.channels, r.id, r.host, r.port, self._on_frames, self.problems,
                            queue=SendQueue(f"replica {r.id}", max_bytes=64 * 1024 * 1024, max_frames=65536),
                            on_down=self._on_link_down)
                       for r in cluster.replicas]
@@ -274,10 +274,10 @@ class ClientSession:
         return False
 
 
-async def query_status(cluster: Cluster, client_id: int, signer: Signer, timeout: float = 2.0) -> list[dict]:
+async def query_status(cluster: Cluster, client_id: int, signer: Signer, timeout: float = 2.0,
+                       channels: Channels | None = None) -> list[dict]:
     """Each replica's self-report, or {"id": i, "reachable": false, "error": ...}; asks all at once."""
-    keybook = KeyBook(cluster.replica_keys(), list(cluster.clients), Ed25519Verifier())
-    me = Identity(ROLE_CLIENT, client_id, signer)
+    channels = channels or channels_for(cluster, ROLE_CLIENT, client_id, signer)
     results: list[dict] = [{"id": r.id, "reachable": False, "error": "no answer"} for r in cluster.replicas]
 
     async def one(r) -> None:
@@ -285,7 +285,7 @@ async def query_status(cluster: Cluster, client_id: int, signer: Signer, timeout
             with trio.fail_after(timeout):
                 stream = await trio.open_tcp_stream(r.host, r.port)
                 try:
-                    _, _, leftover = await handshake(stream, me, keybook, expect=(ROLE_REPLICA, r.id))
+                    _, _, stream, leftover = await channels.dial(stream, (ROLE_REPLICA, r.id))
                     decoder = FrameDecoder(MAX_FRAME)
                     nonce = int.from_bytes(os.urandom(8), "big")
                     await stream.send_all(frame(StatusRequest(nonce).encode()))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bft.adversary import STRATEGIES, Byzantine
 from bft.pbft.certs import Keys
-from crypto.signing import Ed25519Verifier, Signer
+from crypto.signing import Signer
 from ledger.chain import Chain
 from ledger.cluster import Cluster
 
@@ -56,7 +56,7 @@ def make_core(cluster: Cluster, replica_id: int, signer: Signer, chain: Chain, v
     """The core for replica ``replica_id`` of ``cluster``, wrapped by a Byzantine strategy if asked."""
     tuning = tuning or {}
     rng = rng or random.Random()
-    keys = Keys(cluster.replica_keys(), list(cluster.clients), Ed25519Verifier())
+    keys = Keys(cluster.replica_keys(), list(cluster.clients), cluster.verifier())
     if cluster.mode == "pbft":
         from bft.pbft.config import PbftConfig
         from bft.pbft.core import PbftCore

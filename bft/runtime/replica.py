@@ -25,13 +25,14 @@ import trio
 
 from bft.outputs import AppendBlock, Broadcast, CompactVotes, Persist, Send, ServeBlocks, ToClient
 from bft.runtime import factory
+from bft.runtime.admission import PER_CLIENT, Admission, Heard
+from bft.runtime.channel import channels_for
 from bft.runtime.transport import (CLIENT_MAX_FRAME, HANDSHAKE_TIMEOUT, ROLE_CLIENT,
-                                   ROLE_REPLICA, Connection, HandshakeError, Identity, KeyBook, Link,
-                                   Problems, SendQueue, handshake, peer_name)
+                                   ROLE_REPLICA, Connection, HandshakeError, Link,
+                                   Problems, SendQueue, peer_name)
 from bft.wire import (MAX_FRAME, AttestRequest, Attestation, Auth, DecodeError, FrameDecoder, Hello, ReceiptRequest,
                       ReceiptResponse,
                       StateResponse, StatusRequest, StatusResponse, decode, frame)
-from crypto.signing import Ed25519Verifier
 from ledger.cluster import Cluster
 from ledger.store import BlockStore
 from ledger.votelog import VoteLog
@@ -40,8 +41,6 @@ ATTESTATION_CACHE = 4096       # signed block hashes kept for receipts
 log = logging.getLogger("bft.runtime.replica")
 
 TICK = 0.01
-MAX_INCOMING = 1024                 # concurrent incoming connections (authenticated or not)
-MAX_CONNS_PER_CLIENT = 8
 STATE_RESPONSE_BYTES = 4 * 1024 * 1024
 VOTELOG_NAME = "votes.log"
 
@@ -65,12 +64,13 @@ class Replica:
         self.store: BlockStore | None = None
         self.votelog: VoteLog | None = None
         self.core = None
-        self.keybook = KeyBook(cluster.replica_keys(), list(cluster.clients), Ed25519Verifier())
-        self.me = Identity(ROLE_REPLICA, replica_id, self.signer)
+        self.channels = channels_for(cluster, ROLE_REPLICA, replica_id, self.signer)
+        self.admission = Admission()
         self.links: dict[int, Link] = {}
         self.clients: dict[int, list[Connection]] = {}
         self.replica_conns: dict[int, Connection] = {}
-        self.incoming = 0
+        self.replica_links_replaced = 0
+        self.client_conns_replaced = 0
         self.internal_errors = 0
         self._dirty: trio.Event | None = None
         self._delay = 0.0
@@ -111,7 +111,7 @@ class Replica:
             nursery.start_soon(self._accept_loop, listeners)
             for r in self.cluster.replicas:
                 if r.id != self.id:
-                    link = Link(self.me, self.keybook, r.id, r.host, r.port, self._on_frames, self.problems)
+                    link = Link(self.channels, r.id, r.host, r.port, self._on_frames, self.problems)
                     self.links[r.id] = link
                     nursery.start_soon(link.run)
             nursery.start_soon(self._ticker)
@@ -119,10 +119,13 @@ class Replica:
             if self._delay:
                 nursery.start_soon(self._delayed_sender)
             st = self.core.status()
-            log.info("replica %d (%s, n=%d, f=%d%s) listening on %s:%d; height %d, view %s",
+            log.info("replica %d (%s, n=%d, f=%d%s) listening on %s:%d; height %d, view %s; links: %s",
                      self.id, self.cluster.mode, self.cluster.n, self.cluster.f,
                      f", byzantine {self.byzantine}" if self.byzantine else "",
-                     self.info.host, self.info.port, st.get("height", 0), st.get("view"))
+                     self.info.host, self.info.port, st.get("height", 0), st.get("view"), self.channels.name)
+            if not self.channels.secure:
+                log.warning("replica %d: links are INSECURE plaintext (init --insecure-plaintext): anyone on the "
+                            "path can read, drop or inject frames; use it for teaching and benchmarks only", self.id)
             task_status.started()
 
     async def _signals(self, scope: trio.CancelScope) -> None:
@@ -150,25 +153,28 @@ class Replica:
                 nursery.start_soon(self._incoming, stream)
 
     async def _incoming(self, stream) -> None:
-        if self.incoming >= MAX_INCOMING:
-            self.problems.note("too many connections")
-            await trio.aclose_forcefully(stream)
-            return
-        self.incoming += 1
+        """Authenticate within the pre-authentication budget, then take the peer's slot."""
+        source = _source_of(stream)
+        pending = self.admission.begin(source, trio.current_time() + HANDSHAKE_TIMEOUT)
         conn = None
+        admitted_client = False
         try:
             try:
-                with trio.fail_after(HANDSHAKE_TIMEOUT):
-                    role, ident, leftover = await handshake(stream, self.me, self.keybook)
+                with pending.scope:
+                    role, ident, stream, leftover = await self.channels.accept(Heard(stream, pending))
             except HandshakeError as e:
                 self.problems.note(e.kind, "incoming connection")
                 return
-            except trio.TooSlowError:
-                self.problems.note("handshake timed out", "incoming connection")
-                return
-            if role == ROLE_REPLICA and ident == self.id:
-                self.problems.note("a connection claiming to be this replica")
-                return
+            finally:
+                self.admission.end(pending)
+            if pending.scope.cancelled_caught:
+                if trio.current_time() >= pending.scope.deadline:
+                    self.problems.note("handshake timed out", "incoming connection")
+                return                       # evicted: counted by the admission budget
+            if role == ROLE_CLIENT:
+                if not self.admission.admit_client(source):
+                    return
+                admitted_client = True
             decoder = FrameDecoder(MAX_FRAME if role == ROLE_REPLICA else CLIENT_MAX_FRAME)
             conn = Connection(stream, role, ident, SendQueue(peer_name(role, ident)), decoder)
             self._register(conn)
@@ -179,7 +185,8 @@ class Replica:
             self.internal_errors += 1
             log.exception("replica %d: connection handler failed", self.id)
         finally:
-            self.incoming -= 1
+            if admitted_client:
+                self.admission.release_client(source)
             if conn is not None:
                 self._unregister(conn)
             with trio.CancelScope(shield=True):
@@ -189,13 +196,16 @@ class Replica:
         if conn.role == ROLE_CLIENT:
             conns = self.clients.setdefault(conn.ident, [])
             conns.append(conn)
-            while len(conns) > MAX_CONNS_PER_CLIENT:
+            while len(conns) > PER_CLIENT:
                 conns.pop(0).close()
+                self.client_conns_replaced += 1
         else:
             old = self.replica_conns.get(conn.ident)
             self.replica_conns[conn.ident] = conn
             if old is not None:
+                # only the holder of replica conn.ident's key authenticates as it (see admission.py)
                 old.close()
+                self.replica_links_replaced += 1
             link = self.links.get(conn.ident)
             if link is not None:
                 link.poke()           # it is (back) up: our link to it need not wait out its backoff
@@ -422,6 +432,9 @@ class Replica:
             "frames_dropped": sum(link.queue.dropped for link in links) + self.client_frames_dropped,
             "verifies": getattr(factory.verifier_of(self.core), "checks", 0),
             "transport_problems": dict(self.problems.counts),
+            "channel": self.cluster.transport,
+            "connections": {**self.admission.status(), "replica_links_replaced": self.replica_links_replaced,
+                            "client_connections_replaced": self.client_conns_replaced},
             "internal_errors": self.internal_errors,
         })
         return st
@@ -434,6 +447,14 @@ class Replica:
             st.pop("transport_problems", None)
             data = msgpack.packb(st, use_bin_type=True, default=str)
         return data
+
+
+def _source_of(stream) -> str:
+    """The peer's address, the unit of the pre-authentication budget."""
+    try:
+        return str(stream.socket.getpeername()[0])
+    except (AttributeError, OSError, IndexError):
+        return "?"
 
 
 def unwrap(eg: BaseException) -> BaseException:

@@ -1,17 +1,11 @@
-"""TCP transport for replicas and clients (trio): framing, authentication, per-peer queues.
+"""TCP transport for replicas and clients (trio): framing, per-peer queues, links.
 
 Frames are a 4-byte big-endian length plus a body (``bft.wire.frame`` / ``FrameDecoder``);
-the length is checked against a cap before any of the body is buffered, and the cap is
-tiny until the peer has authenticated.
+the length is checked against a cap before any of the body is buffered.
 
-Handshake, the same in both directions: each side sends ``Hello(nonce)`` with 32 fresh
-random bytes; on the other side's Hello it answers ``Auth(role, ident, that nonce, sig)``
-signed with its own key under ``Auth.DOMAIN``. Each side checks the Auth it receives
-against the public keys in cluster.toml and its own nonce. From then on every frame on
-the connection is attributed to the proven (role, id) and to nothing a message claims.
-(The handshake authenticates the ends but does not bind the TCP channel: an on-path
-attacker that relays both directions can stay in the middle. Use the optional mutual
-TLS between replicas on untrusted networks.)
+Every connection is authenticated first (``bft.runtime.channel``: mutual TLS 1.3 by
+default); from then on every frame on it is attributed to the proven (role, id) and to
+nothing a message claims.
 
 Sending: one bounded queue of ready-made frames per peer. A writer task drains the
 whole queue with one ``send_all`` per wakeup, so frames coalesce under load; when a
@@ -35,17 +29,13 @@ from typing import Callable
 
 import trio
 
-from bft.wire import MAX_FRAME, Auth, DecodeError, FrameDecoder, Hello, Message, decode, frame
-from crypto.signing import Signer, Verifier
+from bft.runtime.channel import (ROLE_CLIENT, ROLE_NAMES, ROLE_REPLICA, Channels, HandshakeError,
+                                 peer_name)
+from bft.wire import MAX_FRAME, DecodeError, FrameDecoder, Message, frame
 
 log = logging.getLogger("bft.runtime.transport")
 
-ROLE_REPLICA = 0
-ROLE_CLIENT = 1
-ROLE_NAMES = {ROLE_REPLICA: "replica", ROLE_CLIENT: "client"}
-
-HANDSHAKE_TIMEOUT = 5.0            # an unauthenticated connection gets this long, then it is closed
-HANDSHAKE_MAX_FRAME = 256          # Hello and Auth are ~40 and ~110 bytes
+HANDSHAKE_TIMEOUT = 2.0            # an unauthenticated connection gets this long, then it is closed
 CLIENT_MAX_FRAME = 256 * 1024      # a client sends requests (<= 64 KiB op) and small queries
 RECV_SIZE = 256 * 1024
 BURST = 128                        # frames handed to the owner at once before it may act on them
@@ -56,14 +46,6 @@ DOWN_QUEUE_BYTES = 1024 * 1024     # backlog kept for a peer that cannot be reac
 CONNECT_TIMEOUT = 3.0
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 2.0
-
-
-class HandshakeError(Exception):
-    """The peer did not prove an identity from cluster.toml; ``kind`` is the counter name."""
-
-    def __init__(self, kind: str, detail: str = "") -> None:
-        super().__init__(f"{kind}{': ' + detail if detail else ''}")
-        self.kind = kind
 
 
 class Problems:
@@ -78,93 +60,6 @@ class Problems:
             self._log.warning("%s%s (first of its kind; later ones are only counted)", kind,
                               f" ({detail})" if detail else "")
         self.counts[kind] += 1
-
-
-class KeyBook:
-    """Who may connect: the replicas' and the clients' public keys from cluster.toml."""
-
-    def __init__(self, replica_keys: list[bytes], client_keys: list[bytes], verifier: Verifier) -> None:
-        self.replicas = list(replica_keys)
-        self.clients = list(client_keys)
-        self.verifier = verifier
-
-    def key(self, role: int, ident: int) -> bytes | None:
-        table = self.replicas if role == ROLE_REPLICA else self.clients if role == ROLE_CLIENT else None
-        if table is None or not 0 <= ident < len(table):
-            return None
-        return table[ident]
-
-
-class Identity:
-    __slots__ = ("role", "ident", "signer")
-
-    def __init__(self, role: int, ident: int, signer: Signer) -> None:
-        self.role, self.ident, self.signer = role, ident, signer
-
-
-def peer_name(role: int, ident: int) -> str:
-    return f"{ROLE_NAMES.get(role, 'role' + str(role))} {ident}"
-
-
-class _HandshakeReader:
-    """Reads the handshake's frames one at a time with a tiny cap; whatever bytes follow the
-    peer's Auth (it may send at once) are handed back raw, for the connection's own decoder."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.buf = bytearray()
-
-    async def next_body(self) -> bytes:
-        buf = self.buf
-        while True:
-            if len(buf) >= 4:
-                length = int.from_bytes(buf[:4], "big")
-                if length > HANDSHAKE_MAX_FRAME:
-                    raise HandshakeError("oversized frame during the handshake", f"{length} bytes")
-                if len(buf) >= 4 + length:
-                    body = bytes(buf[4:4 + length])
-                    del buf[:4 + length]
-                    return body
-            data = await self.stream.receive_some(4096)
-            if not data:
-                raise HandshakeError("connection closed during the handshake")
-            buf += data
-
-
-async def handshake(stream: trio.abc.Stream, me: Identity, keys: KeyBook,
-                    expect: tuple[int, int] | None = None) -> tuple[int, int, bytes]:
-    """Mutual challenge-response; returns the peer's (role, id) and the raw bytes that followed
-    its Auth. The caller bounds the time (``HANDSHAKE_TIMEOUT``). Raises HandshakeError on
-    anything but a correct Hello followed by a correct Auth."""
-    my_nonce = os.urandom(32)
-    await stream.send_all(frame(Hello(my_nonce).encode()))
-    reader = _HandshakeReader(stream)
-    sent_auth = False
-    while True:
-        body = await reader.next_body()
-        try:
-            msg = decode(body)
-        except DecodeError as e:
-            raise HandshakeError("malformed handshake message", str(e)) from None
-        if type(msg) is Hello and not sent_auth:
-            auth = Auth(me.role, me.ident, msg.nonce).signed(me.signer)
-            await stream.send_all(frame(auth.encode()))
-            sent_auth = True
-        elif type(msg) is Auth and sent_auth:
-            if msg.nonce != my_nonce:
-                raise HandshakeError("handshake answered a different challenge")
-            pk = keys.key(msg.role, msg.ident)
-            if pk is None:
-                raise HandshakeError("handshake from an identity not in cluster.toml",
-                                     peer_name(msg.role, msg.ident))
-            if not msg.verify(keys.verifier, pk):
-                raise HandshakeError("handshake with a bad signature", peer_name(msg.role, msg.ident))
-            if expect is not None and (msg.role, msg.ident) != expect:
-                raise HandshakeError("the peer is not who we dialled",
-                                     f"expected {peer_name(*expect)}, got {peer_name(msg.role, msg.ident)}")
-            return msg.role, msg.ident, bytes(reader.buf)
-        else:
-            raise HandshakeError("unexpected message during the handshake", msg.NAME)
 
 
 class SendQueue:
@@ -319,11 +214,10 @@ class Link:
     Frames put into ``queue`` go out in order whenever the link is up; frames that
     arrive on the link go to ``on_frames`` like those of any other connection."""
 
-    def __init__(self, me: Identity, keys: KeyBook, replica: int, host: str, port: int,
+    def __init__(self, channels: Channels, replica: int, host: str, port: int,
                  on_frames: FrameHandler, problems: Problems, *, max_frame: int = MAX_FRAME,
                  queue: SendQueue | None = None, on_down: Callable[[int], None] | None = None) -> None:
-        self.me = me
-        self.keys = keys
+        self.channels = channels
         self.replica = replica
         self.host = host
         self.port = port
@@ -379,8 +273,7 @@ class Link:
                 continue
             try:
                 with trio.fail_after(HANDSHAKE_TIMEOUT):
-                    role, ident, leftover = await handshake(stream, self.me, self.keys,
-                                                            expect=(ROLE_REPLICA, self.replica))
+                    role, ident, stream, leftover = await self.channels.dial(stream, (ROLE_REPLICA, self.replica))
                 decoder = FrameDecoder(self.max_frame)
                 self._set_down(False)
                 delay = BACKOFF_MIN
@@ -433,3 +326,7 @@ describe_error = _describe
 
 def encode_frame(msg: Message) -> bytes:
     return frame(msg.encode())
+
+
+__all__ = ["ROLE_CLIENT", "ROLE_NAMES", "ROLE_REPLICA", "HandshakeError", "peer_name", "Problems", "SendQueue",
+           "Connection", "Link", "backoff", "describe_error", "encode_frame"]

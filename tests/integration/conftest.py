@@ -44,9 +44,9 @@ def make_cluster(tmp_path: Path):
     clusters: list[LocalCluster] = []
 
     def make(mode: str = "pbft", *, f: int = 1, byzantine: dict[int, str] | None = None,
-             start: bool = True, clients: int = 4) -> LocalCluster:
+             start: bool = True, clients: int = 4, insecure_plaintext: bool = False) -> LocalCluster:
         d = tmp_path / f"{mode}-{len(clusters)}"
-        init_cluster(d, mode, f, clients=clients)
+        init_cluster(d, mode, f, clients=clients, insecure_plaintext=insecure_plaintext)
         lc = LocalCluster(d)
         clusters.append(lc)
         if start:

@@ -2,17 +2,15 @@
 it, and keeps serving puts. Never a crash."""
 from __future__ import annotations
 
-import os
 import random
+import ssl
 
 import trio
 
 import ledger.client
-from bft.runtime.transport import ROLE_CLIENT, Identity, KeyBook, handshake
-from bft.wire import (Auth, FrameDecoder, Hello, PrePrepare, Request, StatusRequest, StatusResponse, decode,
-                      frame)
-from crypto import keys
-from crypto.signing import Ed25519Verifier
+from bft.runtime.channel import ROLE_CLIENT, ROLE_REPLICA, channels_for
+from bft.wire import FrameDecoder, PrePrepare, Request, StatusRequest, StatusResponse, decode, frame
+from crypto import keys, tls
 from ledger.state import op_put
 
 
@@ -46,7 +44,16 @@ async def _status(lc, replica: int = 0) -> dict:
     return st[replica]
 
 
-async def test_garbage_oversized_and_unauthenticated_input(running_pbft) -> None:
+async def _authenticated(lc, replica: int, client: int = 3) -> trio.abc.Stream:
+    """A connection to ``replica`` that has passed the channel's handshake as ``client``."""
+    cluster = lc.cluster
+    channels = channels_for(cluster, ROLE_CLIENT, client, cluster.load_client_key(client))
+    with trio.fail_after(5):
+        _, _, stream, _ = await channels.dial(await _connect(lc, replica), (ROLE_REPLICA, replica))
+    return stream
+
+
+async def test_garbage_oversized_and_unauthenticated_input(running_pbft, tmp_path) -> None:
     lc = running_pbft
     rng = random.Random(7)
 
@@ -65,17 +72,26 @@ async def test_garbage_oversized_and_unauthenticated_input(running_pbft) -> None
     assert await _closed_by_peer(s)
     await s.aclose()
 
-    s = await _connect(lc)                               # an Auth signed with a key not in cluster.toml
-    dec = FrameDecoder()
-    while not (bodies := dec.feed(await s.receive_some(4096))):
-        pass
-    hello = decode(bodies[0])
-    assert type(hello) is Hello
-    await s.send_all(frame(Hello(os.urandom(32)).encode()))
+    s = await _connect(lc)                               # TLS with a key that cluster.toml does not pin
     impostor = keys.generate()
-    await s.send_all(frame(Auth(ROLE_CLIENT, 0, hello.nonce).signed(impostor).encode()))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    fake = tmp_path / "impostor.pem"
+    fake.write_bytes(tls.make_certificate(impostor.seed, "bftledger client 0") + tls.private_key_pem(impostor.seed))
+    ctx.load_cert_chain(fake)
+    t = trio.SSLStream(s, ctx)
+    try:
+        await t.do_handshake()                           # TLS 1.3: the server judges the client's cert after this
+        assert await _closed_by_peer(t)
+    except trio.BrokenResourceError:
+        pass
+    await trio.aclose_forcefully(t)
+
+    s = await _authenticated(lc, 0)                      # authenticated, then a 4 GiB length prefix
+    await s.send_all(b"\xff\xff\xff\xff" + b"x" * 1000)
     assert await _closed_by_peer(s)
-    await s.aclose()
+    await trio.aclose_forcefully(s)
 
     half = []                                            # half a frame, then silence (kept open)
     for _ in range(5):
@@ -90,18 +106,14 @@ async def test_garbage_oversized_and_unauthenticated_input(running_pbft) -> None
     st = await _status(lc)
     problems = st["transport_problems"]
     assert any("oversized" in k for k in problems), problems
-    assert any("bad signature" in k for k in problems), problems
+    assert any("TLS handshake failed" in k for k in problems), problems
     assert st["internal_errors"] == 0
 
 
 async def test_flood_of_badly_signed_messages(running_pbft) -> None:
     lc = running_pbft
     cluster = lc.cluster
-    signer = cluster.load_client_key(3)                  # an authenticated, but malicious, client
-    s = await _connect(lc, 1)
-    book = KeyBook(cluster.replica_keys(), list(cluster.clients), Ed25519Verifier())
-    with trio.fail_after(5):
-        await handshake(s, Identity(ROLE_CLIENT, 3, signer), book)
+    s = await _authenticated(lc, 1)                      # an authenticated, but malicious, client
     rng = random.Random(3)
     frames = []
     for i in range(3000):                                # requests whose signatures do not verify
@@ -122,7 +134,7 @@ async def test_flood_of_badly_signed_messages(running_pbft) -> None:
                     got = m
     await s.send_all(frame(rng.randbytes(300)))       # then a frame that is not a message at all
     assert await _closed_by_peer(s)
-    await s.aclose()
+    await trio.aclose_forcefully(s)
     await _put_works(lc, "after-flood")
     st = await _status(lc, 1)
     dropped = st["dropped"]

@@ -29,7 +29,7 @@ def _receipts(d: Path, mode: str) -> tuple[OfflineLedger, list[Receipt]]:
     txs.append(led.request(1, state.op_cas("a", b"nope", b"2")))
     block = led.commit(txs, view=0 if mode == "pbft" else 3)
     att = _attest(led, block, [0, 1] if mode == "pbft" else [3 % led.cluster.n])
-    return led, [Receipt.from_block(block, i, mode, attestations=att) for i in range(len(txs))]
+    return led, [Receipt.from_block(block, i, mode, attestations=att, cluster_id=led.cluster.cluster_id) for i in range(len(txs))]
 
 
 @pytest.mark.parametrize("mode", ["pbft", "paxos"])
@@ -104,3 +104,28 @@ def test_every_tampering_is_refused(tmp_path: Path) -> None:
     init_cluster(other, "pbft", 1, clients=4)
     with pytest.raises(ReceiptError):
         Receipt.from_dict(good).verify(other)
+
+
+def test_a_receipt_does_not_verify_in_another_cluster_with_the_same_keys(tmp_path: Path) -> None:
+    """Two clusters made from the same keys differ in their genesis nonce, so in their cluster
+    id, which every signature covers: a receipt of one is refused by the other, with a message
+    that says so, and relabelling it with the other's id breaks every signature instead."""
+    import shutil
+
+    from ledger import cluster as clustermod
+
+    _, receipts = _receipts(tmp_path / "a", "pbft")
+    a = load(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    clustermod.write(tmp_path / "b", a.mode, a.f, [(r.host, r.port) for r in a.replicas], a.replica_keys(),
+                     list(a.clients), genesis_nonce=bytes(32))
+    b = load(tmp_path / "b")
+    assert b.replica_keys() == a.replica_keys() and b.cluster_id != a.cluster_id
+    r = receipts[0]
+    r.verify(a)
+    with pytest.raises(ReceiptError, match=f"from cluster {a.cluster_id[:8].hex()}, not from the cluster"):
+        r.verify(b)
+    doc = r.to_dict()
+    doc["cluster_id"] = b.cluster_id.hex()
+    with pytest.raises(ReceiptError, match="signature"):
+        Receipt.from_dict(doc).verify(b)

@@ -21,14 +21,36 @@ def ed() -> tuple[Ed25519Signer, Ed25519Signer]:
     return Ed25519Signer(bytes(range(32))), Ed25519Signer(bytes(range(1, 33)))
 
 
-def test_rfc8032_test_vector_1():
-    """RFC 8032 §7.1 TEST 1 (empty message): sign(domain=b'', data=b'') is plain Ed25519."""
-    s = Ed25519Signer(bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"))
+def test_rfc8032_test_vector_1_and_the_signed_framing():
+    """RFC 8032 §7.1 TEST 1 pins the Ed25519 underneath; a signature covers exactly
+    domain || 0x00 || context || data, as plain Ed25519 over those bytes."""
+    import nacl.signing
+
+    seed = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+    raw = nacl.signing.SigningKey(seed)
+    assert raw.sign(b"").signature.hex() == ("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555f"
+                                             "b8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b")
+    s = Ed25519Signer(seed, context=b"C" * 32)
     assert s.public_key.hex() == "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
-    sig = s.sign(b"", b"")
-    assert sig.hex() == ("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555f"
-                         "b8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b")
-    assert Ed25519Verifier().verify(s.public_key, b"", b"", sig)
+    sig = s.sign(D1, DATA)
+    assert sig == raw.sign(D1 + b"\x00" + b"C" * 32 + DATA).signature
+    assert Ed25519Verifier(context=b"C" * 32).verify(s.public_key, D1, DATA, sig)
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "hash"])
+def test_a_signature_of_one_cluster_never_verifies_in_another(kind):
+    """The cluster id is the signing context: same key, same domain, same data, other cluster."""
+    ctx_a, ctx_b = b"A" * 32, b"B" * 32
+    if kind == "ed25519":
+        s = Ed25519Signer(bytes(range(32)), context=ctx_a)
+        va, vb = Ed25519Verifier(context=ctx_a), Ed25519Verifier(context=ctx_b)
+    else:
+        s = HashSigner(b"secret", context=ctx_a)
+        va, vb = HashVerifier([s], context=ctx_a), HashVerifier([s], context=ctx_b)
+    sig = s.sign(D1, DATA)
+    assert va.verify(s.public_key, D1, DATA, sig)
+    assert not vb.verify(s.public_key, D1, DATA, sig)
+    assert s.bound(ctx_b).sign(D1, DATA) != sig
 
 
 def test_ed25519_sign_verify(ed):

@@ -81,7 +81,8 @@ def _samples() -> dict[str, Message]:
         w.PxAccepted(ballot=0x0501, slot=9, replica=2),
         w.PxHeartbeat(ballot=0x0501, commit_index=9, replica=1),
         w.Hello(nonce=NONCE),
-        w.Auth(role=1, ident=3, nonce=NONCE, sig=SIG_D),
+        w.Auth(role=1, ident=3, peer_role=0, peer_ident=2, direction=0, dialler_nonce=NONCE,
+               listener_nonce=NONCE[::-1], sig=SIG_D),
         w.StatusRequest(nonce=77),
         w.StatusResponse(nonce=77, info=msgpack.packb({"view": 2, "executed": 17})),
     ]
@@ -167,7 +168,8 @@ def test_round_trip_with_empty_lists_and_bounds():
         w.NewView(view=1, view_changes=[], pre_prepares=[], replica=0, sig=bytes(64)),
         w.StateResponse(replica=0, blocks=[], stable=[]),
         w.PxPromise(ballot=0, replica=0, commit_index=0, accepted=[]),
-        w.Auth(role=255, ident=MAX_U32, nonce=bytes(32), sig=bytes(64)),
+        w.Auth(role=255, ident=MAX_U32, peer_role=255, peer_ident=MAX_U32, direction=255, dialler_nonce=bytes(32),
+               listener_nonce=bytes(32), sig=bytes(64)),
     ]
     for m in cases:
         assert decode(m.encode()) == m
@@ -323,8 +325,8 @@ def test_integer_ranges():
     _decode_error(_pack([1, 1, MAX_U32 + 1, 0, b"", SIG_A]))       # u32 field above 2^32-1
     _decode_error(_pack([1, 1, -1, 0, b"", SIG_A]))
     _decode_error(_pack([1, 1, 0, -1, b"", SIG_A]))
-    _decode_error(_pack([51, 1, 256, 0, NONCE, SIG_A]))             # u8 role above 255
-    assert decode(_pack([51, 1, 255, 0, NONCE, SIG_A])).role == 255
+    _decode_error(_pack([51, 1, 256, 0, 0, 0, 0, NONCE, NONCE, SIG_A]))    # u8 role above 255
+    assert decode(_pack([51, 1, 255, 0, 0, 0, 0, NONCE, NONCE, SIG_A])).role == 255
     # msgpack has no integer above 2^64-1; the nearest things to one are floats and
     # hand-made bytes, all rejected
     _decode_error(_pack([1, 1, 0, float(1 << 64), b"", SIG_A]))

@@ -1,0 +1,142 @@
+"""Connection budgets of a replica: nobody may crowd out a replica or an honest client.
+
+Before authentication nothing is known of a connection but its source address, so:
+
+- At most ``PREAUTH_PER_SOURCE`` handshakes per source address and ``PREAUTH_MAX`` in
+  all are pending at once, each for at most ``bft.runtime.transport.HANDSHAKE_TIMEOUT``.
+- A newcomer over either budget is admitted and an older pending handshake is evicted
+  instead: first one that has not sent a byte yet, then the oldest. Refusing the
+  newcomer would let whoever holds idle sockets lock everybody out; evicting the idlest
+  means an attacker must open connections faster than an honest TLS handshake takes
+  (a few ms) to starve anyone, and then only at its own source. A source under its own
+  budget is never evicted by the global one unless others exceed theirs, since
+  PREAUTH_PER_SOURCE < PREAUTH_MAX.
+
+After authentication the peer's proven identity decides:
+
+- A replica has exactly one slot per replica id. Clients can never take it (the role
+  comes from the pinned key), and a newcomer for a replica id replaces the connection
+  in its slot only once it has authenticated, which only that replica's key can do:
+  the only one who can evict replica j's link is replica j (after a restart, when the
+  old connection is half-open). Replacements are counted.
+- Clients: at most ``PER_CLIENT`` connections per client id (the oldest is closed),
+  ``CLIENTS_PER_SOURCE`` per source address and ``CLIENTS_MAX`` in all (a newcomer
+  over those is refused). Every refusal and eviction is counted in ``status --json``.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import trio
+
+PREAUTH_MAX = 128
+PREAUTH_PER_SOURCE = 64
+PER_CLIENT = 8
+CLIENTS_PER_SOURCE = 1024
+CLIENTS_MAX = 4096
+
+
+class Pending:
+    """One handshake in progress; cancelling ``scope`` evicts it."""
+
+    __slots__ = ("source", "serial", "scope", "heard")
+
+    def __init__(self, source: str, serial: int, scope: trio.CancelScope) -> None:
+        self.source = source
+        self.serial = serial
+        self.scope = scope
+        self.heard = False          # the peer has sent at least one byte
+
+
+class Admission:
+    def __init__(self, *, preauth_max: int = PREAUTH_MAX, preauth_per_source: int = PREAUTH_PER_SOURCE,
+                 clients_max: int = CLIENTS_MAX, clients_per_source: int = CLIENTS_PER_SOURCE) -> None:
+        self.preauth_max = preauth_max
+        self.preauth_per_source = preauth_per_source
+        self.clients_max = clients_max
+        self.clients_per_source = clients_per_source
+        self.pending: dict[int, Pending] = {}
+        self._by_source: dict[str, dict[int, Pending]] = {}
+        self._serial = 0
+        self.clients_by_source: Counter[str] = Counter()
+        self.clients_total = 0
+        self.counts: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ before authentication
+    def begin(self, source: str, deadline: float) -> Pending:
+        """Admit a new handshake, evicting an idle or old one where a budget is full."""
+        self._serial += 1
+        p = Pending(source, self._serial, trio.CancelScope(deadline=deadline))
+        mine = self._by_source.setdefault(source, {})
+        if len(mine) >= self.preauth_per_source:
+            self._evict(mine, "handshakes evicted (per-source budget)")
+        elif len(self.pending) >= self.preauth_max:
+            self._evict(self.pending, "handshakes evicted (total budget)")
+        mine[p.serial] = p
+        self.pending[p.serial] = p
+        return p
+
+    def _evict(self, among: dict[int, Pending], kind: str) -> None:
+        # dicts keep insertion order, so the first match is the oldest of its kind
+        victim = next((p for p in among.values() if not p.heard), None) or next(iter(among.values()))
+        self._drop(victim)
+        victim.scope.cancel()
+        self.counts[kind] += 1
+
+    def end(self, p: Pending) -> None:
+        self._drop(p)
+
+    def _drop(self, p: Pending) -> None:
+        self.pending.pop(p.serial, None)
+        mine = self._by_source.get(p.source)
+        if mine is not None:
+            mine.pop(p.serial, None)
+            if not mine:
+                del self._by_source[p.source]
+
+    # ------------------------------------------------------------------ authenticated clients
+    def admit_client(self, source: str) -> bool:
+        if self.clients_total >= self.clients_max:
+            self.counts["client connections refused (total budget)"] += 1
+            return False
+        if self.clients_by_source[source] >= self.clients_per_source:
+            self.counts["client connections refused (per-source budget)"] += 1
+            return False
+        self.clients_total += 1
+        self.clients_by_source[source] += 1
+        return True
+
+    def release_client(self, source: str) -> None:
+        self.clients_total -= 1
+        self.clients_by_source[source] -= 1
+        if self.clients_by_source[source] <= 0:
+            del self.clients_by_source[source]
+
+    def status(self) -> dict:
+        return {"pending_handshakes": len(self.pending), "client_connections": self.clients_total,
+                **{k: v for k, v in sorted(self.counts.items())}}
+
+
+class Heard(trio.abc.Stream):
+    """The raw stream during a handshake, marking its Pending as heard at the first byte."""
+
+    __slots__ = ("inner", "pending")
+
+    def __init__(self, inner: trio.abc.Stream, pending: Pending) -> None:
+        self.inner = inner
+        self.pending = pending
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        data = await self.inner.receive_some(max_bytes)
+        if data:
+            self.pending.heard = True
+        return data
+
+    async def send_all(self, data) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
