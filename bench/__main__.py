@@ -59,6 +59,31 @@ def plan(quick: bool) -> list[tuple[Config, int]]:
     return runs
 
 
+def plan_channels(quick: bool) -> list[tuple[Config, int]]:
+    """What TLS costs: each configuration with TLS and with plaintext links, alternating."""
+    runs: list[tuple[Config, int]] = []
+    for mode in ("pbft", "paxos"):
+        for k in (64, 1):
+            for transport in ("tls", "plaintext"):
+                runs.append((Config(mode, 1, 128, k, transport=transport), 1 if quick else 3))
+    return runs
+
+
+def channel_costs(results: list[dict]) -> list[str]:
+    """One line per configuration: TLS throughput and p50 against plaintext in the same run."""
+    lines = []
+    by = {(r["mode"], r["in_flight"], r.get("transport", "tls")): r for r in results}
+    for (mode, k, transport), tls in sorted(by.items()):
+        plain = by.get((mode, k, "plaintext"))
+        if transport != "tls" or plain is None or not plain["throughput_tps"]:
+            continue
+        ratio = tls["throughput_tps"] / plain["throughput_tps"]
+        lines.append(f"{mode} n={tls['n']} in flight {k}: TLS {tls['throughput_tps']} tx/s, plaintext "
+                     f"{plain['throughput_tps']} tx/s (TLS costs {100 * (1 - ratio):.1f}%); p50 "
+                     f"{tls['latency_ms']['p50']} vs {plain['latency_ms']['p50']} ms")
+    return lines
+
+
 def table(results: list[dict], floor: dict) -> str:
     head = ("| mode | n | batch | in flight | payload | scenario | tx/s (min-max) | p50 ms | p90 ms | p99 ms "
             "| CPU ms/tx | msgs/tx | verifies/tx | % of crypto floor |")
@@ -69,7 +94,8 @@ def table(results: list[dict], floor: dict) -> str:
         pct = f"{100 * r['throughput_tps'] / fl:.0f}%" if fl else "-"
         rng = f" ({r.get('throughput_min')}-{r.get('throughput_max')})" if r.get("repeats", 1) > 1 else ""
         cpu = f"{r['cpu_s_per_tx'] * 1000:.3f}" if r["cpu_s_per_tx"] else "-"
-        lines.append(f"| {r['mode']} | {r['n']} | {r['batch_size'] or '-'} | {r['in_flight']} | {r['payload_bytes']} "
+        mode = r["mode"] + (" (plaintext)" if r.get("transport") == "plaintext" else "")
+        lines.append(f"| {mode} | {r['n']} | {r['batch_size'] or '-'} | {r['in_flight']} | {r['payload_bytes']} "
                      f"| {r['scenario']} | {r['throughput_tps']}{rng} | {lat['p50']} | {lat['p90']} | {lat['p99']} "
                      f"| {cpu} | {r['msgs_per_tx'] if r['msgs_per_tx'] is not None else '-'} "
                      f"| {r['verifies_per_tx'] if r['verifies_per_tx'] is not None else '-'} | {pct} |")
@@ -118,6 +144,9 @@ def plots(results: list[dict], out: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="pbft n=4, paxos n=3 and PySyncObj only (about a minute)")
+    p.add_argument("--channels", action="store_true",
+                   help="measure what mutual TLS costs: pbft n=4 and paxos n=3 with TLS and with plaintext links, "
+                        "alternating in one run (with --quick, once each)")
     p.add_argument("--json", metavar="PATH", help="where to write the JSON results (default: OUT/results.json)")
     p.add_argument("--out", metavar="DIR", default="bench/results", help="directory for the table and plots")
     a = p.parse_args(argv)
@@ -133,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     floor = crypto_floor()
     print(f"crypto floor: {floor['verifies_per_s_per_core']} Ed25519 verifies/s per core x {floor['cores']} cores "
           f"-> pbft {floor['pbft']} tx/s, paxos {floor['paxos']} tx/s", flush=True)
-    todo = plan(a.quick)
+    todo = plan_channels(a.quick) if a.channels else plan(a.quick)
     results = []
     failed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bftbench-") as work:
@@ -141,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             runs = []
             for k in range(repeats):
                 print(f"[{i}/{len(todo)}] {cfg.mode} n={cfg.n} batch={cfg.batch_size} in-flight={cfg.in_flight} "
-                      f"payload={cfg.payload_bytes} {cfg.scenario} run {k + 1}/{repeats} ...", flush=True)
+                      f"payload={cfg.payload_bytes} {cfg.scenario} links={cfg.transport} run {k + 1}/{repeats} ...",
+                      flush=True)
                 try:
                     runs.append(run(cfg, Path(work)))
                 except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as e:
@@ -161,15 +191,19 @@ def main(argv: list[str] | None = None) -> int:
     machine = {"python": platform.python_version(), "platform": platform.platform(), "cores": os.cpu_count()}
     doc = {"machine": machine, "crypto_floor_tps": {"pbft": floor["pbft"], "paxos": floor["paxos"]},
            "results": results}
-    path = Path(a.json) if a.json else out / "results.json"
+    stem = "channels" if a.channels else "results"
+    path = Path(a.json) if a.json else out / f"{stem}.json"
     path.write_text(json.dumps(doc, indent=1))
     md = table(results, floor)
-    (out / "results.md").write_text(md + "\n")
+    costs = channel_costs(results)
+    if costs:
+        md += "\n\n" + "\n".join(f"- {line}" for line in costs)
+    (out / f"{stem}.md").write_text(md + "\n")
     print(md)
-    made = plots(results, out)
+    made = [] if a.channels else plots(results, out)
     if failed:
         print(f"{len(failed)} configurations failed every run: {'; '.join(failed)}")
-    print(f"wrote {path}, {out / 'results.md'}" + (f", plots: {', '.join(made)}" if made else ""))
+    print(f"wrote {path}, {out / f'{stem}.md'}" + (f", plots: {', '.join(made)}" if made else ""))
     return 1 if failed else 0
 
 

@@ -27,6 +27,7 @@ class Config:
     scenario: str = "steady"  # steady | primary-killed | silent-backup | slow-primary
     duration: float = 6.0
     warmup: float = 1.0
+    transport: str = "tls"    # tls | plaintext (init --insecure-plaintext), to measure what TLS costs
 
     @property
     def n(self) -> int:
@@ -90,7 +91,7 @@ def run(cfg: Config, workdir: Path) -> dict:
 
     d = tempfile.mkdtemp(prefix=f"{cfg.mode}-", dir=workdir)
     loadgens = 1 if cfg.in_flight <= 16 else 2
-    init_cluster(d, cfg.mode, cfg.f, clients=loadgens)
+    init_cluster(d, cfg.mode, cfg.f, clients=loadgens, insecure_plaintext=cfg.transport == "plaintext")
     toml = Path(d) / "cluster.toml"
     toml.write_text(toml.read_text().replace(f"n = {cfg.n}\n", f"n = {cfg.n}\nbatch_size = {cfg.batch_size}\n", 1))
     procs: list[subprocess.Popen] = []
@@ -154,7 +155,8 @@ def _figures(cfg: Config, completed: list, cpu: float, st0: list[dict], st1: lis
         if t < cfg.duration:
             series[int(t * 2)] += 1
     return {"mode": cfg.mode, "n": cfg.n, "f": cfg.f, "batch_size": cfg.batch_size, "in_flight": cfg.in_flight,
-            "payload_bytes": cfg.payload_bytes, "scenario": cfg.scenario, "duration_s": span,
+            "payload_bytes": cfg.payload_bytes, "scenario": cfg.scenario, "transport": cfg.transport,
+            "duration_s": span,
             "committed": tx, "throughput_tps": round(tx / span, 1),
             "latency_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99)},
             "cpu_s_per_tx": round(cpu / tx, 6) if tx else None, **per_tx,
