@@ -60,13 +60,23 @@ def plan(quick: bool) -> list[tuple[Config, int]]:
 
 
 def plan_channels(quick: bool) -> list[tuple[Config, int]]:
-    """What TLS costs: each configuration with TLS and with plaintext links, alternating."""
+    """What TLS costs: each configuration with TLS and with plaintext links, one run of each
+    in turn (so that a slow spell of the machine hits both), merged afterwards."""
     runs: list[tuple[Config, int]] = []
-    for mode in ("pbft", "paxos"):
-        for k in (64, 1):
-            for transport in ("tls", "plaintext"):
-                runs.append((Config(mode, 1, 128, k, transport=transport), 1 if quick else 3))
+    for _ in range(1 if quick else 3):
+        for mode in ("pbft", "paxos"):
+            for k in (64, 1):
+                for transport in ("tls", "plaintext"):
+                    runs.append((Config(mode, 1, 128, k, transport=transport), 1))
     return runs
+
+
+def merge_repeats(results: list[dict]) -> list[dict]:
+    """One row per configuration: the median of its runs (``plan_channels`` spreads them out)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["mode"], r["n"], r["in_flight"], r.get("transport", "tls")), []).append(r)
+    return [median_of(runs) for runs in groups.values()]
 
 
 def channel_costs(results: list[dict]) -> list[str]:
@@ -182,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             r = median_of(runs)
             print(f"    {r['throughput_tps']} tx/s, p50 {r['latency_ms']['p50']} ms", flush=True)
             results.append(r)
+    if a.channels:
+        results = merge_repeats(results)
     pysync = [r for r in results if r["mode"] == "pysyncobj" and r["scenario"] == "steady"]
     for r in results:
         if r["mode"] == "paxos":
