@@ -51,8 +51,8 @@ class Byzantine:
         return getattr(self.core, name)
 
     def step(self, sender: int, msg: Message, from_client: bool = False) -> None:
-        if self.strategy == "censor" and from_client and sender == CENSORED_CLIENT:
-            return
+        if self.strategy == "censor" and type(msg) is Request and msg.client == CENSORED_CLIENT:
+            return                     # from the client, or relayed by a backup: ignored either way
         self.core.step(sender, msg, from_client)
 
     def tick(self, now: float) -> None:

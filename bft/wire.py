@@ -23,6 +23,7 @@ VERSION = 1
 MAX_FRAME = 8 * 1024 * 1024          # hard cap on one frame's body, checked before reading it
 MAX_OP = 64 * 1024                   # a client operation
 MAX_BATCH = 4096                     # requests in one PRE-PREPARE / ACCEPT
+MAX_BATCH_BYTES = 4 * 1024 * 1024    # a batch's weight (requests plus the results they may return)
 MAX_LIST = 4096                      # any other list
 MAX_BLOCK = 4 * 1024 * 1024          # one encoded block in a state-transfer response
 MAX_U64 = (1 << 64) - 1
@@ -336,6 +337,25 @@ class StateRequest(Message):
     to_height: int
     replica: int
     _kinds = dict(from_height=u64, to_height=u64, replica=u32)
+
+
+@message(19, "batch-request")
+class BatchRequest(Message):
+    """Ask a peer for the batch whose digest a NEW-VIEW (or a prepared certificate) named.
+    VIEW-CHANGE and NEW-VIEW carry digests only, as in the PBFT papers, so that their size
+    does not grow with the batches; a replica that lacks one of those batches fetches it."""
+    digest: bytes
+    replica: int
+    _kinds = dict(digest=digest, replica=u32)
+
+
+@message(20, "batch-response")
+class BatchResponse(Message):
+    """A batch; self-certifying (the receiver checks it against the digest it asked for)."""
+    digest: bytes
+    batch: list[bytes]
+    replica: int
+    _kinds = dict(digest=digest, batch=_list(request_bytes, MAX_BATCH), replica=u32)
 
 
 @message(18, "state-response")

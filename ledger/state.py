@@ -19,8 +19,9 @@ OK = 0
 FAILED = 1      # compare-and-set whose expectation did not hold
 INVALID = 2     # malformed operation (deterministically rejected)
 DUPLICATE = 3   # a retransmitted request already executed: not applied again
+BUSY = 4        # not a result of execution: a replica refused to hold the request (never in a block)
 
-STATUS_NAMES = {OK: "ok", FAILED: "failed", INVALID: "invalid", DUPLICATE: "duplicate"}
+STATUS_NAMES = {OK: "ok", FAILED: "failed", INVALID: "invalid", DUPLICATE: "duplicate", BUSY: "busy"}
 
 
 def op_put(key: str, value: bytes) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bft import quorum
-from bft.wire import MAX_BATCH, MAX_LIST
+from bft.wire import MAX_BATCH, MAX_BATCH_BYTES, MAX_LIST
 
 
 @dataclass(slots=True)
@@ -12,6 +12,7 @@ class PaxosConfig:
     n: int
     f: int
     batch_size: int = 128                          # requests per ACCEPT at most
+    batch_bytes: int = 1024 * 1024                 # a batch's weight at most (bft.requests.request_weight)
     pipeline: int = 4                              # slots in flight (proposed, not yet chosen)
     heartbeat_interval: float = 0.05               # the leader's heartbeat (carries the commit index)
     election_timeout: tuple[float, float] = (0.3, 0.6)   # a follower's randomized timeout range
@@ -24,6 +25,9 @@ class PaxosConfig:
     checkpoint_interval: int = 32                  # compact the vote log every K executed slots
     accept_window: int = 4096                      # an acceptor ignores slots this far above its execution
     max_pending: int = 100_000                     # client requests a leader holds before refusing more
+    max_pending_bytes: int = 256 * 1024 * 1024     # ... and their bytes (raw and decoded)
+    client_requests: int = 2048                    # requests of one client held at most ...
+    client_bytes: int = 16 * 1024 * 1024           # ... and their bytes (BUSY beyond either)
 
     def __post_init__(self) -> None:
         if self.f < 0:
@@ -41,6 +45,8 @@ class PaxosConfig:
             raise ValueError("backoff_multiplier and backoff_cap must be >= 1")
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be in 1..{MAX_BATCH}")
+        if not 128 * 1024 <= self.batch_bytes <= MAX_BATCH_BYTES:
+            raise ValueError(f"batch_bytes must be in {128 * 1024}..{MAX_BATCH_BYTES}")
         if self.pipeline < 1:
             raise ValueError("pipeline must be >= 1")
         if not 1 <= self.transfer_chunk <= 256:

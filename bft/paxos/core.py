@@ -55,7 +55,7 @@ from bft.outputs import (Action, AppendBlock, Broadcast, CompactVotes, Persist, 
                          ToClient)
 from bft.paxos.config import PaxosConfig
 from bft.pbft.certs import Keys
-from bft.requests import CACHED, KNOWN, NEW, STALE, RequestPool, cached_reply, stale_reply
+from bft.requests import CACHED, KNOWN, NEW, REFUSED, STALE, RequestPool, busy_reply, cached_reply, stale_reply
 from bft.wire import (MAX_LIST, DecodeError, Message, PxAccept, PxAccepted, PxHeartbeat, PxNack,
                       PxPrepare, PxPromise, Redirect, Request, StateRequest, StateResponse, decode)
 from crypto.merkle import root_of
@@ -221,7 +221,8 @@ class PaxosCore:
         self.lag_since: float | None = None
 
         # clients (leader side)
-        self.requests = RequestPool(keys, chain, cfg.max_pending)
+        self.requests = RequestPool(keys, chain, cfg.max_pending, max_bytes=cfg.max_pending_bytes,
+                                    client_requests=cfg.client_requests, client_bytes=cfg.client_bytes)
         self.pending = self.requests.pending
         self.queue = self.requests.queue
         self.in_batch = self.requests.in_batch
@@ -386,6 +387,9 @@ class PaxosCore:
         elif what == STALE:
             if self.role == LEADER:
                 self._out.append(ToClient(client, stale_reply(self.ballot, self.id, client, req.timestamp)))
+        elif what == REFUSED:
+            self._drop(detail)
+            self._out.append(ToClient(client, busy_reply(self.ballot, self.id, client, req.timestamp, detail)))
         elif what != KNOWN:
             self._drop(detail)
 
@@ -487,7 +491,7 @@ class PaxosCore:
         while self.queue and self.role == LEADER:
             if self.next_slot - 1 - self.commit_index >= cfg.pipeline:
                 return
-            batch, _reqs = self.requests.take_batch(cfg.batch_size)
+            batch, _reqs = self.requests.take_batch(cfg.batch_size, cfg.batch_bytes)
             if not batch:
                 return
             self._propose_slot(self.next_slot, batch)

@@ -2,13 +2,22 @@
 
 Pure functions over messages and public keys. Each returns a reason string when the
 certificate is bad (the caller counts and drops it) or None when it holds. Quorums
-count distinct replica ids, each signature verified; a repeated id adds nothing.
+count distinct replica ids, each signature verified.
+
+A certificate holds exactly its quorum of distinct signers, nothing more: a repeated
+or surplus entry makes it invalid rather than being skipped. Skipping let a Byzantine
+replica pad a valid VIEW-CHANGE with copies up to the frame cap, which pushed the
+honest new primary's NEW-VIEW (2f+1 of them) over it (issue 11). Likewise the
+PRE-PREPAREs inside prepared certificates and NEW-VIEW carry the batch digest only
+(the signature covers the digest, not the batch), so neither message grows with the
+batches; a replica that lacks a batch fetches it (BatchRequest).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from bft import quorum
+from bft.requests import batch_weight
 from bft.wire import Checkpoint, NewView, PrePrepare, PreparedCert, Request, ViewChange, decode, DecodeError
 from crypto.merkle import root_of
 from crypto.signing import Verifier
@@ -33,12 +42,20 @@ def primary(view: int, n: int) -> int:
     return view % n
 
 
-def batch_error(keys: Keys, pp: PrePrepare) -> tuple[str | None, list[Request]]:
-    """Checks a PRE-PREPARE's batch: digest over its encoded requests, every client signature."""
-    if root_of(pp.batch) != pp.digest:
+EMPTY_ROOT = root_of([])              # the digest of the null request's empty batch
+
+
+def strip(pp: PrePrepare) -> PrePrepare:
+    """The same PRE-PREPARE (the same signature) without its batch."""
+    return PrePrepare(pp.view, pp.seq, pp.digest, [], pp.replica, pp.sig)
+
+
+def batch_error(keys: Keys, digest: bytes, batch: list[bytes], max_weight: int) -> tuple[str | None, list[Request]]:
+    """Checks a batch: digest over its encoded requests, its weight, every client signature."""
+    if root_of(batch) != digest:
         return "batch does not match its digest", []
     reqs: list[Request] = []
-    for raw in pp.batch:
+    for raw in batch:
         try:
             r = decode(raw)
         except DecodeError:
@@ -48,6 +65,8 @@ def batch_error(keys: Keys, pp: PrePrepare) -> tuple[str | None, list[Request]]:
         if r.client >= len(keys.clients) or not r.verify(keys.verifier, keys.clients[r.client]):
             return "batch holds a request with a bad client signature", []
         reqs.append(r)
+    if len(reqs) > 1 and batch_weight(batch, reqs) > max_weight:
+        return "batch over the byte cap", []
     return None, reqs
 
 
@@ -55,6 +74,8 @@ def checkpoint_proof_error(keys: Keys, f: int, seq: int, proof: list[Checkpoint]
     """2f+1 CHECKPOINTs for ``seq`` from distinct replicas that agree on the state."""
     if seq == 0:
         return None if not proof else "checkpoint proof for sequence 0 must be empty"
+    if len(proof) != quorum.checkpoint_quorum(f):
+        return f"checkpoint proof has {len(proof)} entries, needs exactly {quorum.checkpoint_quorum(f)}"
     signers: set[int] = set()
     state = None
     for cp in proof:
@@ -66,7 +87,7 @@ def checkpoint_proof_error(keys: Keys, f: int, seq: int, proof: list[Checkpoint]
         elif s != state:
             return "checkpoint proof mixes states"
         if cp.replica in signers:
-            continue
+            return "checkpoint proof repeats a replica"
         if not keys.replica_signed(cp, cp.replica):
             return "checkpoint proof holds a bad signature"
         signers.add(cp.replica)
@@ -83,17 +104,21 @@ def prepared_cert_error(keys: Keys, f: int, cert: PreparedCert, below_view: int,
     if not low < pp.seq <= high:
         return "prepared certificate outside the watermarks"
     p = primary(pp.view, keys.n)
+    if pp.batch:
+        return "prepared certificate carries a batch (it must carry the digest only)"
     if pp.replica != p or not keys.replica_signed(pp, p):
         return "prepared certificate's PRE-PREPARE is not signed by its view's primary"
-    why, _ = batch_error(keys, pp)
-    if why:
-        return "prepared certificate: " + why
+    if len(cert.prepares) != quorum.prepare_quorum(f):
+        return (f"prepared certificate has {len(cert.prepares)} PREPAREs, needs exactly "
+                f"{quorum.prepare_quorum(f)}")
     backups: set[int] = set()
     for pr in cert.prepares:
         if (pr.view, pr.seq, pr.digest) != (pp.view, pp.seq, pp.digest):
             return "prepared certificate holds a PREPARE for something else"
-        if pr.replica == p or pr.replica in backups:
-            continue
+        if pr.replica == p:
+            return "prepared certificate holds a PREPARE of the primary"
+        if pr.replica in backups:
+            return "prepared certificate repeats a replica"
         if not keys.replica_signed(pr, pr.replica):
             return "prepared certificate holds a bad PREPARE signature"
         backups.add(pr.replica)
@@ -126,7 +151,7 @@ class NewViewPlan:
     min_s: int
     max_s: int
     stable_proof: list[Checkpoint]
-    entries: list[tuple[int, bytes, list[bytes]]]     # (seq, digest, batch); empty batch = null request
+    entries: list[tuple[int, bytes]]                  # (seq, digest); EMPTY_ROOT = null request
 
 
 def plan_new_view(vcs: list[ViewChange]) -> NewViewPlan:
@@ -146,10 +171,7 @@ def plan_new_view(vcs: list[ViewChange]) -> NewViewPlan:
     entries = []
     for s in range(min_s + 1, max_s + 1):
         pp = chosen.get(s)
-        if pp is None:
-            entries.append((s, root_of([]), []))
-        else:
-            entries.append((s, pp.digest, list(pp.batch)))
+        entries.append((s, EMPTY_ROOT if pp is None else pp.digest))
     return NewViewPlan(min_s, max_s, list(best_stable.checkpoints), entries)
 
 
@@ -160,13 +182,16 @@ def new_view_error(keys: Keys, f: int, nv: NewView, log_size: int,
     p = primary(nv.view, keys.n)
     if nv.replica != p or not keys.replica_signed(nv, p):
         return "NEW-VIEW not signed by the new view's primary", None
+    if len(nv.view_changes) != quorum.view_change_quorum(f):
+        return (f"NEW-VIEW has {len(nv.view_changes)} VIEW-CHANGEs, needs exactly "
+                f"{quorum.view_change_quorum(f)}"), None
     senders: set[int] = set()
     vcs: list[ViewChange] = []
     for vc in nv.view_changes:
         if vc.new_view != nv.view:
             return "NEW-VIEW holds a VIEW-CHANGE for another view", None
         if vc.replica in senders:
-            continue
+            return "NEW-VIEW repeats a replica's VIEW-CHANGE", None
         why = view_change_error(keys, f, vc, log_size)
         if why:
             return "NEW-VIEW holds an invalid VIEW-CHANGE: " + why, None
@@ -177,8 +202,8 @@ def new_view_error(keys: Keys, f: int, nv: NewView, log_size: int,
     plan = (plan_fn or plan_new_view)(vcs)
     if len(nv.pre_prepares) != len(plan.entries):
         return "NEW-VIEW's O differs from the one V implies", None
-    for pp, (s, d, batch) in zip(nv.pre_prepares, plan.entries):
-        if (pp.view, pp.seq, pp.digest, pp.replica) != (nv.view, s, d, p) or pp.batch != batch:
+    for pp, (s, d) in zip(nv.pre_prepares, plan.entries):
+        if (pp.view, pp.seq, pp.digest, pp.replica) != (nv.view, s, d, p) or pp.batch:
             return "NEW-VIEW's O differs from the one V implies", None
         if not keys.replica_signed(pp, p):
             return "NEW-VIEW's O holds a bad PRE-PREPARE signature", None

@@ -11,20 +11,21 @@ committed-local, stable checkpoint, low/high watermarks h and H = h + L.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import msgpack
 
 from bft import quorum
 from bft.outputs import Action, AppendBlock, Broadcast, CompactVotes, Persist, Send, ToClient
-from bft.pbft.certs import Keys, batch_error, plan_new_view, primary
+from bft.pbft.batches import BatchFetchMixin
+from bft.pbft.certs import EMPTY_ROOT, Keys, batch_error, plan_new_view, primary
 from bft.pbft.config import PbftConfig
 from bft.pbft.transfer import StateTransferMixin, Transfer
 from bft.pbft.viewchange import ViewChangeMixin
-from bft.requests import CACHED, KNOWN, NEW, STALE, RequestPool, cached_reply, stale_reply
-from bft.wire import (Checkpoint, Commit, DecodeError, Message, NewView, PrePrepare, Prepare, PreparedCert,
-                      Request, StateRequest, StateResponse, ViewChange, decode)
+from bft.requests import CACHED, KNOWN, NEW, REFUSED, STALE, RequestPool, busy_reply, cached_reply, stale_reply
+from bft.wire import (BatchRequest, BatchResponse, Checkpoint, Commit, DecodeError, Message, NewView, PrePrepare,
+                      Prepare, PreparedCert, Request, StateRequest, StateResponse, ViewChange, decode)
 from crypto.merkle import root_of
 from crypto.signing import Signer
 from ledger.block import Block
@@ -41,7 +42,7 @@ CENSOR_GRACE = 4
 class Slot:
     """Everything this replica knows about one (view, sequence number)."""
     pre_prepare: PrePrepare | None = None
-    requests: list[Request] = field(default_factory=list)
+    requests: list[Request] | None = field(default_factory=list)   # None: the batch is being fetched
     prepares: dict[int, Prepare] = field(default_factory=dict)
     commits: dict[int, Commit] = field(default_factory=dict)
     prepared: bool = False
@@ -50,7 +51,7 @@ class Slot:
     my_commit: Commit | None = None
 
 
-class PbftCore(ViewChangeMixin, StateTransferMixin):
+class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin):
     mode = "pbft"
     # O from V; a class attribute so that a test build of the core can swap in a faulty rule
     # (the simulator must then catch it) without patching module globals
@@ -80,12 +81,19 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
         self.committed: dict[int, tuple[int, bytes, list[bytes], list[tuple[int, bytes]], list[Request]]] = {}
         self.checkpoint_votes: dict[int, dict[int, Checkpoint]] = {}
         self.my_checkpoint: Checkpoint | None = None
+        self.batches: dict[bytes, tuple[int, list[bytes], list[Request]]] = {}   # digest -> (seq, batch, reqs)
+        self.missing: dict[bytes, int] = {}          # digests of batches being fetched -> attempts
+        self.batch_served: dict[int, tuple[float, int]] = {}   # peer -> (interval start, responses)
 
-        self.requests = RequestPool(keys, chain, cfg.max_pending)
+        self.requests = RequestPool(keys, chain, cfg.max_pending, max_bytes=cfg.max_pending_bytes,
+                                    client_requests=cfg.client_requests, client_bytes=cfg.client_bytes)
         self.pending = self.requests.pending               # not yet executed: (request, arrival)
         self.queue = self.requests.queue                   # primary: pending keys not yet proposed
         self.in_batch = self.requests.in_batch             # keys inside accepted PRE-PREPAREs
 
+        # backups: (arrival, key) of admitted requests, relayed to the primary once they have
+        # waited half a request timeout unordered (a client may reach this backup only)
+        self.relay_queue: deque[tuple[float, tuple[int, int]]] = deque()
         self.view_changes: dict[int, dict[int, ViewChange]] = {}
         self.my_view_change: ViewChange | None = None
         self.new_view_msg: NewView | None = None
@@ -105,6 +113,10 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
         # sequence number in (H, H + min(L, 2K)], one PRE-PREPARE of the primary and one
         # PREPARE and one COMMIT per replica; re-checked in full when the window reaches them.
         self.ahead: dict[tuple[int, int, int], Message] = {}   # (seq, kind, sender) -> message
+        # Normal-case messages of the view this replica is changing into, which arrive before
+        # its NEW-VIEW does (the primary does not retransmit what the others committed, so a
+        # dropped one never came back). Replayed on entering the view; same bound as ``ahead``.
+        self.early: dict[tuple[int, int, int], Message] = {}
         self._ahead_span = min(cfg.log_size, 2 * cfg.checkpoint_interval)
         self._window_moved = False
 
@@ -135,6 +147,8 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
         self.now = now
         if self._window_moved:
             self._drain_ahead()
+        if self.relay_queue:
+            self._relay_waiting()
         if self.in_view_change:
             if self.vc_deadline is not None and now >= self.vc_deadline:
                 self._start_view_change(self.view + 1)
@@ -151,8 +165,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
             if now >= max(arrival, self.view_started) + patience:
                 self._start_view_change(self.view + 1)
         if self.transfer is not None and now >= self.transfer.deadline:
-            self.transfer.turn += 1
-            self._request_blocks()
+            self._next_transfer_peer(False)
         elif self.transfer is None and self.lag is not None:
             seq, peers, since = self.lag
             if self.chain.height >= seq:
@@ -213,12 +226,38 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
         if what == NEW:
             if self.is_primary and not self.in_view_change:
                 self.queue.append((client, req.timestamp))
+            elif not self.is_primary and len(self.relay_queue) < self.cfg.max_pending:
+                self.relay_queue.append((self.now, (client, req.timestamp)))
         elif what == CACHED:
             self._out.append(ToClient(client, cached_reply(self.view, self.id, client, detail)))
         elif what == STALE:
             self._out.append(ToClient(client, stale_reply(self.view, self.id, client, req.timestamp)))
+        elif what == REFUSED:
+            self._drop(detail)
+            self._out.append(ToClient(client, busy_reply(self.view, self.id, client, req.timestamp, detail)))
         elif what != KNOWN:
             self._drop(detail)
+
+    def _on_relayed_request(self, sender: int, req: Request) -> None:
+        """A backup relays a client's request that it alone may have received (PBFT §4.2):
+        admitted like one from the client itself, signature and all; relays are not relayed."""
+        what, detail = self.requests.admit(req.client, req, self.now)
+        if what == NEW:
+            if self.is_primary and not self.in_view_change:
+                self.queue.append((req.client, req.timestamp))
+        elif what not in (KNOWN, CACHED, STALE):
+            self._drop("relayed request " + detail if what == REFUSED else "relayed " + detail)
+
+    def _relay_waiting(self) -> None:
+        """Send the primary every request that has waited half a request timeout unordered."""
+        due = self.now - self.cfg.request_timeout / 2
+        q = self.relay_queue
+        while q and q[0][0] <= due:
+            _, key = q.popleft()
+            entry = self.pending.get(key)
+            if entry is None or key in self.in_batch or self.is_primary or self.in_view_change:
+                continue
+            self._out.append(Send(self.leader, entry[2]))
 
     def _propose(self) -> None:
         cfg = self.cfg
@@ -226,7 +265,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
             in_flight = self.next_seq - 1 - self.chain.height
             if len(self.queue) < cfg.batch_size and in_flight >= cfg.pipeline:
                 return
-            batch, reqs = self.requests.take_batch(cfg.batch_size)
+            batch, reqs = self.requests.take_batch(cfg.batch_size, cfg.batch_bytes)
             if not batch:
                 return
             seq = self.next_seq
@@ -243,6 +282,11 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
         if view != self.view or self.in_view_change:
             if view < self.view:
                 self._help_behind(sender)
+            elif (view == self.view and self._in_window(seq)
+                  and (type(msg) is not PrePrepare or sender == self.leader)):
+                self.early[(seq, _KIND_ORDER[type(msg)], sender)] = msg
+                self._drop("message of the view being entered (held until its NEW-VIEW)")
+                return False
             self._drop("message from another view")
             return False
         if not self._in_window(seq):
@@ -284,20 +328,28 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
         if not self.keys.replica_signed(pp, sender):
             self._drop("PRE-PREPARE with a bad signature")
             return
-        why, reqs = batch_error(self.keys, pp)
+        why, reqs = batch_error(self.keys, pp.digest, pp.batch, self.cfg.batch_bytes)
         if why:
             self._drop("PRE-PREPARE: " + why)
             return
         self._accept_pre_prepare(pp, reqs)
 
-    def _accept_pre_prepare(self, pp: PrePrepare, reqs: list[Request]) -> None:
-        """Record an accepted PRE-PREPARE (own or the primary's); a backup also PREPAREs."""
+    def _accept_pre_prepare(self, pp: PrePrepare, reqs: list[Request] | None) -> None:
+        """Record an accepted PRE-PREPARE (own or the primary's); a backup also PREPAREs.
+
+        ``reqs`` is None for a PRE-PREPARE of a NEW-VIEW whose batch this replica lacks: it
+        votes on the digest at once (2f+1 replicas prepared it, so f+1 honest ones checked
+        the batch) and fetches the batch, which it needs only to execute."""
         slot = self._slot(pp.seq)
         slot.pre_prepare = pp
         slot.requests = reqs
         self.votes[(pp.view, pp.seq)] = pp.digest
-        for r in reqs:
-            self.in_batch.add((r.client, r.timestamp))
+        if reqs is None:
+            self._want_batch(pp.digest)
+        else:
+            self._keep_batch(pp.seq, pp.digest, pp.batch, reqs)
+            for r in reqs:
+                self.in_batch.add((r.client, r.timestamp))
         self._persist("pp", pp.encode())
         if pp.replica != self.id:
             p = self._sign(Prepare(pp.view, pp.seq, pp.digest, self.id))
@@ -379,6 +431,9 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
         progressed = False
         while self.chain.height + 1 in self.committed:
             seq = self.chain.height + 1
+            if self.committed[seq][4] is None:        # committed, but its batch is still being fetched
+                self._want_batch(self.committed[seq][1])
+                break
             view, _digest, batch, cert, reqs = self.committed.pop(seq)
             block = self.chain.execute(seq, view, batch, cert)
             self._out.append(AppendBlock(block))
@@ -428,6 +483,8 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
         mine = sorted(s for s, v in self.checkpoint_votes.items() if cp.replica in v)
         for s in mine[:-4]:
             del self.checkpoint_votes[s][cp.replica]
+            if not self.checkpoint_votes[s]:         # no empty dicts left behind (issue 11)
+                del self.checkpoint_votes[s]
         state = (cp.head, cp.tree_size, cp.tree_root)
         agreeing = [c for c in votes.values() if (c.head, c.tree_size, c.tree_root) == state]
         if len(agreeing) >= quorum.checkpoint_quorum(self.f) and (
@@ -445,7 +502,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
         if seq <= self.h:
             return
         self.h = seq
-        self.stable_proof = proof
+        self.stable_proof = proof[: quorum.checkpoint_quorum(self.f)]   # exactly a quorum (see certs.py)
         self._window_moved = bool(self.ahead)
         for s in [s for s in self.log if s <= seq]:
             del self.log[s]
@@ -455,6 +512,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
             del self.checkpoint_votes[s]
         for s in [s for s in self.committed if s <= seq]:
             del self.committed[s]
+        self._forget_batches(seq)
         self.votes = {k: d for k, d in self.votes.items() if k[1] > seq}
         if self.next_seq <= seq:
             self.next_seq = seq + 1
@@ -511,6 +569,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
             sent += 1
         if self.my_checkpoint is not None and self.my_checkpoint.seq > self.h:
             self._out.append(Broadcast(self.my_checkpoint))
+        self._retry_batches()
 
     # ------------------------------------------------------------------ recovery
     def _vote_snapshot(self) -> list[bytes]:
@@ -535,7 +594,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
                     self.view, self.in_view_change = payload[0], bool(payload[1])
                 elif kind == "stable":
                     proof = [decode(b) for b in payload]
-                    self.h, self.stable_proof = proof[0].seq, proof
+                    self.h, self.stable_proof = proof[0].seq, proof[: quorum.checkpoint_quorum(self.f)]
                 elif kind == "pp":
                     pps.append(decode(payload))
                 elif kind == "pc":
@@ -550,18 +609,25 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
         self.prepared_certs = {s: c for s, c in self.prepared_certs.items() if s > self.h}
         self.next_seq = max([self.h, self.chain.height] + [s for (v, s) in self.votes if v == self.view]) + 1
         for pp in pps:
+            reqs = None
+            if pp.batch or pp.digest == EMPTY_ROOT:
+                reqs = [r for r in (decode(x) for x in pp.batch) if type(r) is Request]
+                if pp.seq > self.h:
+                    self._keep_batch(pp.seq, pp.digest, pp.batch, reqs)
             if pp.view == self.view and pp.seq > max(self.h, self.chain.height) and not self.in_view_change:
                 slot = self._slot(pp.seq)
-                if slot.pre_prepare is None:
+                if slot.pre_prepare is None or (slot.requests is None and reqs is not None):
+                    first = slot.pre_prepare is None
                     slot.pre_prepare = pp
-                    slot.requests = [r for r in (decode(x) for x in pp.batch) if type(r) is Request]
-                    if pp.replica != self.id:
+                    slot.requests = reqs
+                    if reqs is None:
+                        self.missing.setdefault(pp.digest, 0)
+                    if first and pp.replica != self.id:
                         slot.my_prepare = self._sign(Prepare(pp.view, pp.seq, pp.digest, self.id))
                         slot.prepares[self.id] = slot.my_prepare
         if self.in_view_change:
             self.my_view_change = self._sign(ViewChange(
-                self.view, self.h, list(self.stable_proof),
-                [self.prepared_certs[s] for s in sorted(self.prepared_certs)], self.id))
+                self.view, self.h, list(self.stable_proof), self._prepared_digests(), self.id))
             self.view_changes.setdefault(self.view, {})[self.id] = self.my_view_change
             self.vc_deadline = None     # re-armed once 2f+1 VIEW-CHANGEs are seen again
 
@@ -574,6 +640,9 @@ class PbftCore(ViewChangeMixin, StateTransferMixin):
         NewView: ViewChangeMixin._on_new_view,
         StateRequest: StateTransferMixin._on_state_request,
         StateResponse: StateTransferMixin._on_state_response,
+        Request: _on_relayed_request,
+        BatchRequest: BatchFetchMixin._on_batch_request,
+        BatchResponse: BatchFetchMixin._on_batch_response,
     }
 
 

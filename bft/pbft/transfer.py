@@ -3,6 +3,15 @@
 A mixin of ``PbftCore`` (same state, same sans-I/O rules), kept apart so that each
 module stays readable. Every fetched block is checked against its commit certificate
 and re-executed locally; a peer that serves a bad block is dropped for the next one.
+
+One Byzantine peer must not pin a transfer (issue 11: an empty answer made the replica
+ask the same peer again and reset the deadline; 20 s later it was still at height 0).
+So every request goes to the next peer in turn, whatever the last answer was: a peer
+that answers nothing, answers empty or drip-feeds one block at a time gets one request
+in k. The order of the peers starts at a place that depends on this replica and the
+target, so that the replicas behind do not all ask the same peer first. After
+``FRUITLESS_ROUNDS`` rounds over all peers without a single new block the transfer is
+abandoned; the next stable checkpoint or f+1 matching CHECKPOINTs start a fresh one.
 """
 from __future__ import annotations
 
@@ -18,19 +27,35 @@ from ledger import tx as txmod
 log = logging.getLogger("bft.pbft")
 
 
+FRUITLESS_ROUNDS = 3
+
+
 @dataclass(slots=True)
 class Transfer:
     target: int
     peers: list[int]
     turn: int
     deadline: float
+    fruitless: int = 0          # requests in a row that brought no new block
 
 
 class StateTransferMixin:
     def _start_transfer(self, target: int, peers: list[int]) -> None:
         if not peers:
             return
-        self.transfer = Transfer(target, peers, 0, 0.0)
+        start = (self.id + target) % len(peers)
+        self.transfer = Transfer(target, peers[start:] + peers[:start], 0, 0.0)
+        self._request_blocks()
+
+    def _next_transfer_peer(self, progressed: bool) -> None:
+        """Ask the next peer in turn; give up after FRUITLESS_ROUNDS rounds of no progress."""
+        t = self.transfer
+        t.turn += 1
+        t.fruitless = 0 if progressed else t.fruitless + 1
+        if t.fruitless >= FRUITLESS_ROUNDS * len(t.peers):
+            self._drop("state transfer abandoned: no peer served a block")
+            self.transfer = None
+            return
         self._request_blocks()
 
     def _request_blocks(self) -> None:
@@ -55,6 +80,7 @@ class StateTransferMixin:
         if t is None or m.replica != sender or sender != t.peers[t.turn % len(t.peers)]:
             self._drop("unsolicited state-transfer response")
             return
+        before = self.chain.height
         for raw in m.blocks:
             block, why = execute_served(self.chain, "pbft", self.f, self.keys, raw)
             if why == SKIP:
@@ -77,9 +103,10 @@ class StateTransferMixin:
                 del self.committed[s]
             self._execute()
         else:
-            self._request_blocks()
+            if self.chain.height == before:
+                self._drop("state transfer: a response without a new block")
+            self._next_transfer_peer(self.chain.height > before)
 
     def _bad_transfer_peer(self, why: str) -> None:
         self._drop("state transfer: " + why)
-        self.transfer.turn += 1
-        self._request_blocks()
+        self._next_transfer_peer(False)

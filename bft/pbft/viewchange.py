@@ -10,13 +10,18 @@ import logging
 
 from bft import quorum
 from bft.outputs import Broadcast
-from bft.pbft.certs import checkpoint_proof_error, new_view_error, primary, view_change_error
-from bft.wire import NewView, PrePrepare, Request, ViewChange, decode
+from bft.pbft.certs import EMPTY_ROOT, checkpoint_proof_error, new_view_error, primary, strip, view_change_error
+from bft.wire import NewView, PrePrepare, PreparedCert, ViewChange
 
 log = logging.getLogger("bft.pbft")
 
 
 class ViewChangeMixin:
+    def _prepared_digests(self) -> list[PreparedCert]:
+        """P for a VIEW-CHANGE: the prepared certificates above h, their batches left out."""
+        return [PreparedCert(strip(c.pre_prepare), c.prepares)
+                for s, c in sorted(self.prepared_certs.items()) if s > self.h]
+
     def _start_view_change(self, new_view: int) -> None:
         if new_view <= self.view and self.in_view_change:
             return
@@ -28,13 +33,12 @@ class ViewChangeMixin:
         self.vc_deadline = None     # armed by _arm_view_change_timer once 2f+1 replicas are changing
         self.log.clear()
         self.ahead.clear()
+        self.early.clear()
         self.in_batch.clear()
         self.queue.clear()
         self.new_view_msg = None
         self._persist("view", [new_view, True])
-        vc = self._sign(ViewChange(new_view, self.h, list(self.stable_proof),
-                                   [self.prepared_certs[s] for s in sorted(self.prepared_certs) if s > self.h],
-                                   self.id))
+        vc = self._sign(ViewChange(new_view, self.h, list(self.stable_proof), self._prepared_digests(), self.id))
         self.my_view_change = vc
         self.view_changes.setdefault(new_view, {})[self.id] = vc
         self._out.append(Broadcast(vc))
@@ -64,17 +68,21 @@ class ViewChangeMixin:
             if self.new_view_msg is not None and self.is_primary and not self.in_view_change:
                 self._help_behind(sender)
             return
-        known = self.view_changes.get(vc.new_view, {}).get(sender)
-        if known is not None:
+        latest = max((v for v, vcs in self.view_changes.items() if sender in vcs), default=-1)
+        if latest >= vc.new_view:
+            # one VIEW-CHANGE per replica, its highest: VIEW-CHANGEs for descending views used to
+            # pile up (20,000 kept, handling cost quadratic; issue 11)
+            if latest > vc.new_view:
+                self._drop("VIEW-CHANGE below the sender's latest")
             return
         why = view_change_error(self.keys, self.f, vc, self.cfg.log_size)
         if why:
             self._drop("VIEW-CHANGE: " + why)
             return
-        # keep only each replica's highest VIEW-CHANGE
-        for v in list(self.view_changes):
-            if sender in self.view_changes[v] and v < vc.new_view:
-                del self.view_changes[v][sender]
+        if latest >= 0:
+            del self.view_changes[latest][sender]
+            if not self.view_changes[latest]:
+                del self.view_changes[latest]
         self.view_changes.setdefault(vc.new_view, {})[sender] = vc
         higher = {r: v for v, vcs in self.view_changes.items() if v > self.view for r in vcs}
         if len(higher) >= quorum.join_quorum(self.f):
@@ -92,7 +100,7 @@ class ViewChangeMixin:
         if self.id in vcs and vcs[self.id] not in chosen:
             chosen[-1] = vcs[self.id]
         plan = self.plan_new_view(chosen)
-        o = [self._sign(PrePrepare(v, s, d, batch, self.id)) for s, d, batch in plan.entries]
+        o = [self._sign(PrePrepare(v, s, d, [], self.id)) for s, d in plan.entries]
         nv = self._sign(NewView(v, chosen, o, self.id))
         self._out.append(Broadcast(nv))
         log.info("replica %d is primary of view %d (O covers %d..%d)", self.id, v, plan.min_s + 1, plan.max_s)
@@ -127,13 +135,24 @@ class ViewChangeMixin:
         if plan.min_s > self.h and not checkpoint_proof_error(self.keys, self.f, plan.min_s, plan.stable_proof):
             self._make_stable(plan.min_s, plan.stable_proof)
         self.next_seq = max(plan.max_s, self.h, self.chain.height) + 1
-        for pp in nv.pre_prepares:
+        for pp in nv.pre_prepares:            # digests only: attach the batches this replica holds
             if pp.seq <= self.h:
                 continue
-            reqs = [r for r in (decode(raw) for raw in pp.batch) if type(r) is Request]
-            self._accept_pre_prepare(pp, reqs)
+            if pp.digest == EMPTY_ROOT:
+                self._accept_pre_prepare(pp, [])
+                continue
+            have = self.batches.get(pp.digest)
+            if have is None:
+                self._accept_pre_prepare(pp, None)
+            else:
+                self._accept_pre_prepare(PrePrepare(pp.view, pp.seq, pp.digest, have[1], pp.replica, pp.sig), have[2])
         self.vc_deadline = None
         self.view_started = self.now
         if self.is_primary:
             self.queue.extend(k for k in self.pending if k not in self.in_batch)
         log.info("replica %d enters view %d", self.id, v)
+        early, self.early = self.early, {}
+        for k in sorted(early):                       # each PRE-PREPARE before the votes for it
+            m = early[k]
+            if m.view == v:
+                self._handlers[type(m)](self, k[2], m)

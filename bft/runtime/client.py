@@ -34,8 +34,10 @@ from bft.wire import (AttestRequest, Attestation, DecodeError, FrameDecoder, Rec
                       StatusRequest, StatusResponse, decode, frame, MAX_FRAME)
 from crypto.signing import Signer
 from ledger.cluster import Cluster
+from ledger.state import BUSY
 
 log = logging.getLogger("bft.runtime.client")
+_BUSY_PREFIX = msgpack.packb([BUSY, b""])[:2]
 
 MAX_IN_FLIGHT = 2048          # well inside the ledger's window of 4096 timestamps per client
 RETRANSMIT_FIRST = 1.0
@@ -60,7 +62,7 @@ class Outcome:
 
 
 class _Pending:
-    __slots__ = ("req", "frame", "votes", "done", "outcome", "redirects")
+    __slots__ = ("req", "frame", "votes", "done", "outcome", "redirects", "busy")
 
     def __init__(self, req: Request, fr: bytes) -> None:
         self.req = req
@@ -69,6 +71,7 @@ class _Pending:
         self.done = trio.Event()
         self.outcome: Outcome | None = None
         self.redirects = 0
+        self.busy = 0                 # BUSY answers: replicas that would not hold it (a hint, not an outcome)
 
 
 class ClientSession:
@@ -94,6 +97,7 @@ class ClientSession:
         self._slots = trio.Semaphore(MAX_IN_FLIGHT)
         self._blocks: dict[tuple[int, int], list[trio.Event | bytes]] = {}
         self._attests: dict[tuple[int, int], list] = {}
+        self.busy_answers = 0
 
     async def run(self) -> None:
         """The connection tasks; start it in a nursery and cancel it to close the session."""
@@ -134,6 +138,10 @@ class ClientSession:
     def _on_reply(self, src: int, r: Reply) -> None:
         p = self.pending.get(r.timestamp)
         if p is None or r.client != self.id or p.outcome is not None:
+            return
+        if r.height == 0 and r.result[:2] == _BUSY_PREFIX:
+            p.busy += 1                # the retransmission timer backs off; the replica may hold it later
+            self.busy_answers += 1
             return
         vote = (r.height, r.index, r.result)
         p.votes[src] = vote
@@ -218,7 +226,11 @@ class ClientSession:
                         attempt += 1
                         wait = min(wait * 2, RETRANSMIT_MAX)
             except trio.TooSlowError:
-                raise Unavailable(self.describe_unavailable(timeout)) from None
+                why = self.describe_unavailable(timeout)
+                if p.busy:
+                    why = (f"the replicas answered BUSY {p.busy} times (they hold as many requests of this "
+                           f"client, or in all, as they allow); slow down or retry later. {why}")
+                raise Unavailable(why) from None
             finally:
                 del self.pending[ts]
 

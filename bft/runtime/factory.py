@@ -19,7 +19,7 @@ from ledger.cluster import Cluster
 
 # Optional tuning keys a cluster.toml may carry at top level (the benchmark sets batch_size);
 # each goes to the core's config when that config has a field of the name.
-TUNING_KEYS = ("batch_size", "pipeline", "request_timeout", "retransmit_interval", "checkpoint_interval",
+TUNING_KEYS = ("batch_size", "batch_bytes", "pipeline", "request_timeout", "retransmit_interval", "checkpoint_interval",
                "log_size", "transfer_timeout")
 
 

@@ -52,7 +52,7 @@ def _env() -> dict:
 class ReplicaProcess:
     def __init__(self, cluster_dir: str | os.PathLike[str], replica: int, *, byzantine: str | None = None,
                  log: str | os.PathLike[str] | IO | None = None, log_level: str = "info") -> None:
-        self.cluster_dir = str(cluster_dir)
+        self.cluster_dir = str(Path(cluster_dir).resolve())     # the child runs in another directory
         self.replica = replica
         self.byzantine = byzantine
         self.log = log

@@ -23,7 +23,7 @@ from collections import deque
 import msgpack
 import trio
 
-from bft.outputs import AppendBlock, Broadcast, CompactVotes, Persist, Send, ServeBlocks, ToClient
+from bft.outputs import Broadcast, Send, ServeBlocks, Step, ToClient, plan
 from bft.runtime import factory
 from bft.runtime.admission import PER_CLIENT, Admission, Heard
 from bft.runtime.channel import channels_for
@@ -34,7 +34,7 @@ from bft.wire import (MAX_FRAME, AttestRequest, Attestation, Auth, DecodeError, 
                       ReceiptResponse,
                       StateResponse, StatusRequest, StatusResponse, decode, frame)
 from ledger.cluster import Cluster
-from ledger.store import BlockStore
+from ledger.store import BlockStore, StoreError
 from ledger.votelog import VoteLog
 
 ATTESTATION_CACHE = 4096       # signed block hashes kept for receipts
@@ -88,6 +88,10 @@ class Replica:
             self.votelog = VoteLog.open(d / VOTELOG_NAME)
             self.core = factory.make_core(self.cluster, self.id, self.signer, self.store.chain,
                                           self.votelog.records(), now, self.byzantine, tuning=self.tuning)
+        except (ValueError, TypeError, IndexError) as e:
+            self.close()
+            raise StoreError(f"replica {self.id} cannot start from {d}: {e} (its vote log or tuning in "
+                             "cluster.toml is not usable; it was not changed)") from None
         except BaseException:
             self.close()
             raise
@@ -314,50 +318,41 @@ class Replica:
         actions = self.core.ready()
         if not actions:
             return
-        persists: list[bytes] = []
-        blocks = []
-        sends = []
-        votelog, store = self.votelog, self.store
-        for a in actions:
-            t = type(a)
-            if t is Persist:
-                persists.append(a.record)
-            elif t is AppendBlock:
-                blocks.append(a.block)
-            elif t is CompactVotes:
-                if persists:
-                    votelog.append_many(persists)
-                    persists = []
-                votelog.compact(a.records)
-            else:
-                sends.append(a)
-        if persists:
-            votelog.append_many(persists)
-        if blocks:
-            store.append_many(blocks)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("appended blocks %d..%d (%d transactions)", blocks[0].height, blocks[-1].height,
-                          sum(len(b.txs) for b in blocks))
-        framed: dict[int, bytes] = {}
+        steps, sends = plan(actions)
+        apply_durable(steps, self.votelog, self.store)
+        framed: dict[int, bytes | None] = {}
         for a in sends:
             t = type(a)
-            if t is Broadcast:
+            if t is Broadcast or t is Send:
                 key = id(a.msg)
-                fr = framed.get(key)
+                if key in framed:
+                    fr = framed[key]
+                else:
+                    fr = framed[key] = self._frame(a.msg)
                 if fr is None:
-                    fr = framed[key] = frame(a.msg.encode())
-                for r in self.links:
-                    self._send_replica(r, fr)
-            elif t is Send:
-                key = id(a.msg)
-                fr = framed.get(key)
-                if fr is None:
-                    fr = framed[key] = frame(a.msg.encode())
-                self._send_replica(a.to, fr)
+                    continue
+                if t is Send:
+                    self._send_replica(a.to, fr)
+                else:
+                    for r in self.links:
+                        self._send_replica(r, fr)
             elif t is ToClient:
-                self._send_client(a.client, frame(a.msg.encode()))
+                fr = self._frame(a.msg)
+                if fr is not None:
+                    self._send_client(a.client, fr)
             elif t is ServeBlocks:
                 self._serve_blocks(a)
+
+    def _frame(self, msg) -> bytes | None:
+        """The frame of an outgoing message, or None (counted, logged once) if it exceeds the
+        frame cap. The cores bound what they send (batches by weight, view changes by
+        digests), so this is a bug of ours; it must cost one message, never the process."""
+        try:
+            return frame(msg.encode())
+        except ValueError as e:
+            self.internal_errors += 1
+            self.problems.note("oversized outgoing message (a bug; dropped)", f"{msg.NAME}: {e}")
+            return None
 
     def _send_replica(self, to: int, fr: bytes) -> None:
         link = self.links.get(to)
@@ -447,6 +442,20 @@ class Replica:
             st.pop("transport_problems", None)
             data = msgpack.packb(st, use_bin_type=True, default=str)
         return data
+
+
+def apply_durable(steps: list[Step], votelog: VoteLog, store: BlockStore) -> None:
+    """Carry out ``bft.outputs.plan``'s durable steps in order, each one fsync'd."""
+    for kind, items in steps:
+        if kind == "votes":
+            votelog.append_many(items)
+        elif kind == "blocks":
+            store.append_many(items)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("appended blocks %d..%d (%d transactions)", items[0].height, items[-1].height,
+                          sum(len(b.txs) for b in items))
+        else:
+            votelog.compact(items)
 
 
 def _source_of(stream) -> str:

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
-from bft.outputs import AppendBlock, Broadcast, CompactVotes, Persist, Send, ServeBlocks, ToClient
+from bft.outputs import Broadcast, Send, ServeBlocks, ToClient, plan
 from bft.sim.invariants import Checker
 from bft.wire import Message, Redirect, Reply, Request, StateResponse
 from crypto.signing import Signer
@@ -166,7 +166,18 @@ class Simulation:
         self._carry_out(r)
 
     def _carry_out(self, r: ReplicaNode) -> None:
-        for a in r.core.ready():
+        steps, rest = plan(r.core.ready())            # the runtime's order (bft.outputs.plan)
+        for kind, items in steps:
+            if kind == "votes":
+                r.votes.extend(items)
+            elif kind == "compact":
+                r.votes = list(items)
+            else:
+                for block in items:
+                    r.blocks.append(block)
+                    if r.honest:
+                        self.checker.on_block(r, block)
+        for a in rest:
             t = type(a)
             if t is Broadcast:
                 for dst in self.nodes:
@@ -177,14 +188,6 @@ class Simulation:
                     self._send(r.addr, dst.addr, a.msg, r.send_delay)
             elif t is ToClient:
                 self._send(r.addr, CLIENT + a.client, a.msg, r.send_delay)
-            elif t is Persist:
-                r.votes.append(a.record)
-            elif t is CompactVotes:
-                r.votes = list(a.records)
-            elif t is AppendBlock:
-                r.blocks.append(a.block)
-                if r.honest:
-                    self.checker.on_block(r, a.block)
             elif t is ServeBlocks:
                 blocks = [b.encode() for b in r.blocks[a.from_height - 1: a.to_height]]
                 for dst in self._by_id.get(a.to, ()):

@@ -249,7 +249,7 @@ def plan_ignoring_p(vcs) -> NewViewPlan:
     """The bug: O from V without P, so every sequence number in (min-s, max-s] gets a null
     request, even one that committed somewhere in the old view."""
     plan = plan_new_view(vcs)
-    return NewViewPlan(plan.min_s, plan.max_s, plan.stable_proof, [(s, root_of([]), []) for s, _d, _b in plan.entries])
+    return NewViewPlan(plan.min_s, plan.max_s, plan.stable_proof, [(s, root_of([])) for s, _d in plan.entries])
 
 
 class NewViewIgnoresP(PbftCore):

@@ -81,7 +81,9 @@ def test_prepared_certificate_held_by_single_honest_replica_survives_view_change
         assert holder in [vc.replica for vc in nv.view_changes]
         held = [vc for vc in nv.view_changes if vc.replica == holder][0].prepared
         assert [c.pre_prepare.seq for c in held] == [1]
-        assert nv.pre_prepares[0].digest == held[0].pre_prepare.digest and nv.pre_prepares[0].batch
+        # digests only, in V and in O; the batch reached every replica that lacked it by BatchRequest
+        assert nv.pre_prepares[0].digest == held[0].pre_prepare.digest and not nv.pre_prepares[0].batch
+        assert not held[0].pre_prepare.batch
         for b in _same_ledgers(sim, [0, 1, 2, 3])[:1]:
             assert (b.height, b.sequence, b.view) == (1, 1, 1)
             assert b.batch_root == held[0].pre_prepare.digest     # the same batch, not a null request
@@ -101,7 +103,9 @@ def test_new_view_whose_O_has_gaps_filled_by_null_requests() -> None:
     _run(sim, 4.0)
     assert sim.all_acked()
     nv = nvs[0][2]
-    assert [(p.seq, len(p.batch)) for p in nv.pre_prepares] == [(1, 1), (2, 0), (3, 1)]
+    empty = root_of([])
+    assert [(p.seq, p.digest == empty, len(p.batch)) for p in nv.pre_prepares] == [
+        (1, False, 0), (2, True, 0), (3, False, 0)]                  # digests only; seq 2 is the null request
     assert nv.pre_prepares[1].digest == root_of([])
     blocks = _same_ledgers(sim, [0, 1, 2, 3])
     assert [(b.sequence, len(b.txs), b.view) for b in blocks] == [(1, 1, 1), (2, 0, 1), (3, 1, 1), (4, 1, 1)]
@@ -249,17 +253,17 @@ def test_duplicate_signers_do_not_make_a_quorum() -> None:
     # prepared certificate: one backup's PREPARE twice
     pp = PrePrepare(0, 3, root_of([]), [], 0).signed(rs[0])
     p1 = Prepare(0, 3, pp.digest, 1).signed(rs[1])
-    assert "distinct" in prepared_cert_error(keys, f, PreparedCert(pp, [p1, p1]), 1, 2, 6)
+    assert "repeats a replica" in prepared_cert_error(keys, f, PreparedCert(pp, [p1, p1]), 1, 2, 6)
     assert prepared_cert_error(keys, f, PreparedCert(pp, [p1, Prepare(0, 3, pp.digest, 2).signed(rs[2])]),
                                1, 2, 6) is None
     # checkpoint proof: one replica's CHECKPOINT three times
     proof = core.stable_proof
     assert checkpoint_proof_error(keys, f, 2, proof) is None
-    assert "distinct" in checkpoint_proof_error(keys, f, 2, [proof[0]] * 3)
+    assert "repeats a replica" in checkpoint_proof_error(keys, f, 2, [proof[0]] * 3)
     # NEW-VIEW: one VIEW-CHANGE three times
     vc = ViewChange(1, 2, proof, [], 2).signed(rs[2])
     nv = NewView(1, [vc, vc, vc], [], 1).signed(rs[1])
-    assert "distinct" in new_view_error(keys, f, nv, 4)[0]
+    assert "repeats a replica" in new_view_error(keys, f, nv, 4)[0]
     # a client's reply quorum: replica 3 answers three times, nobody else gets through
     sim.drop_if = lambda s, d, m: type(m) is Reply and s != 3
     ts = sim.submit(0, "k9", b"v")

@@ -61,7 +61,7 @@ def test_replay_command_runs_a_twins_scenario(capsys) -> None:
 
 def _plan_without_p(vcs) -> NewViewPlan:
     plan = plan_new_view(vcs)
-    return NewViewPlan(plan.min_s, plan.max_s, plan.stable_proof, [(s, root_of([]), []) for s, _d, _b in plan.entries])
+    return NewViewPlan(plan.min_s, plan.max_s, plan.stable_proof, [(s, root_of([])) for s, _d in plan.entries])
 
 
 class NewViewIgnoresP(PbftCore):

@@ -15,7 +15,7 @@ import pytest
 
 from bft import quorum
 from bft.outputs import AppendBlock, Broadcast, CompactVotes, Persist, Send, ToClient
-from bft.pbft.certs import Keys, new_view_error, plan_new_view, primary
+from bft.pbft.certs import Keys, new_view_error, plan_new_view, primary, strip
 from bft.pbft.config import PbftConfig
 from bft.pbft.core import PbftCore
 from bft.wire import (Checkpoint, Commit, NewView, PrePrepare, Prepare, PreparedCert, Request, ViewChange,
@@ -721,7 +721,8 @@ def core_vc(cl: Cluster, core: PbftCore, r: int, new_view: int, prepared=(), sta
 
 
 def prepared_cert(cl: Cluster, view: int, seq: int, reqs: list[Request]) -> PreparedCert:
-    pp = cl.pp(view, seq, reqs)
+    """As a VIEW-CHANGE carries it: the PRE-PREPARE without its batch (digest only)."""
+    pp = strip(cl.pp(view, seq, reqs))
     backups = [b for b in range(N) if b != primary(view, N)][:2]
     return PreparedCert(pp, [cl.prepare(view, seq, pp.digest, b) for b in backups])
 
@@ -779,8 +780,8 @@ def test_new_view_fills_gaps_with_null_requests(cl):
            core_vc(cl, None, 2, 1), core_vc(cl, None, 3, 1)]
     plan = plan_new_view(vcs)
     assert (plan.min_s, plan.max_s) == (0, 5)
-    assert [(s, len(b)) for s, d, b in plan.entries] == [(1, 0), (2, 0), (3, 1), (4, 0), (5, 1)]
-    assert all(d == root_of([]) for s, d, b in plan.entries if not b)
+    assert [(s, d) for s, d in plan.entries] == [(1, root_of([])), (2, root_of([])), (3, root_of([r3.encode()])),
+                                                  (4, root_of([])), (5, root_of([r5.encode()]))]
 
 
 def test_new_view_picks_the_highest_view_prepared_certificate(cl):
@@ -789,7 +790,7 @@ def test_new_view_picks_the_highest_view_prepared_certificate(cl):
            core_vc(cl, None, 2, 3, prepared=[prepared_cert(cl, 2, 1, [new])]),
            core_vc(cl, None, 3, 3)]
     for order in (vcs, vcs[::-1]):
-        assert plan_new_view(order).entries == [(1, root_of([new.encode()]), [new.encode()])]
+        assert plan_new_view(order).entries == [(1, root_of([new.encode()]))]
 
 
 def test_new_view_with_wrong_O_or_too_few_view_changes_rejected(cl):
@@ -797,11 +798,14 @@ def test_new_view_with_wrong_O_or_too_few_view_changes_rejected(cl):
     cert = prepared_cert(cl, 0, 1, [cl.req()])
     vcs = [core_vc(cl, None, 0, 1, prepared=[cert]), core_vc(cl, None, 2, 1), core_vc(cl, None, 3, 1)]
     right = [None]
-    right[0] = PrePrepare(1, 1, cert.pre_prepare.digest, cert.pre_prepare.batch, 1).signed(cl.rs[1])
+    right[0] = PrePrepare(1, 1, cert.pre_prepare.digest, [], 1).signed(cl.rs[1])
     null = PrePrepare(1, 1, root_of([]), [], 1).signed(cl.rs[1])
     assert new_view_error(keys, F, NewView(1, vcs, right, 1).signed(cl.rs[1]), L)[0] is None
     assert "differs" in new_view_error(keys, F, NewView(1, vcs, [null], 1).signed(cl.rs[1]), L)[0]
     assert "differs" in new_view_error(keys, F, NewView(1, vcs, [], 1).signed(cl.rs[1]), L)[0]
     dup = [vcs[0], vcs[0], vcs[0]]
-    assert "distinct" in new_view_error(keys, F, NewView(1, dup, right, 1).signed(cl.rs[1]), L)[0]
+    assert "repeats a replica" in new_view_error(keys, F, NewView(1, dup, right, 1).signed(cl.rs[1]), L)[0]
+    padded = vcs + [vcs[0]]                           # a valid V padded with a copy: surplus, refused
+    assert "needs exactly" in new_view_error(keys, F, NewView(1, padded, right, 1).signed(cl.rs[1]), L)[0]
+    assert "needs exactly" in new_view_error(keys, F, NewView(1, vcs[:2], right, 1).signed(cl.rs[1]), L)[0]
     assert "not signed" in new_view_error(keys, F, NewView(1, vcs, right, 2).signed(cl.rs[2]), L)[0]

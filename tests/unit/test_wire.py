@@ -73,6 +73,8 @@ def _samples() -> dict[str, Message]:
         vc,
         w.NewView(view=2, view_changes=[vc], pre_prepares=[pp2], replica=2, sig=SIG_C),
         w.StateRequest(from_height=1, to_height=300, replica=3),
+        w.BatchRequest(digest=D1, replica=2),
+        w.BatchResponse(digest=D1, batch=[req.encode(), req2.encode()], replica=1),
         w.StateResponse(replica=1, blocks=[b"block-1", b"block-2"], stable=[cp]),
         w.PxPrepare(ballot=0x0501, from_slot=8, replica=1),
         w.PxPromise(ballot=0x0501, replica=2, commit_index=8, accepted=[acc]),

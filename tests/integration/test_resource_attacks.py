@@ -1,0 +1,102 @@
+"""Issue 11's attacks by an ordinary client or one faulty peer against real replica processes:
+each test is named after the attack and shows that no replica exits and the ledger goes on."""
+from __future__ import annotations
+
+import trio
+
+import ledger.client
+from bft.wire import MAX_OP
+from ledger.state import op_put
+from tests.integration.conftest import settle, wait_for
+
+LARGEST_VALUE = MAX_OP - len(op_put("big-000", b""))- 8     # the largest put a client may send
+
+
+async def test_four_hundred_largest_puts_then_kill_the_primary_bricks_nothing(make_cluster) -> None:
+    """Issue 11, item 1: 400 puts of 64 KiB to every replica, then kill -9 of the primary, made
+    every replica build a 12 MB VIEW-CHANGE, raise on the frame cap and exit, and exit again on
+    every restart. Batches are now capped by weight and view changes carry digests."""
+    assert len(op_put("big-000", b"x" * LARGEST_VALUE)) <= MAX_OP
+    lc = make_cluster("pbft")
+    await lc.ready()
+    value = b"x" * LARGEST_VALUE
+    async with ledger.client.connect(lc.directory, timeout=60) as c:
+        done = []
+
+        async def put(i: int) -> None:
+            done.append(await c.put(f"big-{i:03d}", value))
+
+        async with trio.open_nursery() as n:
+            for i in range(400):
+                n.start_soon(put, i)
+            await wait_for(lambda: len(done) >= 50, 60, "50 large puts before the kill")
+            leader = (await lc.status())[0]["leader"]
+            lc.kill(leader)
+        assert len(done) == 400
+        assert sorted(lc.alive()) == sorted(i for i in range(lc.n) if i != leader)
+        r = await c.put("after-kill", b"1")
+        assert r.ok
+        live = [i for i in range(lc.n) if i != leader]
+        st = await settle(lc, c, live)
+        assert all(st[i]["view"] > 0 and st[i]["internal_errors"] == 0 for i in live)
+    lc.stop_all()                                        # every replica stopped and restarted
+    lc.start()
+    await lc.ready(timeout=30)
+    async with ledger.client.connect(lc.directory, timeout=30) as c:
+        r = await c.put("after-restart", b"2")
+        assert r.ok and await c.get("big-399") == value
+        await settle(lc, c)
+    assert sorted(lc.alive()) == list(range(lc.n))
+    lc.stop_all()
+    reports = lc.audit()
+    assert all(rep.ok for rep in reports.values()), {i: rep.reason for i, rep in reports.items()}
+
+
+def _rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+RSS_GROWTH_BOUND_MB = 150      # one client's quota is 16 MiB held (raw and decoded) plus transport buffers
+
+
+async def test_one_client_flooding_a_backup_with_largest_requests_is_bounded(make_cluster) -> None:
+    """Issue 11, item 7: 2,000 requests of 64 KiB to one backup raised its RSS from 51 to 480 MB
+    (about 21 GB at the pool's cap), and at the cap other clients' requests were dropped without
+    a word. Now each client has a quota of held requests, beyond which it is answered BUSY."""
+    import time
+
+    from bft.runtime.channel import ROLE_CLIENT, ROLE_REPLICA, channels_for
+    from bft.wire import Request, frame
+
+    lc = make_cluster("pbft")
+    await lc.ready()
+    backup = 1
+    rss0 = _rss_mb(lc.pid(backup))
+    cl = lc.cluster
+    signer = cl.load_client_key(1)
+    ch = channels_for(cl, ROLE_CLIENT, 1, signer)
+    r = cl.replicas[backup]
+    _, _, s, _ = await ch.dial(await trio.open_tcp_stream(r.host, r.port), (ROLE_REPLICA, backup))
+    ts0 = time.time_ns() // 1000
+    value = b"f" * LARGEST_VALUE
+    peak = rss0
+    async with ledger.client.connect(lc.directory, client=2, timeout=30) as other:
+        for i in range(2000):
+            req = Request(1, ts0 + i, op_put(f"flood-{i:04d}", value)).signed(signer)
+            await s.send_all(frame(req.encode()))
+            if i % 250 == 249:
+                peak = max(peak, _rss_mb(lc.pid(backup)))
+                assert (await other.put(f"other-{i}", b"still here")).ok
+        await trio.sleep(1.0)
+        peak = max(peak, _rss_mb(lc.pid(backup)))
+        st = await lc.status()
+        assert (await other.put("other-last", b"ok")).ok
+    await trio.aclose_forcefully(s)
+    dropped = st[backup]["dropped"]
+    assert dropped.get("refused: the client's quota of held requests is full", 0) > 0, dropped
+    assert peak - rss0 < RSS_GROWTH_BOUND_MB, (rss0, peak)
+    assert sorted(lc.alive()) == list(range(lc.n))
+    assert all(x["internal_errors"] == 0 for x in st)

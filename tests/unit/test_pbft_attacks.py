@@ -1,0 +1,101 @@
+"""Issue 11's attacks on the pbft core, each test named after the attack: what one client or
+one faulty peer can make a replica do, and what it retains. n = 4, f = 1, K = 2, L = 4."""
+from __future__ import annotations
+
+import pytest
+
+from bft.outputs import Send
+from bft.wire import PrePrepare, Request
+from test_pbft_rules import Cluster, drops, out, sent
+
+
+@pytest.fixture
+def cl() -> Cluster:
+    return Cluster()
+
+
+def test_a_request_sent_to_one_backup_alone_is_relayed_and_forces_no_view_change(cl):
+    """Issue 11, item 6: backups never relayed, so a request given to one backup alone made it
+    time out and start a view change on its own."""
+    backup, primary = cl.core(), cl.core(0)
+    r = cl.req()
+    backup.step(0, r, True)
+    out(backup)
+    backup.tick(0.3)
+    assert not [a for a in out(backup) if isinstance(a, Send) and type(a.msg) is Request]
+    backup.tick(0.6)                                   # half the request timeout: relay, once
+    relays = [a for a in out(backup) if isinstance(a, Send) and type(a.msg) is Request]
+    assert [(a.to, a.msg) for a in relays] == [(0, r)]
+    backup.tick(0.9)
+    assert not [a for a in out(backup) if isinstance(a, Send) and type(a.msg) is Request]
+    primary.step(1, relays[0].msg)
+    pps = [m for m in sent(out(primary)) if type(m) is PrePrepare]
+    assert len(pps) == 1 and pps[0].batch == [r.encode()]
+    assert not backup.in_view_change
+
+
+def test_a_relayed_request_with_a_forged_signature_is_dropped(cl):
+    primary = cl.core(0)
+    forged = Request(0, 99, cl.req().op, b"\x01" * 64)
+    primary.step(2, forged)
+    assert drops(primary, "relayed request with a bad client signature") == 1
+    assert not [m for m in sent(out(primary)) if type(m) is PrePrepare]
+
+
+def _behind(cl: Cluster):
+    """Replica 1 at height 0 learns from f+1 CHECKPOINTs that the others are at sequence 6 (above
+    its high watermark): it starts a state transfer."""
+    from bft.wire import Checkpoint
+    from crypto.merkle import root_of
+
+    core = cl.core()
+    head = root_of([b"somewhere ahead"])
+    for r in (0, 2):
+        core.step(r, Checkpoint(6, head, 6, head, r).signed(cl.rs[r]))
+    asks = [a for a in out(core) if isinstance(a, Send) and type(a.msg).__name__ == "StateRequest"]
+    assert len(asks) == 1 and core.transfer is not None
+    return core, asks[0].to
+
+
+@pytest.mark.parametrize("answer", ["empty", "silent"])
+def test_state_transfer_pinned_by_one_byzantine_peer_moves_on(cl, answer):
+    """Issue 11, item 5: an empty StateResponse made the replica ask the same peer again and
+    reset the deadline, for ever. Now each request goes to the next peer, and a transfer that
+    no peer serves is abandoned after a bounded number of rounds."""
+    from bft.wire import StateResponse
+
+    core, first = _behind(cl)
+    asked = [first]
+    for _ in range(10):
+        if answer == "empty":
+            core.step(asked[-1], StateResponse(asked[-1], [], []))
+        else:
+            core.tick(core.now + core.cfg.transfer_timeout + 0.01)
+        if core.transfer is None:
+            break
+        nxt = [a.to for a in out(core) if isinstance(a, Send) and type(a.msg).__name__ == "StateRequest"]
+        assert len(nxt) == 1
+        asked.append(nxt[0])
+    assert all(a != b for a, b in zip(asked, asked[1:])), asked       # never the same peer twice in a row
+    assert set(asked) == {0, 2}
+    assert core.transfer is None and drops(core, "state transfer abandoned") == 1
+
+
+def test_one_client_cannot_fill_the_pool_and_is_told_busy(cl):
+    """Issue 11, item 7: no per-client quota, no byte budget, and a full pool dropped everyone's
+    requests without a word. A client over its quota now gets BUSY; others are unaffected."""
+    from bft.outputs import ToClient
+    from ledger.state import BUSY, decode_result
+
+    core = cl.core(client_requests=3)
+    for _ in range(5):
+        core.step(0, cl.req(0), True)
+    busy = [a.msg for a in out(core) if isinstance(a, ToClient)]
+    assert len(busy) == 2 and all(m.height == 0 and decode_result(m.result)[0] == BUSY for m in busy)
+    assert drops(core, "client's quota") == 2
+    core.step(2, cl.req(2), True)                          # another client still gets in
+    assert len(core.pending) == 4 and not [a for a in out(core) if isinstance(a, ToClient)]
+    big = cl.core(client_bytes=300_000)                    # the byte quota: 64 KiB requests, 2x held
+    for _ in range(3):
+        big.step(0, cl.req(0, value=b"x" * 60_000), True)
+    assert len(big.pending) == 2 and drops(big, "client's quota") == 1
