@@ -84,6 +84,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin):
         self.batches: dict[bytes, tuple[int, list[bytes], list[Request]]] = {}   # digest -> (seq, batch, reqs)
         self.missing: dict[bytes, int] = {}          # digests of batches being fetched -> attempts
         self.batch_served: dict[int, tuple[float, int]] = {}   # peer -> (interval start, responses)
+        self.state_served: dict[int, tuple[float, int]] = {}   # the same for state-transfer answers
 
         self.requests = RequestPool(keys, chain, cfg.max_pending, max_bytes=cfg.max_pending_bytes,
                                     client_requests=cfg.client_requests, client_bytes=cfg.client_bytes)

@@ -99,3 +99,61 @@ def test_one_client_cannot_fill_the_pool_and_is_told_busy(cl):
     for _ in range(3):
         big.step(0, cl.req(0, value=b"x" * 60_000), True)
     assert len(big.pending) == 2 and drops(big, "client's quota") == 1
+
+
+def retained(core) -> int:
+    """Everything a core keeps that a peer's messages can add to, in entries."""
+    return (len(core.log) + len(core.ahead) + len(core.early) + len(core.votes) + len(core.prepared_certs)
+            + len(core.checkpoint_votes) + sum(len(v) for v in core.checkpoint_votes.values())
+            + len(core.view_changes) + sum(len(v) for v in core.view_changes.values())
+            + len(core.batches) + len(core.missing) + len(core.pending) + len(core.committed)
+            + len(core.helped) + len(core.batch_served) + len(core.state_served) + len(core.relay_queue))
+
+
+FLOOD = 2000
+# n = 4, L = 4, K = 2: a window of 4 slots, 'ahead' up to 2K beyond it, 4 unstable CHECKPOINTs
+# per peer, one VIEW-CHANGE per peer. Whatever one peer sends, the core keeps at most this:
+RETAINED_BOUND = 40
+
+
+def _flood(cl: Cluster, kind: str):
+    from bft.wire import BatchRequest, Checkpoint, Commit, NewView, Prepare, StateRequest, ViewChange
+    from crypto.merkle import root_of
+
+    d = root_of([b"x"])
+    for i in range(1, FLOOD + 1):
+        if kind == "pre-prepare":                 # the (faulty) primary, every sequence number
+            yield 0, PrePrepare(0, i, d, [], 0).signed(cl.rs[0])
+        elif kind == "prepare":
+            yield 3, Prepare(0, i, d, 3).signed(cl.rs[3])
+        elif kind == "commit":
+            yield 3, Commit(0, i, d, 3).signed(cl.rs[3])
+        elif kind == "checkpoint":                # far-future sequence numbers
+            yield 3, Checkpoint(2 * i, d, i, d, 3).signed(cl.rs[3])
+        elif kind == "view-change-descending":
+            yield 3, ViewChange(FLOOD + 1 - i, 0, [], [], 3).signed(cl.rs[3])
+        elif kind == "new-view":
+            yield 3, NewView(i, [], [], 3).signed(cl.rs[3])
+        elif kind == "state-request":
+            yield 3, StateRequest(1, 10 ** 9, 3)
+        elif kind == "batch-request":
+            yield 3, BatchRequest(d, 3)
+        elif kind == "relayed-request":
+            yield 3, cl.req(0)
+
+
+@pytest.mark.parametrize("kind", ["pre-prepare", "prepare", "commit", "checkpoint", "view-change-descending",
+                                  "new-view", "state-request", "batch-request", "relayed-request"])
+def test_a_flood_of_one_message_type_from_one_peer_retains_a_bounded_state(cl, kind):
+    """Issue 11, item 8: 20,000 descending VIEW-CHANGEs were all kept, far-future CHECKPOINTs
+    and VIEW-CHANGEs left empty dicts behind. Every structure a peer feeds is bounded."""
+    core = cl.core(client_requests=16)
+    for i, (sender, msg) in enumerate(_flood(cl, kind)):
+        core.step(sender, msg)
+        if i % 100 == 0:
+            core.tick(core.now + 0.001)
+            out(core)
+    core.tick(core.now + 0.001)
+    acts = out(core)
+    assert retained(core) <= RETAINED_BOUND, (kind, retained(core))
+    assert len(acts) <= 64, (kind, len(acts))
