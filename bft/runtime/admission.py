@@ -117,6 +117,36 @@ class Admission:
                 **{k: v for k, v in sorted(self.counts.items())}}
 
 
+class RateLimit:
+    """A token bucket per key (a client or replica id): ``rate`` per second, bursts of ``burst``.
+
+    For the queries a replica answers outside the protocol, which cost it a disk read and an
+    encoding (a receipt's block) or a signature (an attestation) while costing the asker a
+    few bytes (issue 11). Keys are proven identities, so the table is bounded by the
+    cluster's membership."""
+
+    __slots__ = ("rate", "burst", "buckets", "refused")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.buckets: dict[tuple[int, int], list[float]] = {}
+        self.refused = 0
+
+    def allow(self, key: tuple[int, int], now: float) -> bool:
+        b = self.buckets.get(key)
+        if b is None:
+            b = self.buckets[key] = [self.burst, now]
+        tokens = min(self.burst, b[0] + (now - b[1]) * self.rate)
+        b[1] = now
+        if tokens < 1:
+            b[0] = tokens
+            self.refused += 1
+            return False
+        b[0] = tokens - 1
+        return True
+
+
 class Heard(trio.abc.Stream):
     """The raw stream during a handshake, marking its Pending as heard at the first byte."""
 

@@ -25,7 +25,7 @@ import trio
 
 from bft.outputs import Broadcast, Send, ServeBlocks, Step, ToClient, plan
 from bft.runtime import factory
-from bft.runtime.admission import PER_CLIENT, Admission, Heard
+from bft.runtime.admission import PER_CLIENT, Admission, Heard, RateLimit
 from bft.runtime.channel import channels_for
 from bft.runtime.transport import (CLIENT_MAX_FRAME, HANDSHAKE_TIMEOUT, ROLE_CLIENT,
                                    ROLE_REPLICA, Connection, HandshakeError, Link,
@@ -41,6 +41,8 @@ ATTESTATION_CACHE = 4096       # signed block hashes kept for receipts
 log = logging.getLogger("bft.runtime.replica")
 
 TICK = 0.01
+QUERIES_PER_S = 200.0               # receipt and attestation requests per client (or peer) ...
+QUERY_BURST = 400.0                 # ... with bursts of this many
 STATE_RESPONSE_BYTES = 4 * 1024 * 1024
 VOTELOG_NAME = "votes.log"
 
@@ -66,6 +68,7 @@ class Replica:
         self.core = None
         self.channels = channels_for(cluster, ROLE_REPLICA, replica_id, self.signer)
         self.admission = Admission()
+        self.queries = RateLimit(QUERIES_PER_S, QUERY_BURST)
         self.links: dict[int, Link] = {}
         self.clients: dict[int, list[Connection]] = {}
         self.replica_conns: dict[int, Connection] = {}
@@ -243,11 +246,13 @@ class Replica:
             if t is StatusRequest:
                 conn.send(frame(StatusResponse(msg.nonce, self._status_bytes()).encode()))
                 continue
-            if t is ReceiptRequest:
-                self._serve_receipt(conn, msg)
-                continue
-            if t is AttestRequest:
-                self._attest(conn, msg)
+            if t is ReceiptRequest or t is AttestRequest:
+                if not self.queries.allow((conn.role, conn.ident), trio.current_time()):
+                    self.problems.note("receipt or attestation requests over the rate limit", conn.name)
+                elif t is ReceiptRequest:
+                    self._serve_receipt(conn, msg)
+                else:
+                    self._attest(conn, msg)
                 continue
             if t is Hello or t is Auth:
                 self.problems.note("handshake message after authentication", conn.name)

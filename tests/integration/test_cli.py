@@ -130,7 +130,7 @@ def test_user_errors_are_one_line(tmp_path: Path) -> None:
         one_error_line(cli(*args))
 
 
-def test_up_runs_every_replica_and_stops_them_all(tmp_path: Path) -> None:
+def test_up_with_a_relative_directory_runs_every_replica_and_stops_them_all(tmp_path: Path) -> None:
     import os
     import signal
     import subprocess
@@ -142,7 +142,8 @@ def test_up_runs_every_replica_and_stops_them_all(tmp_path: Path) -> None:
     d = tmp_path / "up"
     init_cluster(d, "pbft", 1, clients=2)
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    up = subprocess.Popen([sys.executable, "-m", "bft", "up", str(d)], cwd=REPO, env=env,
+    # a relative DIR (issue 11, item 4: the replicas, started elsewhere, could not find it)
+    up = subprocess.Popen([sys.executable, "-m", "bft", "up", "up"], cwd=tmp_path, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     pids: list[int] = []
     try:
