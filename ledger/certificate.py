@@ -32,13 +32,7 @@ def certificate_error(mode: str, f: int, replica_keys: list[bytes], view: int, s
     """
     n = len(replica_keys)
     if mode == "pbft":
-        good: set[int] = set()
-        for replica, sig in cert:
-            if type(replica) is not int or not 0 <= replica < n or replica in good:
-                continue
-            if verifier.verify(replica_keys[replica], COMMIT_DOMAIN,
-                               commit_statement(view, seq, digest, replica), sig):
-                good.add(replica)
+        good = commit_signers(replica_keys, view, seq, digest, cert, verifier)
         if len(good) < 2 * f + 1:
             return f"commit certificate has {len(good)} valid distinct signatures, needs {2 * f + 1}"
         return None
@@ -50,6 +44,19 @@ def certificate_error(mode: str, f: int, replica_keys: list[bytes], view: int, s
                 return None
         return f"no valid signature of ballot {view}'s leader (replica {leader})"
     return f"unknown mode {mode!r}"
+
+
+def commit_signers(replica_keys: list[bytes], view: int, seq: int, digest: bytes, cert: list[tuple[int, bytes]],
+                   verifier: Verifier) -> set[int]:
+    """The distinct replicas whose COMMIT signature in ``cert`` verifies (junk entries don't count)."""
+    n = len(replica_keys)
+    good: set[int] = set()
+    for replica, sig in cert:
+        if type(replica) is not int or not 0 <= replica < n or replica in good:
+            continue
+        if verifier.verify(replica_keys[replica], COMMIT_DOMAIN, commit_statement(view, seq, digest, replica), sig):
+            good.add(replica)
+    return good
 
 
 def certified_block_error(mode: str, f: int, replica_keys: list[bytes], block, verifier: Verifier) -> str | None:
@@ -88,14 +95,21 @@ def attestation_error(mode: str, f: int, replica_keys: list[bytes], height: int,
                       attestations: list[tuple[int, bytes]], verifier: Verifier) -> str | None:
     """pbft: f+1 distinct replicas signed the block hash; paxos: one replica did (crash-fault trust)."""
     need = f + 1 if mode == "pbft" else 1
+    good = attesters(replica_keys, height, block_hash, attestations, verifier)
+    if len(good) < need:
+        return f"execution attestations: {len(good)} valid distinct signatures on the block hash, needs {need}"
+    return None
+
+
+def attesters(replica_keys: list[bytes], height: int, block_hash: bytes, attestations: list[tuple[int, bytes]],
+              verifier: Verifier) -> set[int]:
+    """The distinct replicas whose attestation of (height, block hash) verifies."""
     n = len(replica_keys)
     good: set[int] = set()
     for replica, sig in attestations:
         if type(replica) is not int or not 0 <= replica < n or replica in good:
             continue
-        if verifier.verify(replica_keys[replica], ATTEST_DOMAIN,
-                           attestation_statement(height, block_hash, replica), sig):
+        if verifier.verify(replica_keys[replica], ATTEST_DOMAIN, attestation_statement(height, block_hash, replica),
+                           sig):
             good.add(replica)
-    if len(good) < need:
-        return f"execution attestations: {len(good)} valid distinct signatures on the block hash, needs {need}"
-    return None
+    return good

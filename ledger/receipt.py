@@ -26,7 +26,7 @@ from crypto.merkle import MerkleTree, leaf_hash, verify_inclusion
 from crypto.signing import Verifier
 from ledger import tx as txmod
 from ledger.block import BLOCK_TAG, BLOCK_VERSION, Block
-from ledger.certificate import attestation_error, certificate_error
+from ledger.certificate import attestation_error, attesters, certificate_error, commit_signers
 from ledger.cluster import MODES, Cluster, load
 from ledger.state import OK, STATUS_NAMES, decode_result, describe_op
 
@@ -161,16 +161,24 @@ class Receipt:
                                 self.attestations, verifier)
         if why is not None:
             raise ReceiptError(why)
-        signers = sorted({r for r, _ in self.cert if type(r) is int and 0 <= r < cluster.n})
-        attesters = sorted({r for r, _ in self.attestations if type(r) is int and 0 <= r < cluster.n})
-        return Verified(cluster.trust_model, signers, block_hash, attesters)
+        keys = cluster.replica_keys()
+        if cluster.mode == "pbft":
+            signers = sorted(commit_signers(keys, self.view, self.sequence, self.batch_root, self.cert, verifier))
+        else:
+            signers = [self.view % cluster.n]            # the ballot's leader, whose ACCEPT verified
+        attested = sorted(attesters(keys, self.height, block_hash, self.attestations, verifier))
+        return Verified(cluster.trust_model, signers, block_hash, attested)
 
     # ------------------------------------------------------------------ JSON
+    def summary(self) -> dict:
+        """What a person reads first; derived from the proven fields, never trusted on its own."""
+        return {"operation": self.describe(), "client": self.client, "timestamp": self.timestamp,
+                "status": self.status, "ok": self.ok, "block_hash": self.block_hash.hex()}
+
     def to_dict(self) -> dict:
         return {
             "receipt_version": RECEIPT_VERSION, "cluster_id": self.cluster_id.hex(), "mode": self.mode,
-            "summary": {"operation": self.describe(), "client": self.client, "timestamp": self.timestamp,
-                        "status": self.status, "ok": self.ok, "block_hash": self.block_hash.hex()},
+            "summary": self.summary(),
             "tx": self.tx.hex(), "index": self.index,
             "block": {"height": self.height, "sequence": self.sequence, "view": self.view,
                       "prev_hash": self.prev_hash.hex(), "batch_root": self.batch_root.hex(),
@@ -188,8 +196,9 @@ class Receipt:
 
     @classmethod
     def from_dict(cls, d: object) -> "Receipt":
-        """Parse a receipt; anything malformed raises ReceiptError. (``summary`` is ignored: it is
-        derived from the other fields and never trusted.)"""
+        """Parse a receipt; anything malformed raises ReceiptError, and so does a ``summary`` that
+        disagrees with what the other fields prove (issue 11: an edited summary used to pass, so
+        a person or a program reading the file was told the wrong operation, client or outcome)."""
         try:
             if not isinstance(d, dict):
                 raise TypeError("a receipt is a JSON object")
@@ -201,7 +210,7 @@ class Receipt:
             b = d["block"]
             if not isinstance(b, dict):
                 raise TypeError("block must be an object")
-            return cls(mode=mode, tx=_hex(d["tx"]), index=_int(d["index"]), height=_int(b["height"]),
+            r = cls(mode=mode, tx=_hex(d["tx"]), index=_int(d["index"]), height=_int(b["height"]),
                        sequence=_int(b["sequence"]), view=_int(b["view"]), prev_hash=_hex(b["prev_hash"], 32),
                        batch_root=_hex(b["batch_root"], 32), results_root=_hex(b["results_root"], 32),
                        tree_size=_int(b["tree_size"]), tree_root=_hex(b["tree_root"], 32),
@@ -209,6 +218,15 @@ class Receipt:
                        result=_hex(d["result"]), results_proof=_hexlist(d["results_proof"], 32),
                        cert=_cert(d["certificate"]), attestations=_cert(d["attestations"]),
                        cluster_id=_hex(d["cluster_id"], 32))
+            if "summary" in d and d["summary"] != r.summary():
+                claimed = d["summary"]
+                proven = r.summary()
+                fields = sorted(k for k in set(proven) | set(claimed if isinstance(claimed, dict) else {})
+                                if not isinstance(claimed, dict) or claimed.get(k) != proven.get(k))
+                raise ReceiptError(f"the receipt's summary disagrees with what it proves ({', '.join(fields)}); "
+                                   f"it proves: {proven['operation']} by client {proven['client']}, "
+                                   f"{proven['status']}")
+            return r
         except ReceiptError:
             raise
         except KeyError as e:

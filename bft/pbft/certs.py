@@ -62,6 +62,10 @@ def batch_error(keys: Keys, digest: bytes, batch: list[bytes], max_weight: int) 
             return "batch holds a malformed request", []
         if type(r) is not Request:
             return "batch holds a non-request", []
+        if r.encode() != raw:
+            # one encoding per request: another (valid msgpack, same fields) would change the
+            # transaction's bytes, so its client could not find its request in a receipt (issue 11)
+            return "batch holds a request in a non-canonical encoding", []
         if r.client >= len(keys.clients) or not r.verify(keys.verifier, keys.clients[r.client]):
             return "batch holds a request with a bad client signature", []
         reqs.append(r)

@@ -157,3 +157,20 @@ def test_a_flood_of_one_message_type_from_one_peer_retains_a_bounded_state(cl, k
     acts = out(core)
     assert retained(core) <= RETAINED_BOUND, (kind, retained(core))
     assert len(acts) <= 64, (kind, len(acts))
+
+
+def test_a_request_in_a_non_canonical_encoding_is_refused_in_a_batch(cl):
+    """Issue 11, item 13: backups accepted another msgpack encoding of a valid request, so a
+    Byzantine primary could commit bytes that the client's receipt check would not find."""
+    import msgpack
+
+    from bft.wire import decode
+    from crypto.merkle import root_of
+
+    r = cl.req()
+    fields = r.to_list()
+    raw = b"\xdc" + len(fields).to_bytes(2, "big") + b"".join(msgpack.packb(x, use_bin_type=True) for x in fields)
+    assert decode(raw) == r and raw != r.encode()          # same request, a 'array 16' header
+    core = cl.core()
+    core.step(0, PrePrepare(0, 1, root_of([raw]), [raw], 0).signed(cl.rs[0]))
+    assert drops(core, "non-canonical encoding") == 1

@@ -59,6 +59,7 @@ def test_every_tampering_is_refused(tmp_path: Path) -> None:
     def refused(change, match: str) -> None:
         doc = json.loads(json.dumps(good))
         change(doc)
+        doc.pop("summary")           # a forger leaves out the summary (or rewrites it to match)
         with pytest.raises(ReceiptError, match=match):
             Receipt.from_dict(doc).verify(d)
 
@@ -91,6 +92,7 @@ def test_every_tampering_is_refused(tmp_path: Path) -> None:
     results[forged.index] = state.encode_result(state.OK, b"forged")
     tree = MerkleTree(results)
     doc = json.loads(json.dumps(good))
+    del doc["summary"]
     doc["result"] = results[forged.index].hex()
     doc["block"]["results_root"] = tree.root().hex()
     doc["results_proof"] = [h.hex() for h in tree.inclusion_proof(forged.index)]
@@ -129,3 +131,28 @@ def test_a_receipt_does_not_verify_in_another_cluster_with_the_same_keys(tmp_pat
     doc["cluster_id"] = b.cluster_id.hex()
     with pytest.raises(ReceiptError, match="signature"):
         Receipt.from_dict(doc).verify(b)
+
+
+@pytest.mark.parametrize("field,value", [("operation", "put 'mallory'"), ("client", 2), ("status", "failed"),
+                                         ("ok", False), ("block_hash", "00" * 32)])
+def test_an_edited_summary_is_refused(tmp_path: Path, field: str, value) -> None:
+    """Issue 11, item 10: verify-receipt printed the true content and exited 0 for a receipt
+    whose summary was edited, so whoever read the file was misled."""
+    d = tmp_path / "c"
+    _, receipts = _receipts(d, "pbft")
+    doc = receipts[3].to_dict()
+    doc["summary"][field] = value
+    with pytest.raises(ReceiptError, match=f"summary disagrees with what it proves \\({field}\\)"):
+        Receipt.from_dict(doc)
+
+
+def test_only_verified_signers_are_listed(tmp_path: Path) -> None:
+    """Issue 11, item 11: ids carrying junk signatures were listed among the signers."""
+    d = tmp_path / "c"
+    _, receipts = _receipts(d, "pbft")
+    r = receipts[3]
+    r.cert = r.cert + [(3, b"\x00" * 64)]
+    r.attestations = r.attestations + [(2, b"\x01" * 64)]
+    v = r.verify(d)
+    assert 3 not in v.signers and len(v.signers) == 3
+    assert 2 not in v.attesters and v.attesters == [0, 1]
