@@ -66,6 +66,7 @@ class Receipt:
     cert: list[tuple[int, bytes]] = field(default_factory=list)
     attestations: list[tuple[int, bytes]] = field(default_factory=list)
     cluster_id: bytes = b""          # which cluster's signatures these are; every signature covers it
+    claimed_summary: dict | None = field(default=None, compare=False)   # from a file; verify() checks it
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -161,6 +162,13 @@ class Receipt:
                                 self.attestations, verifier)
         if why is not None:
             raise ReceiptError(why)
+        if self.claimed_summary is not None and self.claimed_summary != self.summary():
+            # issue 11: an edited summary used to pass, so a person or a program reading the file
+            # was told the wrong operation, client or outcome
+            proven, claimed = self.summary(), self.claimed_summary
+            fields = sorted(k for k in set(proven) | set(claimed) if claimed.get(k) != proven.get(k))
+            raise ReceiptError(f"the receipt's summary disagrees with what it proves ({', '.join(fields)}); "
+                               f"it proves: {proven['operation']} by client {proven['client']}, {proven['status']}")
         keys = cluster.replica_keys()
         if cluster.mode == "pbft":
             signers = sorted(commit_signers(keys, self.view, self.sequence, self.batch_root, self.cert, verifier))
@@ -196,9 +204,8 @@ class Receipt:
 
     @classmethod
     def from_dict(cls, d: object) -> "Receipt":
-        """Parse a receipt; anything malformed raises ReceiptError, and so does a ``summary`` that
-        disagrees with what the other fields prove (issue 11: an edited summary used to pass, so
-        a person or a program reading the file was told the wrong operation, client or outcome)."""
+        """Parse a receipt; anything malformed raises ReceiptError. The ``summary`` it carries is
+        kept and compared by ``verify`` with what the other fields prove."""
         try:
             if not isinstance(d, dict):
                 raise TypeError("a receipt is a JSON object")
@@ -218,14 +225,8 @@ class Receipt:
                        result=_hex(d["result"]), results_proof=_hexlist(d["results_proof"], 32),
                        cert=_cert(d["certificate"]), attestations=_cert(d["attestations"]),
                        cluster_id=_hex(d["cluster_id"], 32))
-            if "summary" in d and d["summary"] != r.summary():
-                claimed = d["summary"]
-                proven = r.summary()
-                fields = sorted(k for k in set(proven) | set(claimed if isinstance(claimed, dict) else {})
-                                if not isinstance(claimed, dict) or claimed.get(k) != proven.get(k))
-                raise ReceiptError(f"the receipt's summary disagrees with what it proves ({', '.join(fields)}); "
-                                   f"it proves: {proven['operation']} by client {proven['client']}, "
-                                   f"{proven['status']}")
+            if "summary" in d:
+                r.claimed_summary = d["summary"] if isinstance(d["summary"], dict) else {"": d["summary"]}
             return r
         except ReceiptError:
             raise

@@ -24,10 +24,13 @@ and Altinbuken, "Paxos Made Moderately Complex"), so the code maps onto the prot
   (that value is the leader's proposal, hence the chosen one); anything else it fetches
   with state transfer (StateRequest / StateResponse), checking every block's certificate.
 
-Ballots are single integers; the leader of ballot ``b`` is ``b % n``. Ballot 0 belongs to
-replica 0, which at first start (no vote records, empty ledger) leads it without a phase 1:
-no lower ballot exists, so phase 1 could not report anything. A replica never reuses a
-ballot after a restart: its next candidacy is above the ballot it persisted.
+Ballots are single integers; the leader of ballot ``b`` is ``b % n``. Every leadership
+starts with phase 1, also the first one: replica 0 campaigns at its first tick when it
+starts with no vote records and an empty ledger. (It used to lead ballot 0 without a
+phase 1 on the grounds that no lower ballot exists; but a replica 0 whose disk was
+replaced looks exactly like that, and would have proposed new values for slots the
+cluster had already chosen; issue 11.) A replica never reuses a ballot after a restart:
+its next candidacy is above the ballot it persisted.
 
 Followers start an election after a randomized timeout. A proposer pre-empted by a higher
 ballot, refused by a PxNack, or whose candidacy timed out backs off: its next timeout is
@@ -232,11 +235,9 @@ class PaxosCore:
         self.next_retransmit = now + cfg.retransmit_interval
 
         if not records and chain.height == 0 and leader_of(0, self.n) == self.id:
-            # first start: ballot 0 has no lower ballot, so phase 1 is empty and is skipped
-            self.role = LEADER
-            self.leader_active = True
-            self.commit_ballot = 0
-            self.commit_index = 0
+            # first start, or a disk that was replaced: campaign at once, with a phase 1, which
+            # reports whatever the cluster already chose
+            self.deadline = now
 
     # ------------------------------------------------------------------ driver interface
     def step(self, sender: int, msg: Message, from_client: bool = False) -> None:

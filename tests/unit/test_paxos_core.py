@@ -38,6 +38,17 @@ def core(i: int, n: int = 3, records=(), chain: Chain | None = None, now: float 
     return PaxosCore(cfg(n, **kw), i, RS[i], keys(n), chain or Chain(), list(records), now, random.Random(i))
 
 
+def elected(**kw) -> PaxosCore:
+    """Replica 0 after its first election (phase 1 with replica 1's promise), output drained."""
+    c = core(0, **kw)
+    c.tick(0.0)
+    b = sends(c.ready(), PxPrepare)[0].msg.ballot
+    c.step(1, PxPromise(b, 1, 0, []))
+    c.ready()
+    assert c.is_primary
+    return c
+
+
 def req(client: int, ts: int, op: bytes | None = None) -> Request:
     return Request(client, ts, op if op is not None else op_put(f"k{ts}", b"v%d" % ts)).signed(CS[client])
 
@@ -70,6 +81,7 @@ class Cluster:
         self.to_clients: list[tuple[int, int, object]] = []
         self.net: deque = deque()
         self.lose = lambda src, dst, msg: False
+        self.tick(0.0)                      # replica 0 campaigns at its first tick and wins (phase 1)
 
     def carry_out(self, i: int) -> None:
         for a in self.cores[i].ready():
@@ -157,12 +169,20 @@ def test_ballots_belong_to_their_leader() -> None:
 
 
 # ============================================================================ start-up and status
-def test_fresh_replica_zero_leads_ballot_zero_and_a_restarted_one_does_not() -> None:
+def test_fresh_replica_zero_campaigns_at_once_with_a_phase_1_and_a_restarted_one_does_not() -> None:
+    """Issue 11, item 15: a fresh replica 0 used to lead ballot 0 with no phase 1, and so did a
+    replica 0 whose disk was replaced; now it runs phase 1 at its first tick."""
     c0, c1 = core(0), core(1)
-    assert c0.is_primary and c0.leader == 0 and c0.view == 0 and not c0.in_view_change
-    assert not c1.is_primary and c1.leader == 0 and c1.in_view_change
+    assert not c0.is_primary and not c1.is_primary and c1.leader == 0 and c1.in_view_change
+    c0.tick(0.0)
+    prepares = sends(c0.ready(), PxPrepare)
+    assert len(prepares) == 1 and prepares[0].msg.ballot > 0 and not c0.is_primary
     restarted = core(0, records=[msgpack.packb(["promise", 0])])
-    assert not restarted.is_primary and restarted.role == FOLLOWER
+    restarted.tick(0.0)
+    assert not sends(restarted.ready(), PxPrepare) and restarted.role == FOLLOWER
+    cl = Cluster()                                       # the election completes in one round trip
+    c0 = cl.cores[0]
+    assert c0.is_primary and c0.leader == 0 and not c0.in_view_change
     s = c0.status()
     for k in ("mode", "view", "leader", "in_view_change", "executed", "stable_checkpoint", "height", "head",
               "pending", "dropped"):
@@ -242,7 +262,7 @@ def test_promise_and_accept_are_persisted_before_they_are_sent() -> None:
     out = cand.ready()
     kinds = [type(a).__name__ if type(a) is Persist else type(a.msg).__name__ for a in out]
     assert kinds.index("Persist") < kinds.index("PxPrepare")
-    lead = core(0)
+    lead = elected()
     lead.step(0, req(0, 1), from_client=True)
     out = lead.ready()
     kinds = [type(a).__name__ if type(a) is Persist else type(a.msg).__name__ for a in out]
@@ -409,12 +429,12 @@ def test_leader_alone_replies_once_executed_and_exactly_once() -> None:
 
 
 def test_leader_pipelines_at_most_pipeline_slots() -> None:
-    c = core(0, pipeline=2, batch_size=1)
+    c = elected(pipeline=2, batch_size=1)
     for ts in range(1, 6):
         c.step(0, req(0, ts), from_client=True)
     out = c.ready()
     assert [a.msg.slot for a in sends(out, PxAccept)] == [1, 2]
-    c.step(1, PxAccepted(0, 1, 1))
+    c.step(1, PxAccepted(c.ballot, 1, 1))
     out = c.ready()
     assert [a.msg.slot for a in sends(out, PxAccept)] == [3]
     assert [type(a.block).__name__ for a in out if type(a) is AppendBlock] == ["Block"]
@@ -422,7 +442,7 @@ def test_leader_pipelines_at_most_pipeline_slots() -> None:
 
 
 def test_bad_client_input_is_dropped() -> None:
-    c = core(0)
+    c = elected()
     bad = req(0, 1)
     bad.sig = bytes(64)
     c.step(0, bad, from_client=True)
@@ -553,14 +573,14 @@ def test_pre_empted_proposer_backs_off_and_naive_one_retries_at_once() -> None:
 
 
 def test_nack_steps_a_stale_leader_down() -> None:
-    c = core(0)
+    c = elected()                                          # ballot 3
     c.step(0, req(0, 1), from_client=True)
     c.ready()
-    c.step(1, PxNack(0, 4, 1))
+    c.step(1, PxNack(3, 7, 1))
     c.ready()
-    assert not c.is_primary and c.max_seen == 4 and not c.pending
+    assert not c.is_primary and c.max_seen == 7 and not c.pending
     c.campaign()
-    assert c.ballot == 6
+    assert c.ballot == 9
 
 
 # ============================================================================ dropped, never raised
@@ -586,3 +606,30 @@ def test_malformed_and_out_of_ballot_input_is_counted_and_dropped() -> None:
     c.step(0, PxPrepare(2, 0, 0))                                     # ballot 2 is not replica 0's
     assert sum(c.dropped.values()) - before == 15
     assert c.chain.height == 0 and not c.acceptor.accepted and c.acceptor.promised == 0
+
+
+def test_replica_zero_with_a_replaced_disk_keeps_what_the_cluster_chose() -> None:
+    """Issue 11, item 15: a replica 0 whose disk was replaced looked like a first start and led
+    ballot 0 without phase 1, while followers acknowledged slots at or below their height
+    without storing them: it could choose new values for chosen slots. It runs phase 1 now."""
+    cl = Cluster()
+    for ts in range(1, 6):
+        cl.client(0, req(0, ts))
+    cl.tick(0.06)
+    before = [b.hash() for b in cl.blocks[1]]
+    assert len(before) >= 1
+    cl.votes[0], cl.blocks[0] = [], []                    # a new, blank disk
+    cl.restart(0)
+    cl.client(0, req(1, 1, op_put("after", b"wipe")))     # a client reaches it at once
+    for _ in range(30):
+        cl.tick(0.1)
+    leader = [c for c in cl.cores if c.is_primary]
+    assert len(leader) == 1
+    cl.client(leader[0].id, req(1, 2, op_put("later", b"x")))
+    for _ in range(10):
+        cl.tick(0.1)
+    chains = [[b.hash() for b in blocks] for blocks in cl.blocks]
+    top = min(len(c) for c in chains)
+    assert top > len(before)
+    assert all(c[:len(before)] == before for c in chains), "a chosen block was replaced"
+    assert len({tuple(c[:top]) for c in chains}) == 1, "the ledgers diverged"

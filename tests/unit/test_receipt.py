@@ -59,7 +59,6 @@ def test_every_tampering_is_refused(tmp_path: Path) -> None:
     def refused(change, match: str) -> None:
         doc = json.loads(json.dumps(good))
         change(doc)
-        doc.pop("summary")           # a forger leaves out the summary (or rewrites it to match)
         with pytest.raises(ReceiptError, match=match):
             Receipt.from_dict(doc).verify(d)
 
@@ -92,7 +91,6 @@ def test_every_tampering_is_refused(tmp_path: Path) -> None:
     results[forged.index] = state.encode_result(state.OK, b"forged")
     tree = MerkleTree(results)
     doc = json.loads(json.dumps(good))
-    del doc["summary"]
     doc["result"] = results[forged.index].hex()
     doc["block"]["results_root"] = tree.root().hex()
     doc["results_proof"] = [h.hex() for h in tree.inclusion_proof(forged.index)]
@@ -143,7 +141,7 @@ def test_an_edited_summary_is_refused(tmp_path: Path, field: str, value) -> None
     doc = receipts[3].to_dict()
     doc["summary"][field] = value
     with pytest.raises(ReceiptError, match=f"summary disagrees with what it proves \\({field}\\)"):
-        Receipt.from_dict(doc)
+        Receipt.from_dict(doc).verify(d)
 
 
 def test_only_verified_signers_are_listed(tmp_path: Path) -> None:
