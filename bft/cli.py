@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
 from crypto.keys import KeyFileError, fingerprint
@@ -125,13 +126,42 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir", metavar="DIR", help="cluster directory (made by 'bftledger init')")
     p.add_argument("--id", required=True, type=_int_at_least(0), metavar="I", help="replica id")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--expect-head", metavar="HASH",
+                   help="a block hash (hex) the ledger must contain, e.g. a head seen earlier: catches a "
+                        "ledger whose last blocks were cut off, which is otherwise still a valid chain")
+    p.add_argument("--expect-height", type=_int_at_least(1), metavar="N", help="the ledger must reach height N")
+    p.add_argument("--receipt", action="append", default=[], metavar="FILE",
+                   help="a receipt (from 'put --json') whose block must be in the ledger and whose tree head "
+                        "must be a prefix of the ledger's (RFC 9162 consistency); may be repeated")
     p.set_defaults(func=cmd_audit)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from ledger.audit import audit
 
-    report = audit(args.dir, args.id)
+    from ledger.cluster import load
+    from ledger.receipt import Receipt, ReceiptError
+
+    expect_head = None
+    if args.expect_head is not None:
+        try:
+            expect_head = bytes.fromhex(args.expect_head)
+        except ValueError:
+            raise UsageError(f"--expect-head {args.expect_head!r} is not a hex block hash") from None
+        if len(expect_head) != 32:
+            raise UsageError("--expect-head takes a 64-hex-digit block hash (see 'bftledger status')")
+    receipts = []
+    for path in args.receipt:
+        try:
+            r = Receipt.from_json(Path(path).read_text())
+        except OSError as e:
+            raise UsageError(f"cannot read receipt {path}: {e.strerror}") from None
+        try:
+            r.verify(load(args.dir))
+        except ReceiptError as e:
+            raise UsageError(f"receipt {path} does not verify for this cluster: {e}") from None
+        receipts.append(r)
+    report = audit(args.dir, args.id, expect_head=expect_head, expect_height=args.expect_height, receipts=receipts)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:

@@ -7,6 +7,13 @@ evidence: every transaction's client signature and every block's certificate
 (pbft: 2f+1 distinct COMMIT signatures; paxos: the ballot leader's ACCEPT signature).
 In paxos mode the result is only as strong as the crash-fault trust model, and the
 report says so.
+
+A ledger that was cleanly cut back (its last blocks removed) is still a valid chain, so
+the audit also checks what the caller knows from elsewhere (issue 11): a head hash or a
+height it must reach (``expect_head``, ``expect_height``), and receipts, whose block must
+be in the ledger and whose tree head must be a prefix of the ledger's (an RFC 9162
+consistency proof, computed here from the ledger's own log). It warns when the replica's
+own vote log says it had a stable checkpoint above the ledger's end.
 """
 from __future__ import annotations
 
@@ -15,7 +22,9 @@ from dataclasses import asdict, dataclass, field
 
 from typing import Callable
 
-from crypto.merkle import EMPTY_ROOT
+import msgpack
+
+from crypto.merkle import EMPTY_ROOT, verify_consistency
 from crypto.signing import Ed25519Verifier
 from ledger import tx as txmod
 from ledger.block import GENESIS_HASH, Block
@@ -91,10 +100,54 @@ def block_checker(cluster: Cluster, verifier: Ed25519Verifier) -> Callable[[Bloc
     return check
 
 
-def audit(cluster_dir: str | os.PathLike[str], replica_id: int) -> AuditReport:
-    """Check ``DIR/data/replica-I/`` end to end. Faults in the ledger come back in the report;
-    a missing or malformed cluster or store raises (ClusterError, StoreError) because there
-    is nothing to judge."""
+def audit_expectations(report: AuditReport, hashes: dict[bytes, int], tree, *, expect_head: bytes | None,
+                       expect_height: int | None, receipts: list) -> str | None:
+    """Why the verified ledger falls short of what the caller expects, or None."""
+    if expect_height is not None and report.height < expect_height:
+        return (f"the ledger ends at height {report.height}, but height {expect_height} was expected "
+                "(blocks were removed, or the replica is behind)")
+    if expect_head is not None and expect_head not in hashes:
+        return f"block {expect_head.hex()[:16]} is not in this ledger (it was rolled back, or this is another fork)"
+    for r in receipts:
+        at = hashes.get(r.block_hash)
+        if at is None:
+            return (f"the block of the receipt for {r.describe()} (height {r.height}, hash "
+                    f"{r.block_hash.hex()[:16]}) is not in this ledger (rolled back or forked)")
+        if r.tree_size > tree.size or not verify_consistency(
+                r.tree_size, tree.size, r.tree_root, tree.root(), tree.consistency_proof(r.tree_size)):
+            return f"the ledger's log is not consistent with the tree head of the receipt at height {r.height}"
+    return None
+
+
+def stable_checkpoint_of(votes_path: str | os.PathLike[str]) -> int | None:
+    """The highest stable checkpoint a pbft replica's vote log records (read-only, no lock: the
+    replica may be running; whatever does not parse is skipped, this only feeds a warning)."""
+    from ledger.records import FrameCorrupt, FrameScanner
+    from ledger.votelog import VOTE_MAGIC
+
+    best = None
+    try:
+        with open(votes_path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            for _, raw in FrameScanner(f, VOTE_MAGIC, size):
+                try:
+                    kind, payload = msgpack.unpackb(raw, raw=False)
+                    if kind == "stable" and payload:
+                        seq = msgpack.unpackb(payload[0], raw=False)[2]   # [tag, version, seq, ...]
+                        if type(seq) is int:
+                            best = seq if best is None else max(best, seq)
+                except (ValueError, TypeError, IndexError, msgpack.UnpackException):
+                    continue
+    except (OSError, FrameCorrupt):
+        return best
+    return best
+
+
+def audit(cluster_dir: str | os.PathLike[str], replica_id: int, *, expect_head: bytes | None = None,
+          expect_height: int | None = None, receipts: list = ()) -> AuditReport:
+    """Check ``DIR/data/replica-I/`` end to end, and against what the caller expects (see the
+    module doc). Faults in the ledger come back in the report; a missing or malformed cluster
+    or store raises (ClusterError, StoreError) because there is nothing to judge."""
     cluster = load(cluster_dir)
     if type(replica_id) is not int or not 0 <= replica_id < cluster.n:
         raise ClusterError(f"replica {replica_id} is not in this cluster (ids are 0..{cluster.n - 1})")
@@ -102,11 +155,13 @@ def audit(cluster_dir: str | os.PathLike[str], replica_id: int) -> AuditReport:
     verifier = cluster.verifier()
     inner = block_checker(cluster, verifier)
     last_good: list[Block] = []
+    hashes: dict[bytes, int] = {}
 
     def check(block: Block) -> str | None:
         why = inner(block)
         if why is None:
             last_good[:] = [block]
+            hashes[block.hash()] = block.height
         return why
 
     base = dict(replica=replica_id, path=str(path), mode=cluster.mode, trust_model=cluster.trust_model)
@@ -127,10 +182,22 @@ def audit(cluster_dir: str | os.PathLike[str], replica_id: int) -> AuditReport:
         if store.height == 0:
             warnings.append("the ledger is empty (no block committed yet)")
         chain = store.chain
-        return AuditReport(
+        if cluster.mode == "pbft":
+            stable = stable_checkpoint_of(path / "votes.log")
+            if stable is not None and stable > store.height:
+                warnings.append(f"the vote log records a stable checkpoint at {stable}, above the ledger's end "
+                                f"at {store.height}: blocks were lost or removed")
+        report = AuditReport(
             ok=True, **base, height=store.height, head=store.head.hex(),
             tree_size=chain.tree.size, tree_root=chain.tree.root().hex(),
             state_digest=chain.kv.digest().hex(), signatures_checked=verifier.checks,
             warnings=warnings)
+        why = audit_expectations(report, hashes, chain.tree, expect_head=expect_head, expect_height=expect_height,
+                                 receipts=list(receipts))
+        if why is not None:
+            report.ok = False
+            report.first_bad_height = report.height + 1
+            report.reason = why
+        return report
     finally:
         store.close()

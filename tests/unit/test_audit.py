@@ -267,6 +267,14 @@ def test_cli_audit(tmp_path: Path) -> None:
     assert report["ok"] is True and report["height"] == 3 and report["head"] == blocks[-1].hash().hex()
     human = cli("audit", str(d), "--id", "0")
     assert human.returncode == 0 and human.stdout.startswith("OK")
+    p = cli("audit", str(d), "--id", "0", "--expect-height", "4")
+    assert p.returncode == 1 and p.stdout.startswith("FAULT at height 4: the ledger ends at height 3")
+    p = cli("audit", str(d), "--id", "0", "--expect-head", blocks[1].hash().hex())
+    assert p.returncode == 0, p.stdout
+    p = cli("audit", str(d), "--id", "0", "--expect-head", "zz")
+    assert p.returncode == 2 and "not a hex block hash" in one_error_line(p)
+    p = cli("audit", str(d), "--id", "0", "--receipt", str(tmp_path / "missing.json"))
+    assert p.returncode == 2 and "cannot read receipt" in one_error_line(p)
 
     seg = d / "data" / "replica-0" / segment_name(0)
     data = bytearray(seg.read_bytes())
@@ -311,3 +319,44 @@ def test_init_force_refuses_while_a_replica_runs(pbft_dir: Path) -> None:
         init_cluster(pbft_dir / "x", "pbft", 1, host='127.0.0.1"\nmode = "paxos')
     with pytest.raises(InitError, match="cannot create the cluster"):
         init_cluster(Path("/proc/no/such/dir"), "pbft", 1)
+
+
+def test_a_clean_rollback_is_caught_by_what_the_auditor_expects(pbft_dir: Path) -> None:
+    """Issue 11, item 14: with its last blocks cut off a ledger is still a valid chain, and the
+    audit said OK. A head, a height or a receipt known from elsewhere now catch it, and the
+    replica's own vote log (a stable checkpoint above the ledger's end) raises a warning."""
+    import msgpack
+
+    from bft.wire import Checkpoint
+    from ledger.certificate import ATTEST_DOMAIN, attestation_statement
+    from ledger.receipt import Receipt
+    from ledger.votelog import VoteLog
+
+    cluster = load(pbft_dir)
+    blocks = build(pbft_dir, replica=0, count=5)
+    with BlockStore.open(cluster.data_dir(1), fsync=False) as store:     # replica 1: the first 3 only
+        for b in blocks[:3]:
+            store.append(b)
+    signers = [cluster.load_replica_key(i) for i in range(cluster.n)]
+
+    def receipt(block: Block) -> Receipt:
+        h = block.hash()
+        att = [(i, signers[i].sign(ATTEST_DOMAIN, attestation_statement(block.height, h, i))) for i in (0, 1)]
+        return Receipt.from_block(block, 1, "pbft", attestations=att, cluster_id=cluster.cluster_id)
+
+    assert audit(pbft_dir, 1).ok                                        # a valid, shorter chain
+    full = audit(pbft_dir, 0, expect_head=blocks[4].hash(), expect_height=5, receipts=[receipt(blocks[4])])
+    assert full.ok, full.reason
+    cut = audit(pbft_dir, 1, expect_head=blocks[4].hash())
+    assert not cut.ok and "not in this ledger" in cut.reason
+    cut = audit(pbft_dir, 1, expect_height=5)
+    assert not cut.ok and "ends at height 3" in cut.reason
+    cut = audit(pbft_dir, 1, receipts=[receipt(blocks[4])])
+    assert not cut.ok and "not in this ledger" in cut.reason
+    assert audit(pbft_dir, 1, receipts=[receipt(blocks[1])]).ok         # its tree head is a prefix
+    cp = Checkpoint(4, blocks[3].hash(), blocks[3].tree_size, blocks[3].tree_root, 0).signed(signers[0])
+    vl = VoteLog.open(cluster.data_dir(1) / "votes.log", fsync=False)
+    vl.append(msgpack.packb(["stable", [cp.encode()]], use_bin_type=True))
+    vl.close()
+    warned = audit(pbft_dir, 1)
+    assert warned.ok and any("stable checkpoint at 4" in w for w in warned.warnings), warned.warnings
