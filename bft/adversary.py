@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from bft.outputs import Action, Broadcast, Send, ToClient
 from bft.wire import (Checkpoint, Commit, Message, PrePrepare, Prepare, PreparedCert, PxAccept, Reply,
-                      Request, ViewChange)
+                      Request, StateRequest, ViewChange)
 from crypto.merkle import root_of
 from crypto.signing import Signer
 from ledger.state import op_put
@@ -28,7 +28,17 @@ STRATEGIES = {
     "censor": "ignores every request of client 0 (as primary: never proposes them)",
     "forge-request": "as primary, slips a request with a forged client signature into every batch",
     "forge-vc": "sends VIEW-CHANGEs with a forged prepared certificate or a bogus checkpoint proof",
+    "padded-vc": "pads its VIEW-CHANGEs with repeated PREPAREs and CHECKPOINTs (to blow up the NEW-VIEW)",
+    "descending-vc": "keeps sending valid VIEW-CHANGEs for ever lower views, starting far ahead",
+    "far-checkpoints": "keeps sending CHECKPOINTs for far-future sequence numbers and states nobody reached",
+    "state-flood": "asks every peer for its whole ledger, over and over (StateRequest)",
+    # the next three act in the replica process (bft.runtime.replica), outside the core
+    "lying-receipts": "serves receipts with an altered result and attests to a block hash nobody computed",
+    "empty-transfer": "answers every state-transfer request with no blocks",
+    "drip-transfer": "answers every state-transfer request with a single block",
 }
+RUNTIME_STRATEGIES = ("lying-receipts", "empty-transfer", "drip-transfer")
+NOISE_INTERVAL = 0.05          # how often the noisy strategies send their junk (seconds of core time)
 
 CENSORED_CLIENT = 0
 
@@ -46,6 +56,8 @@ class Byzantine:
         self.history: list[Action] = []
         self.n = core.n
         self.forged = 0
+        self._next_noise = 0.0
+        self._descending = 10 ** 6
 
     def __getattr__(self, name: str):
         return getattr(self.core, name)
@@ -160,6 +172,44 @@ class Byzantine:
                 a = Broadcast(self._resign(a.msg, batch=batch, digest=root_of(batch)))
             res.append(a)
         return res
+
+    def _noise_due(self) -> bool:
+        now = self.core.now
+        if now < self._next_noise:
+            return False
+        self._next_noise = now + NOISE_INTERVAL
+        return True
+
+    def _padded_vc(self, out: list[Action]) -> list[Action]:
+        res = []
+        for a in out:
+            if isinstance(a, (Send, Broadcast)) and type(a.msg) is ViewChange:
+                vc = a.msg
+                padded = [PreparedCert(c.pre_prepare, c.prepares * 8) for c in vc.prepared]
+                a = replace(a, msg=self._resign(vc, prepared=padded, checkpoints=vc.checkpoints * 8))
+            res.append(a)
+        return res
+
+    def _descending_vc(self, out: list[Action]) -> list[Action]:
+        if self._noise_due() and self._descending > self.core.view:
+            core = self.core
+            vc = ViewChange(self._descending, core.h, list(core.stable_proof), [], core.id).signed(self.signer)
+            self._descending -= 1
+            out = out + [Broadcast(vc)]
+        return out
+
+    def _far_checkpoints(self, out: list[Action]) -> list[Action]:
+        if self._noise_due():
+            k = self.core.cfg.checkpoint_interval
+            seq = (self.core.h // k + self.rng.randrange(10, 10 ** 6)) * k
+            junk = self.rng.randbytes(32)
+            out = out + [Broadcast(Checkpoint(seq, junk, seq, junk, self.core.id).signed(self.signer))]
+        return out
+
+    def _state_flood(self, out: list[Action]) -> list[Action]:
+        if self._noise_due():
+            out = out + [Broadcast(StateRequest(1, 10 ** 9, self.core.id))] * 4
+        return out
 
     def _forge_vc(self, out: list[Action]) -> list[Action]:
         """Replicas with an odd id get a VIEW-CHANGE whose prepared certificate has PREPAREs

@@ -274,7 +274,10 @@ class Replica:
         if not 1 <= m.height <= store.height:
             return
         try:
-            body = store.read(m.height).encode()
+            block = store.read(m.height)
+            if self.byzantine == "lying-receipts":              # the result of the first transaction, altered
+                block.results = [b"\x92\x00\xc4\x04lies"] + block.results[1:]
+            body = block.encode()
             conn.send(frame(ReceiptResponse(m.height, m.index, body).encode()))
         except ValueError as e:     # a block too big for one frame, or StoreCorrupt under us
             self.problems.note("cannot serve a receipt", str(e))
@@ -291,6 +294,8 @@ class Replica:
             except ValueError as e:
                 self.problems.note("cannot attest a block", str(e))
                 return
+            if self.byzantine == "lying-receipts":
+                block_hash = bytes(32)                          # a hash nobody computed, correctly signed
             fr = frame(Attestation(m.height, block_hash, self.id).signed(self.signer).encode())
             self._attestations[m.height] = fr
             while len(self._attestations) > ATTESTATION_CACHE:
@@ -382,7 +387,11 @@ class Replica:
     def _serve_blocks(self, a: ServeBlocks) -> None:
         blocks: list[bytes] = []
         size = 0
-        for b in self.store.blocks(a.from_height, a.to_height):
+        if self.byzantine == "empty-transfer":
+            self._send_replica(a.to, frame(StateResponse(self.id, [], []).encode()))
+            return
+        to = a.from_height if self.byzantine == "drip-transfer" else a.to_height
+        for b in self.store.blocks(a.from_height, to):
             raw = b.encode()
             if blocks and (size + len(raw) > STATE_RESPONSE_BYTES or len(blocks) >= 256):
                 break
