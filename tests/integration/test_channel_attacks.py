@@ -6,6 +6,7 @@ from __future__ import annotations
 import trio
 
 import ledger.client
+from bft import hostile
 from bft.runtime.channel import ROLE_CLIENT, ROLE_REPLICA, channels_for
 from bft.wire import PxAccepted, PxHeartbeat, PxNack, PxPrepare, frame
 from tests.integration.conftest import wait_for
@@ -79,8 +80,7 @@ async def test_a_thousand_idle_sockets_per_replica_do_not_lock_out_status_or_cli
     idle: list[trio.SocketStream] = []
     try:
         for i in range(lc.n):
-            for _ in range(1100):
-                idle.append(await _open(lc, i))
+            idle += await hostile.idle_sockets(lc.cluster, i, 1100)
         st = await lc.status(timeout=5.0)
         assert all(s["reachable"] for s in st), st
         with trio.fail_after(5):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import trio
 
 import ledger.client
+from bft import hostile
 from bft.wire import MAX_OP
 from ledger.state import op_put
 from tests.integration.conftest import settle, wait_for
 
-LARGEST_VALUE = MAX_OP - len(op_put("big-000", b""))- 8     # the largest put a client may send
+LARGEST_VALUE = len(hostile.largest_value("big-000"))       # the largest put a client may send
 
 
 async def test_four_hundred_largest_puts_then_kill_the_primary_bricks_nothing(make_cluster) -> None:
@@ -66,35 +67,21 @@ async def test_one_client_flooding_a_backup_with_largest_requests_is_bounded(mak
     """Issue 11, item 7: 2,000 requests of 64 KiB to one backup raised its RSS from 51 to 480 MB
     (about 21 GB at the pool's cap), and at the cap other clients' requests were dropped without
     a word. Now each client has a quota of held requests, beyond which it is answered BUSY."""
-    import time
-
-    from bft.runtime.channel import ROLE_CLIENT, ROLE_REPLICA, channels_for
-    from bft.wire import Request, frame
-
     lc = make_cluster("pbft")
     await lc.ready()
     backup = 1
     rss0 = _rss_mb(lc.pid(backup))
-    cl = lc.cluster
-    signer = cl.load_client_key(1)
-    ch = channels_for(cl, ROLE_CLIENT, 1, signer)
-    r = cl.replicas[backup]
-    _, _, s, _ = await ch.dial(await trio.open_tcp_stream(r.host, r.port), (ROLE_REPLICA, backup))
-    ts0 = time.time_ns() // 1000
-    value = b"f" * LARGEST_VALUE
-    peak = rss0
+    peak = [rss0]
     async with ledger.client.connect(lc.directory, client=2, timeout=30) as other:
-        for i in range(2000):
-            req = Request(1, ts0 + i, op_put(f"flood-{i:04d}", value)).signed(signer)
-            await s.send_all(frame(req.encode()))
-            if i % 250 == 249:
-                peak = max(peak, _rss_mb(lc.pid(backup)))
-                assert (await other.put(f"other-{i}", b"still here")).ok
+        async def meanwhile(i: int) -> None:
+            peak[0] = max(peak[0], _rss_mb(lc.pid(backup)))
+            assert (await other.put(f"other-{i}", b"still here")).ok
+
+        await hostile.flood_requests(lc.cluster, backup, 1, 2000, between=meanwhile)
         await trio.sleep(1.0)
-        peak = max(peak, _rss_mb(lc.pid(backup)))
+        peak = max(peak[0], _rss_mb(lc.pid(backup)))
         st = await lc.status()
         assert (await other.put("other-last", b"ok")).ok
-    await trio.aclose_forcefully(s)
     dropped = st[backup]["dropped"]
     assert dropped.get("refused: the client's quota of held requests is full", 0) > 0, dropped
     assert peak - rss0 < RSS_GROWTH_BOUND_MB, (rss0, peak)
@@ -137,3 +124,25 @@ async def test_receipt_and_attestation_request_floods_are_rate_limited(make_clus
     assert refused >= 3000 - QUERY_BURST - 50, st["transport_problems"]
     async with ledger.client.connect(lc.directory, client=1, timeout=20) as c:
         assert (await c.put("two", b"2")).ok                       # another client is not affected
+
+
+async def test_half_sent_largest_frames_on_every_connection_a_client_may_open(make_cluster) -> None:
+    """Partial frames: every client key opens as many connections as it may (8), announces a
+    200 KiB frame on each, sends half and stalls. Each buffer is capped by the frame cap of a
+    client link (256 KiB), the connections per client by 8; the replica keeps serving."""
+    lc = make_cluster("pbft")
+    await lc.ready()
+    rss0 = _rss_mb(lc.pid(0))
+    held = []
+    try:
+        for client in range(1, 4):
+            held += await hostile.partial_frames(lc.cluster, 0, client, 10)
+        async with ledger.client.connect(lc.directory, client=0, timeout=20) as c:
+            assert (await c.put("still", b"serving")).ok
+        st = (await lc.status())[0]
+        assert st["connections"]["client_connections_replaced"] >= 3 * 2      # 10 opened, 8 kept per client
+        assert _rss_mb(lc.pid(0)) - rss0 < 50
+        assert st["internal_errors"] == 0
+    finally:
+        for s in held:
+            await trio.aclose_forcefully(s)
