@@ -244,12 +244,14 @@ class AttestRequest(Message):
 
 @message(7, "attestation")
 class Attestation(Message):
-    """A replica's signature on an executed block's hash (see ledger.certificate)."""
+    """A replica's signature on an executed block's hash and its number of transactions
+    (see ledger.certificate)."""
     height: int
     block_hash: bytes
+    batch_size: int
     replica: int
     sig: bytes = b""
-    _kinds = dict(height=u64, block_hash=digest, replica=u32, sig=sig_kind)
+    _kinds = dict(height=u64, block_hash=digest, batch_size=u32, replica=u32, sig=sig_kind)
 
 
 # ----------------------------------------------------------------------------- pbft

@@ -80,36 +80,39 @@ ATTEST_TAG = 7
 ATTEST_DOMAIN = b"bftledger/v1/attestation"
 
 
-def attestation_statement(height: int, block_hash: bytes, replica: int) -> bytes:
-    """What a replica signs to say "I executed the block at ``height`` and its hash is this".
+def attestation_statement(height: int, block_hash: bytes, batch_size: int, replica: int) -> bytes:
+    """What a replica signs to say "I executed the block at ``height``, its hash is this and it
+    holds ``batch_size`` transactions".
 
     The commit certificate signs only (view, sequence, batch root): the order. The block
     hash also covers the results root, the tree head and the previous block, so f+1 of
-    these (one of them honest) make a receipt's result checkable offline too.
+    these (one of them honest) make a receipt's result checkable offline too. The number
+    of transactions binds a receipt's batch size, and with it (RFC 9162 paths for one tree
+    size are unique per leaf) its index: neither is in the block header (issue 11).
     Byte-identical to ``bft.wire.Attestation.signable()`` (pinned by a test).
     """
-    return msgpack.packb([ATTEST_TAG, VERSION, height, block_hash, replica], use_bin_type=True)
+    return msgpack.packb([ATTEST_TAG, VERSION, height, block_hash, batch_size, replica], use_bin_type=True)
 
 
 def attestation_error(mode: str, f: int, replica_keys: list[bytes], height: int, block_hash: bytes,
-                      attestations: list[tuple[int, bytes]], verifier: Verifier) -> str | None:
+                      batch_size: int, attestations: list[tuple[int, bytes]], verifier: Verifier) -> str | None:
     """pbft: f+1 distinct replicas signed the block hash; paxos: one replica did (crash-fault trust)."""
     need = f + 1 if mode == "pbft" else 1
-    good = attesters(replica_keys, height, block_hash, attestations, verifier)
+    good = attesters(replica_keys, height, block_hash, batch_size, attestations, verifier)
     if len(good) < need:
         return f"execution attestations: {len(good)} valid distinct signatures on the block hash, needs {need}"
     return None
 
 
-def attesters(replica_keys: list[bytes], height: int, block_hash: bytes, attestations: list[tuple[int, bytes]],
-              verifier: Verifier) -> set[int]:
+def attesters(replica_keys: list[bytes], height: int, block_hash: bytes, batch_size: int,
+              attestations: list[tuple[int, bytes]], verifier: Verifier) -> set[int]:
     """The distinct replicas whose attestation of (height, block hash) verifies."""
     n = len(replica_keys)
     good: set[int] = set()
     for replica, sig in attestations:
         if type(replica) is not int or not 0 <= replica < n or replica in good:
             continue
-        if verifier.verify(replica_keys[replica], ATTEST_DOMAIN, attestation_statement(height, block_hash, replica),
-                           sig):
+        if verifier.verify(replica_keys[replica], ATTEST_DOMAIN,
+                           attestation_statement(height, block_hash, batch_size, replica), sig):
             good.add(replica)
     return good

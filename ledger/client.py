@@ -188,7 +188,7 @@ class Client:
 
         async def ask(r: int) -> None:
             a = await self._session.fetch_attestation(r, height, RECEIPT_FETCH_TIMEOUT)
-            if a is None or a.block_hash != block_hash or a.replica != r:
+            if a is None or a.block_hash != block_hash or a.batch_size != len(block.txs) or a.replica != r:
                 return
             if a.verify(self._verifier, c.replicas[r].public_key):
                 good[r] = a.sig

@@ -159,7 +159,7 @@ class Receipt:
             raise ReceiptError(f"certificate: {why}")
         block_hash = self.block_hash
         why = attestation_error(cluster.mode, cluster.f, cluster.replica_keys(), self.height, block_hash,
-                                self.attestations, verifier)
+                                self.batch_size, self.attestations, verifier)
         if why is not None:
             raise ReceiptError(why)
         if self.claimed_summary is not None and self.claimed_summary != self.summary():
@@ -174,7 +174,7 @@ class Receipt:
             signers = sorted(commit_signers(keys, self.view, self.sequence, self.batch_root, self.cert, verifier))
         else:
             signers = [self.view % cluster.n]            # the ballot's leader, whose ACCEPT verified
-        attested = sorted(attesters(keys, self.height, block_hash, self.attestations, verifier))
+        attested = sorted(attesters(keys, self.height, block_hash, self.batch_size, self.attestations, verifier))
         return Verified(cluster.trust_model, signers, block_hash, attested)
 
     # ------------------------------------------------------------------ JSON

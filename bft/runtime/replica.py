@@ -290,13 +290,14 @@ class Replica:
         fr = self._attestations.get(m.height)
         if fr is None:
             try:
-                block_hash = store.read(m.height).hash()
+                block = store.read(m.height)
             except ValueError as e:
                 self.problems.note("cannot attest a block", str(e))
                 return
+            block_hash = block.hash()
             if self.byzantine == "lying-receipts":
                 block_hash = bytes(32)                          # a hash nobody computed, correctly signed
-            fr = frame(Attestation(m.height, block_hash, self.id).signed(self.signer).encode())
+            fr = frame(Attestation(m.height, block_hash, len(block.txs), self.id).signed(self.signer).encode())
             self._attestations[m.height] = fr
             while len(self._attestations) > ATTESTATION_CACHE:
                 self._attestations.pop(next(iter(self._attestations)))

@@ -341,7 +341,7 @@ def test_a_clean_rollback_is_caught_by_what_the_auditor_expects(pbft_dir: Path) 
 
     def receipt(block: Block) -> Receipt:
         h = block.hash()
-        att = [(i, signers[i].sign(ATTEST_DOMAIN, attestation_statement(block.height, h, i))) for i in (0, 1)]
+        att = [(i, signers[i].sign(ATTEST_DOMAIN, attestation_statement(block.height, h, len(block.txs), i))) for i in (0, 1)]
         return Receipt.from_block(block, 1, "pbft", attestations=att, cluster_id=cluster.cluster_id)
 
     assert audit(pbft_dir, 1).ok                                        # a valid, shorter chain

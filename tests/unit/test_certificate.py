@@ -227,8 +227,8 @@ def test_attestation_statement_is_the_wire_encoding():
     from bft.wire import Attestation
     from ledger.certificate import ATTEST_DOMAIN, attestation_statement
 
-    a = Attestation(7, b"h" * 32, 2)
-    assert a.signable() == attestation_statement(7, b"h" * 32, 2)
+    a = Attestation(7, b"h" * 32, 12, 2)
+    assert a.signable() == attestation_statement(7, b"h" * 32, 12, 2)
     assert Attestation.DOMAIN == ATTEST_DOMAIN
 
 
@@ -241,13 +241,14 @@ def test_attestations_need_f_plus_1_distinct_valid_signers():
     keys = [s.public_key for s in signers]
     h = b"b" * 32
 
-    def att(i: int, height: int = 5) -> tuple[int, bytes]:
-        return i, signers[i].sign(ATTEST_DOMAIN, attestation_statement(height, h, i))
+    def att(i: int, height: int = 5, size: int = 9) -> tuple[int, bytes]:
+        return i, signers[i].sign(ATTEST_DOMAIN, attestation_statement(height, h, size, i))
 
     v = Ed25519Verifier()
-    assert attestation_error("pbft", 1, keys, 5, h, [att(0), att(3)], v) is None
-    assert attestation_error("pbft", 1, keys, 5, h, [att(0)], v) is not None
-    assert attestation_error("pbft", 1, keys, 5, h, [att(0), att(0)], v) is not None        # one id twice
-    assert attestation_error("pbft", 1, keys, 5, h, [att(0), att(1, height=6)], v) is not None
-    assert attestation_error("paxos", 1, keys[:3], 5, h, [att(2)], v) is None
-    assert attestation_error("paxos", 1, keys[:3], 5, h, [(2, b"x" * 64)], v) is not None
+    assert attestation_error("pbft", 1, keys, 5, h, 9, [att(0), att(3)], v) is None
+    assert attestation_error("pbft", 1, keys, 5, h, 9, [att(0)], v) is not None
+    assert attestation_error("pbft", 1, keys, 5, h, 9, [att(0), att(0)], v) is not None        # one id twice
+    assert attestation_error("pbft", 1, keys, 5, h, 9, [att(0), att(1, height=6)], v) is not None
+    assert attestation_error("pbft", 1, keys, 5, h, 8, [att(0), att(3)], v) is not None        # another size
+    assert attestation_error("paxos", 1, keys[:3], 5, h, 9, [att(2)], v) is None
+    assert attestation_error("paxos", 1, keys[:3], 5, h, 9, [(2, b"x" * 64)], v) is not None

@@ -10,7 +10,7 @@ import pytest
 from bft.clusterinit import init_cluster
 from bft.demo_offline import OfflineLedger
 from ledger import state
-from crypto.merkle import MerkleTree
+from crypto.merkle import MerkleTree, leaf_hash
 from ledger.certificate import ATTEST_DOMAIN, attestation_statement
 from ledger.cluster import load
 from ledger.receipt import Receipt, ReceiptError
@@ -18,7 +18,7 @@ from ledger.receipt import Receipt, ReceiptError
 
 def _attest(led: OfflineLedger, block, ids: list[int]) -> list[tuple[int, bytes]]:
     h = block.hash()
-    return [(i, led.replicas[i].sign(ATTEST_DOMAIN, attestation_statement(block.height, h, i))) for i in ids]
+    return [(i, led.replicas[i].sign(ATTEST_DOMAIN, attestation_statement(block.height, h, len(block.txs), i))) for i in ids]
 
 
 def _receipts(d: Path, mode: str) -> tuple[OfflineLedger, list[Receipt]]:
@@ -154,3 +154,37 @@ def test_only_verified_signers_are_listed(tmp_path: Path) -> None:
     v = r.verify(d)
     assert 3 not in v.signers and len(v.signers) == 3
     assert 2 not in v.attesters and v.attesters == [0, 1]
+
+
+def test_index_and_batch_size_are_bound(tmp_path: Path) -> None:
+    """Issue 11, item 12: other (index, batch size) pairs whose RFC 9162 paths happen to agree
+    used to verify. The attestations now sign the block's number of transactions, and for one
+    tree size an inclusion path fits one index only (checked below for every size to 64)."""
+    from crypto.merkle import verify_inclusion
+
+    d = tmp_path / "c"
+    _, receipts = _receipts(d, "pbft")
+    r = receipts[3]
+    leaf, res = leaf_hash(r.tx), leaf_hash(r.result)
+    others = [(j, n) for n in range(1, 129) for j in range(n) if (j, n) != (r.index, r.batch_size)
+              and verify_inclusion(leaf, j, n, r.batch_proof, r.batch_root)
+              and verify_inclusion(res, j, n, r.results_proof, r.results_root)]
+    assert others, "the paths alone do not bind (index, batch size): the case this test guards"
+    for j, n in others:
+        doc = r.to_dict()
+        doc["index"], doc["block"]["batch_size"] = j, n
+        doc.pop("summary")
+        with pytest.raises(ReceiptError, match="attestations"):
+            Receipt.from_dict(doc).verify(d)
+
+
+def test_an_inclusion_path_fits_one_index_per_tree_size() -> None:
+    from crypto.merkle import verify_inclusion
+
+    for size in range(1, 65):
+        tree = MerkleTree([b"leaf-%d" % i for i in range(size)])
+        root = tree.root()
+        for i in range(size):
+            proof = tree.inclusion_proof(i)
+            leaf = leaf_hash(b"leaf-%d" % i)
+            assert [j for j in range(size) if verify_inclusion(leaf, j, size, proof, root)] == [i]

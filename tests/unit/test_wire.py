@@ -64,7 +64,7 @@ def _samples() -> dict[str, Message]:
         w.ReceiptRequest(height=5, index=2),
         w.ReceiptResponse(height=5, index=2, block=b"\x94encoded block"),
         w.AttestRequest(height=5),
-        w.Attestation(height=5, block_hash=D1, replica=2, sig=SIG_A),
+        w.Attestation(height=5, block_hash=D1, batch_size=7, replica=2, sig=SIG_A),
         pp,
         prep2,
         w.Commit(view=1, seq=17, digest=D1, replica=0, sig=SIG_A),
