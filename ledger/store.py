@@ -320,6 +320,10 @@ class BlockStore:
             raise StoreError(f"{self.path}: {self._broken}; restart the replica to recover")
 
     # ------------------------------------------------------------------ reading
+    def size_of(self, height: int) -> int:
+        """The encoded size of the block at ``height`` (from the index, no disk read)."""
+        return self._len[height - 1]
+
     def read(self, height: int) -> Block:
         """The block at ``height``, re-checked against its checksums (the disk may have changed)."""
         if self._closed:

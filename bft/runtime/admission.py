@@ -133,17 +133,17 @@ class RateLimit:
         self.buckets: dict[tuple[int, int], list[float]] = {}
         self.refused = 0
 
-    def allow(self, key: tuple[int, int], now: float) -> bool:
+    def allow(self, key: tuple[int, int], now: float, cost: float = 1.0) -> bool:
         b = self.buckets.get(key)
         if b is None:
             b = self.buckets[key] = [self.burst, now]
         tokens = min(self.burst, b[0] + (now - b[1]) * self.rate)
         b[1] = now
-        if tokens < 1:
+        if tokens < cost:
             b[0] = tokens
             self.refused += 1
             return False
-        b[0] = tokens - 1
+        b[0] = tokens - cost
         return True
 
 
