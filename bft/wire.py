@@ -360,6 +360,16 @@ class BatchResponse(Message):
     _kinds = dict(digest=digest, batch=_list(request_bytes, MAX_BATCH), replica=u32)
 
 
+@message(21, "suspect")
+class Suspect(Message):
+    """SUSPECT <v, i>: i's request timer fired in view v; f+1 of them start a view change
+    (see bft.pbft.suspicion)."""
+    view: int
+    replica: int
+    sig: bytes = b""
+    _kinds = dict(view=u64, replica=u32, sig=sig_kind)
+
+
 @message(18, "state-response")
 class StateResponse(Message):
     """Blocks with their certificates; each is checked by the receiver, so none is trusted."""

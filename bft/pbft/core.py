@@ -19,13 +19,14 @@ import msgpack
 from bft import quorum
 from bft.outputs import Action, AppendBlock, Broadcast, CompactVotes, Persist, Send, ToClient
 from bft.pbft.batches import BatchFetchMixin
+from bft.pbft.suspicion import SuspicionMixin
 from bft.pbft.certs import EMPTY_ROOT, Keys, batch_error, plan_new_view, primary
 from bft.pbft.config import PbftConfig
 from bft.pbft.transfer import StateTransferMixin, Transfer
 from bft.pbft.viewchange import ViewChangeMixin
 from bft.requests import CACHED, KNOWN, NEW, REFUSED, STALE, RequestPool, busy_reply, cached_reply, stale_reply
 from bft.wire import (BatchRequest, BatchResponse, Checkpoint, Commit, DecodeError, Message, NewView, PrePrepare,
-                      Prepare, PreparedCert, Request, StateRequest, StateResponse, ViewChange, decode)
+                      Prepare, PreparedCert, Request, StateRequest, StateResponse, Suspect, ViewChange, decode)
 from crypto.merkle import root_of
 from crypto.signing import Signer
 from ledger.block import Block
@@ -51,7 +52,7 @@ class Slot:
     my_commit: Commit | None = None
 
 
-class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin):
+class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMixin):
     mode = "pbft"
     # O from V; a class attribute so that a test build of the core can swap in a faulty rule
     # (the simulator must then catch it) without patching module globals
@@ -95,6 +96,9 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin):
         # backups: (arrival, key) of admitted requests, relayed to the primary once they have
         # waited half a request timeout unordered (a client may reach this backup only)
         self.relay_queue: deque[tuple[float, tuple[int, int]]] = deque()
+        self.suspecting = False                      # this replica's timer fired in the current view
+        self.my_suspect: Suspect | None = None
+        self.suspects: dict[int, float] = {}         # replica -> when its SUSPECT of this view came
         self.view_changes: dict[int, dict[int, ViewChange]] = {}
         self.my_view_change: ViewChange | None = None
         self.new_view_msg: NewView | None = None
@@ -164,7 +168,15 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin):
             if now - self.last_progress < patience:
                 patience *= CENSOR_GRACE
             if now >= max(arrival, self.view_started) + patience:
-                self._start_view_change(self.view + 1)
+                self._suspect()
+            elif self.suspects:
+                self._check_suspects()
+        if self.transfer is None and self.lag is None and self.committed and not self.in_view_change:
+            first = min(self.committed)
+            if first > self.chain.height + 1:
+                # committed here but an earlier sequence number is missing (missed while cut
+                # off): fetch the certified blocks in between from the others
+                self.lag = (first - 1, [r for r in range(self.n) if r != self.id], now)
         if self.transfer is not None and now >= self.transfer.deadline:
             self._next_transfer_peer(False)
         elif self.transfer is None and self.lag is not None:
@@ -430,6 +442,10 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin):
     # ------------------------------------------------------------------ execution
     def _execute(self) -> None:
         progressed = False
+        if self.suspecting and self.chain.height + 1 in self.committed:
+            self.suspecting = False                  # executing again: stop repeating SUSPECT
+            self.my_suspect = None
+            self.suspects.pop(self.id, None)
         while self.chain.height + 1 in self.committed:
             seq = self.chain.height + 1
             if self.committed[seq][4] is None:        # committed, but its batch is still being fetched
@@ -570,6 +586,9 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin):
             sent += 1
         if self.my_checkpoint is not None and self.my_checkpoint.seq > self.h:
             self._out.append(Broadcast(self.my_checkpoint))
+        if self.suspecting and self.my_suspect is not None:
+            self.suspects[self.id] = self.now
+            self._out.append(Broadcast(self.my_suspect))
         self._retry_batches()
 
     # ------------------------------------------------------------------ recovery
@@ -642,6 +661,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin):
         StateRequest: StateTransferMixin._on_state_request,
         StateResponse: StateTransferMixin._on_state_response,
         Request: _on_relayed_request,
+        Suspect: SuspicionMixin._on_suspect,
         BatchRequest: BatchFetchMixin._on_batch_request,
         BatchResponse: BatchFetchMixin._on_batch_response,
     }

@@ -29,6 +29,7 @@ class ViewChangeMixin:
             return
         self.view = new_view
         self.in_view_change = True
+        self._clear_suspicion()
         self.vc_attempts += 1
         self.vc_deadline = None     # armed by _arm_view_change_timer once 2f+1 replicas are changing
         self.log.clear()
@@ -124,6 +125,7 @@ class ViewChangeMixin:
             self._persist("view", [v, False])
         self.view = v
         self.in_view_change = False
+        self._clear_suspicion()
         self.new_view_msg = nv
         self.my_view_change = None
         self.log.clear()

@@ -18,8 +18,8 @@ from bft.outputs import AppendBlock, Broadcast, CompactVotes, Persist, Send, ToC
 from bft.pbft.certs import Keys, new_view_error, plan_new_view, primary, strip
 from bft.pbft.config import PbftConfig
 from bft.pbft.core import PbftCore
-from bft.wire import (Checkpoint, Commit, NewView, PrePrepare, Prepare, PreparedCert, Request, ViewChange,
-                      decode)
+from bft.wire import (Checkpoint, Commit, NewView, PrePrepare, Prepare, PreparedCert, Request, Suspect,
+                      ViewChange, decode)
 from crypto.merkle import root_of
 from crypto.signing import Ed25519Signer, Ed25519Verifier, HashSigner, HashVerifier
 from ledger.certificate import certificate_error
@@ -99,10 +99,14 @@ def sent(actions, cls=None) -> list:
 
 
 def time_out(cl: Cluster, core: PbftCore) -> None:
-    """A client request that nobody orders: the view-change timer fires, the core asks for view+1."""
+    """A client request that nobody orders: the timer fires, the core SUSPECTs the primary and,
+    with one other replica's SUSPECT (f+1), asks for view+1."""
     v = core.view
     core.step(2, cl.req(2), True)
     core.tick(core.now + core.cfg.request_timeout + 0.01)
+    assert core.suspecting and not core.in_view_change
+    other = next(r for r in range(N) if r != core.id)
+    core.step(other, Suspect(v, other).signed(cl.rs[other]))
     assert core.in_view_change and core.view == v + 1
     out(core)
 

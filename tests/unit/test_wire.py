@@ -39,7 +39,7 @@ D3 = bytes(range(64, 96))
 NONCE = bytes(range(96, 128))
 
 SIGNED_TYPES = {"request", "pre-prepare", "prepare", "commit", "checkpoint", "view-change",
-                "new-view", "px-accept", "auth", "attestation"}
+                "new-view", "px-accept", "auth", "attestation", "suspect"}
 UNSIGNED_FIELDS = {"pre-prepare": {"batch"}, "px-accept": {"batch", "commit_index"}}
 
 
@@ -74,6 +74,7 @@ def _samples() -> dict[str, Message]:
         w.NewView(view=2, view_changes=[vc], pre_prepares=[pp2], replica=2, sig=SIG_C),
         w.StateRequest(from_height=1, to_height=300, replica=3),
         w.BatchRequest(digest=D1, replica=2),
+        w.Suspect(view=3, replica=1, sig=SIG_B),
         w.BatchResponse(digest=D1, batch=[req.encode(), req2.encode()], replica=1),
         w.StateResponse(replica=1, blocks=[b"block-1", b"block-2"], stable=[cp]),
         w.PxPrepare(ballot=0x0501, from_slot=8, replica=1),

@@ -1,0 +1,85 @@
+"""PBFT suspicion: a replica leaves its view only when f+1 replicas suspect the primary.
+
+A mixin of ``PbftCore`` (same state, same sans-I/O rules). In Castro & Liskov a backup
+whose request timer fires sends VIEW-CHANGE at once and stops taking part in its view.
+A replica that is merely behind, or was cut off and has just healed, then sits alone in
+a view change that nobody joins, for good (issue 17: a healed old primary stayed in a
+lone view change to view 2 while the others ran view 1, and its fault budget was spent).
+Raft's pre-vote and Tendermint's round catch-up avoid this; so does this rule:
+
+- When its timer fires, a replica sends SUSPECT(v) and *keeps working in view v*.
+- It starts the view change to v+1 once SUSPECTs for v from f+1 distinct replicas
+  (itself included) are fresh: at least one of them is honest, so the primary really
+  failed someone, and f faulty replicas alone can never force a view change. This is
+  the threshold of PBFT's own join rule (f+1 VIEW-CHANGEs make a replica join), so a
+  faulty primary is replaced as before, one message delay later.
+- A SUSPECT expires after two request timeouts unless it is repeated; a replica repeats
+  its own while it still suspects and stops once it executes again.
+- A replica that is not itself suspecting answers a SUSPECT with its stable checkpoint
+  proof: if the suspecting replica is behind, that starts its state transfer.
+
+Safety is untouched: SUSPECT only gates when a replica starts a view change; what a
+VIEW-CHANGE carries and how NEW-VIEW is checked do not change, and a replica never
+returns to a view it left.
+"""
+from __future__ import annotations
+
+import logging
+
+from bft import quorum
+from bft.outputs import Broadcast, Send
+from bft.wire import Suspect
+
+log = logging.getLogger("bft.pbft")
+
+
+class SuspicionMixin:
+    def _suspect(self) -> None:
+        """This replica's timer fired in the current view."""
+        if not self.suspecting:
+            self.suspecting = True
+            self.my_suspect = self._sign(Suspect(self.view, self.id))
+            self._out.append(Broadcast(self.my_suspect))
+            log.info("replica %d suspects the primary of view %d", self.id, self.view)
+        self.suspects[self.id] = self.now
+        self._check_suspects()
+
+    def _check_suspects(self) -> None:
+        fresh = self.now - 2 * self.cfg.request_timeout
+        for r in [r for r, t in self.suspects.items() if t < fresh]:
+            del self.suspects[r]
+        if len(self.suspects) >= quorum.join_quorum(self.f):
+            self._start_view_change(self.view + 1)
+
+    def _clear_suspicion(self) -> None:
+        self.suspecting = False
+        self.my_suspect = None
+        self.suspects.clear()
+
+    def _on_suspect(self, sender: int, m: Suspect) -> None:
+        if m.replica != sender:
+            self._drop("sender field differs from the authenticated sender")
+            return
+        if m.view < self.view:
+            self._help_behind(sender)
+            return
+        if m.view > self.view or self.in_view_change:
+            self._drop("SUSPECT of another view")
+            return
+        if sender not in self.suspects and not self.keys.replica_signed(m, sender):
+            self._drop("SUSPECT with a bad signature")
+            return
+        self.suspects[sender] = self.now
+        if not self.suspecting:
+            self._help_suspecting(sender)
+        self._check_suspects()
+
+    def _help_suspecting(self, sender: int) -> None:
+        """It may just be behind: send it this replica's CHECKPOINT for its stable checkpoint;
+        f+1 of them start its state transfer."""
+        mine = self.my_checkpoint if self.my_checkpoint is not None and self.my_checkpoint.seq == self.h else \
+            next((c for c in self.stable_proof if c.replica == self.id), None)
+        if mine is None or self.helped.get(-1000 - sender, -1.0) + self.cfg.retransmit_interval > self.now:
+            return
+        self.helped[-1000 - sender] = self.now
+        self._out.append(Send(sender, mine))
