@@ -16,7 +16,7 @@ from bft.wire import MAX_OP, Request, frame
 from ledger.cluster import Cluster
 from ledger.state import op_put
 
-__all__ = ["largest_value", "idle_sockets", "authenticated", "partial_frames", "flood_requests"]
+__all__ = ["largest_value", "idle_sockets", "authenticated", "partial_frames", "flood_requests", "splice"]
 
 
 def largest_value(key: str) -> bytes:
@@ -70,3 +70,22 @@ async def flood_requests(cluster: Cluster, replica: int, client: int, count: int
     finally:
         await trio.aclose_forcefully(s)
     return count
+
+
+async def splice(x: trio.abc.Stream, y: trio.abc.Stream, seconds: float) -> None:
+    """The man in the middle of a reflection attack: copy bytes both ways between two
+    connections (to two replicas, each handed the other's handshake) for ``seconds``."""
+    async def pump(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
+        try:
+            while True:
+                data = await src.receive_some(65536)
+                if not data:
+                    return
+                await dst.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+    with trio.move_on_after(seconds):
+        async with trio.open_nursery() as n:
+            n.start_soon(pump, x, y)
+            n.start_soon(pump, y, x)

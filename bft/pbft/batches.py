@@ -65,13 +65,9 @@ class BatchFetchMixin:
         if have is None:
             self._drop("batch request for a batch this replica does not hold")
             return
-        start, count = self.batch_served.get(sender, (-1.0, 0))
-        if self.now >= start + self.cfg.retransmit_interval:
-            start, count = self.now, 0
-        if count >= BATCHES_PER_INTERVAL:
+        if not self._answer_allowed(self.batch_served, sender, BATCHES_PER_INTERVAL):
             self._drop("batch requests over the rate limit")
             return
-        self.batch_served[sender] = (start, count + 1)
         self._out.append(Send(sender, BatchResponse(m.digest, have[1], self.id)))
 
     def _on_batch_response(self, sender: int, m: BatchResponse) -> None:

@@ -218,6 +218,17 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
     def _sign(self, msg: Message) -> Message:
         return msg.signed(self.signer)
 
+    def _answer_allowed(self, served: dict[int, tuple[float, int]], peer: int, limit: int) -> bool:
+        """At most ``limit`` answers to ``peer`` per retransmission interval (``served`` keeps,
+        per peer, when the interval started and how many answers it had; bounded by n)."""
+        start, count = served.get(peer, (-1.0, 0))
+        if self.now >= start + self.cfg.retransmit_interval:
+            start, count = self.now, 0
+        if count >= limit:
+            return False
+        served[peer] = (start, count + 1)
+        return True
+
     def _persist(self, kind: str, payload) -> None:
         self._out.append(Persist(msgpack.packb([kind, payload], use_bin_type=True)))
 

@@ -76,13 +76,9 @@ class StateTransferMixin:
             return
         # Each answer reads up to transfer_chunk blocks from disk: a peer gets a few per interval
         # (one request is 20 bytes; an answer may be megabytes, issue 10's amplification).
-        start, count = self.state_served.get(sender, (-1.0, 0))
-        if self.now >= start + self.cfg.retransmit_interval:
-            start, count = self.now, 0
-        if count >= STATE_ANSWERS_PER_INTERVAL:
+        if not self._answer_allowed(self.state_served, sender, STATE_ANSWERS_PER_INTERVAL):
             self._drop("state requests over the rate limit")
             return
-        self.state_served[sender] = (start, count + 1)
         self._out.append(ServeBlocks(sender, m.from_height, to))
 
     def _on_state_response(self, sender: int, m: StateResponse) -> None:

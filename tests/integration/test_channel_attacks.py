@@ -16,24 +16,6 @@ import pytest
 TRANSPORTS = ["tls", "plaintext"]
 
 
-async def _splice(x: trio.abc.Stream, y: trio.abc.Stream, seconds: float) -> None:
-    """Copy bytes both ways between two connections for ``seconds``."""
-    async def pump(src, dst):
-        try:
-            while True:
-                data = await src.receive_some(65536)
-                if not data:
-                    return
-                await dst.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return
-
-    with trio.move_on_after(seconds):
-        async with trio.open_nursery() as n:
-            n.start_soon(pump, x, y)
-            n.start_soon(pump, y, x)
-
-
 async def _open(lc, replica: int) -> trio.SocketStream:
     r = lc.cluster.replicas[replica]
     return await trio.open_tcp_stream(r.host, r.port)
@@ -56,7 +38,7 @@ async def test_handshake_reflection_is_refused_and_evicts_nothing(make_cluster, 
         attempts = 3
         for _ in range(attempts):
             x, y = await _open(lc, 0), await _open(lc, 1)
-            await _splice(x, y, 2.5)                  # longer than the replicas' handshake timeout
+            await hostile.splice(x, y, 2.5)                  # longer than the replicas' handshake timeout
             await trio.aclose_forcefully(x)
             await trio.aclose_forcefully(y)
         after = await lc.status()
@@ -146,7 +128,7 @@ async def test_forged_paxos_nack_accepted_and_commit_from_a_non_replica_change_n
             await trio.aclose_forcefully(s)
         x, y = await _open(lc, 0), await _open(lc, 1)  # 3: the reflection, then the forgeries
         async with trio.open_nursery() as n:
-            n.start_soon(_splice, x, y, 2.5)
+            n.start_soon(hostile.splice, x, y, 2.5)
             await trio.sleep(0.5)
             for s in (x, y):
                 try:

@@ -11,6 +11,7 @@ import pytest
 import trio
 import trio.testing
 
+from bft import hostile
 from bft.clusterinit import init_cluster
 from bft.runtime.channel import (DIALLER, HANDSHAKE_MAX_FRAME, ROLE_CLIENT, ROLE_REPLICA, HandshakeError,
                                  PlaintextChannels, TlsChannels, channels_for)
@@ -94,24 +95,6 @@ async def test_a_node_of_another_cluster_is_refused(which, tmp_path: Path) -> No
     assert isinstance(out["dial"], (HandshakeError, trio.BrokenResourceError)), out
 
 
-async def _splice(x: trio.abc.Stream, y: trio.abc.Stream, seconds: float) -> None:
-    """The attacker in the middle: copy bytes both ways between two connections for a while."""
-    async def pump(src, dst):
-        try:
-            while True:
-                data = await src.receive_some(65536)
-                if not data:
-                    return
-                await dst.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return
-
-    with trio.move_on_after(seconds):
-        async with trio.open_nursery() as n:
-            n.start_soon(pump, x, y)
-            n.start_soon(pump, y, x)
-
-
 @pytest.mark.parametrize("which", ["tls", "plain"])
 async def test_handshake_reflection_fails(which, tls_cluster, plain_cluster) -> None:
     """Two replicas each accept a connection from the attacker, who hands each one's handshake
@@ -133,8 +116,34 @@ async def test_handshake_reflection_fails(which, tls_cluster, plain_cluster) -> 
     async with trio.open_nursery() as n:
         n.start_soon(accept, "a", a_rep, a_in)
         n.start_soon(accept, "b", b_rep, b_in)
-        n.start_soon(_splice, a_att, b_att, 1.5)
+        n.start_soon(hostile.splice, a_att, b_att, 1.5)
     assert not isinstance(results["a"], tuple) and not isinstance(results["b"], tuple), results
+
+
+async def _hello_of(stream) -> Hello:
+    """The Hello a listener sends first (its nonce is what an Auth must name)."""
+    dec = FrameDecoder(HANDSHAKE_MAX_FRAME)
+    got = []
+    while not got:
+        got = dec.feed(await stream.receive_some(4096))
+    return decode(got[0])
+
+
+async def _refusals(victim, stream, attacker) -> list[HandshakeError]:
+    """Run ``victim.accept(stream)`` against ``attacker()``; the HandshakeErrors it raised."""
+    errors: list[HandshakeError] = []
+
+    async def accept() -> None:
+        try:
+            with trio.fail_after(5):
+                await victim.accept(stream)
+        except HandshakeError as e:
+            errors.append(e)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(accept)
+        n.start_soon(attacker)
+    return errors
 
 
 async def test_an_auth_relayed_to_another_replica_is_refused(plain_cluster) -> None:
@@ -147,27 +156,12 @@ async def test_an_auth_relayed_to_another_replica_is_refused(plain_cluster) -> N
 
     async def attacker() -> None:
         await b.send_all(frame(Hello(b"\x01" * 32).encode()))
-        dec = FrameDecoder(HANDSHAKE_MAX_FRAME)
-        got = []
-        while not got:
-            got = dec.feed(await b.receive_some(4096))
-        their = decode(got[0])
+        their = await _hello_of(b)
         # a genuine Auth of replica 0, as it would dial replica 1 -- not replica 2
         auth = Auth(ROLE_REPLICA, 0, ROLE_REPLICA, 1, DIALLER, b"\x01" * 32, their.nonce).signed(signer)
         await b.send_all(frame(auth.encode()))
 
-    err: list = []
-
-    async def accept() -> None:
-        try:
-            with trio.fail_after(5):
-                await victim.accept(a)
-        except HandshakeError as e:
-            err.append(e)
-
-    async with trio.open_nursery() as n:
-        n.start_soon(accept)
-        n.start_soon(attacker)
+    err = await _refusals(victim, a, attacker)
     assert err and "meant for another node" in str(err[0])
 
 
@@ -191,27 +185,12 @@ async def test_plaintext_handshake_refusals(plain_cluster, case: str) -> None:
             await b.send_all(frame(StatusRequest(1).encode()))
             return
         await b.send_all(frame(Hello(b"\x02" * 32).encode()))
-        dec = FrameDecoder(HANDSHAKE_MAX_FRAME)
-        got = []
-        while not got:
-            got = dec.feed(await b.receive_some(4096))
-        their = decode(got[0])
+        their = await _hello_of(b)
         direction = 1 if case == "reflected direction" else DIALLER
         await b.send_all(frame(Auth(ROLE_CLIENT, ident, ROLE_REPLICA, 0, direction, b"\x02" * 32,
                                     their.nonce).signed(signer).encode()))
 
-    errors: list[HandshakeError] = []
-
-    async def accept() -> None:
-        try:
-            with trio.fail_after(5):
-                await victim.accept(a)
-        except HandshakeError as e:
-            errors.append(e)
-
-    async with trio.open_nursery() as n:
-        n.start_soon(peer)
-        n.start_soon(accept)
+    errors = await _refusals(victim, a, peer)
     kinds = {"wrong key": "bad signature", "unknown id": "not in cluster.toml", "oversized": "oversized",
              "not hello": "unexpected message", "reflected direction": "wrong direction"}
     assert len(errors) == 1 and kinds[case] in errors[0].kind
