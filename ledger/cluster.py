@@ -76,7 +76,7 @@ class Cluster:
     def trust_model(self) -> str:
         if self.mode == "pbft":
             return f"byzantine: certified by {2 * self.f + 1} of {self.n} replicas, up to {self.f} may lie"
-        return f"crash-fault: signed by the Paxos leader only; assumes no replica lies"
+        return "crash-fault: signed by the Paxos leader only; assumes no replica lies"
 
     def replica_keys(self) -> list[bytes]:
         return [r.public_key for r in self.replicas]

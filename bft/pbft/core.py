@@ -17,16 +17,18 @@ from dataclasses import dataclass, field
 import msgpack
 
 from bft import quorum
-from bft.outputs import Action, AppendBlock, Broadcast, CompactVotes, Persist, Send, ToClient
+from bft.outputs import Action, AppendBlock, Broadcast, Persist, Send, ToClient
 from bft.pbft.batches import BatchFetchMixin
+from bft.pbft.checkpoints import CheckpointMixin
+from bft.pbft.recovery import RecoveryMixin
 from bft.pbft.suspicion import SuspicionMixin
-from bft.pbft.certs import EMPTY_ROOT, Keys, batch_error, plan_new_view, primary
+from bft.pbft.certs import Keys, batch_error, plan_new_view, primary
 from bft.pbft.config import PbftConfig
 from bft.pbft.transfer import StateTransferMixin, Transfer
 from bft.pbft.viewchange import ViewChangeMixin
 from bft.requests import CACHED, KNOWN, NEW, REFUSED, STALE, RequestPool, busy_reply, cached_reply, stale_reply
-from bft.wire import (BatchRequest, BatchResponse, Checkpoint, Commit, DecodeError, Message, NewView, PrePrepare,
-                      Prepare, PreparedCert, Request, StateRequest, StateResponse, Suspect, ViewChange, decode)
+from bft.wire import (BatchRequest, BatchResponse, Checkpoint, Commit, Message, NewView, PrePrepare, Prepare,
+                      PreparedCert, Request, StateRequest, StateResponse, Suspect, ViewChange)
 from crypto.merkle import root_of
 from crypto.signing import Signer
 from ledger.block import Block
@@ -52,7 +54,8 @@ class Slot:
     my_commit: Commit | None = None
 
 
-class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMixin):
+class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMixin, CheckpointMixin,
+               RecoveryMixin):
     mode = "pbft"
     # O from V; a class attribute so that a test build of the core can swap in a faulty rule
     # (the simulator must then catch it) without patching module globals
@@ -488,66 +491,6 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
             self._out.append(Broadcast(cp))
             self._record_checkpoint(cp)
 
-    # ------------------------------------------------------------------ checkpoints
-    def _on_checkpoint(self, sender: int, cp: Checkpoint) -> None:
-        if cp.replica != sender:
-            self._drop("sender field differs from the authenticated sender")
-            return
-        if cp.seq <= self.h or cp.seq % self.cfg.checkpoint_interval:
-            self._drop("stale or misaligned CHECKPOINT")
-            return
-        votes = self.checkpoint_votes.get(cp.seq)
-        if votes is not None and sender in votes:
-            return
-        if not self.keys.replica_signed(cp, sender):
-            self._drop("CHECKPOINT with a bad signature")
-            return
-        self._record_checkpoint(cp)
-
-    def _record_checkpoint(self, cp: Checkpoint) -> None:
-        votes = self.checkpoint_votes.setdefault(cp.seq, {})
-        votes[cp.replica] = cp
-        # a replica keeps at most a few unstable checkpoint votes per peer (bounded memory)
-        mine = sorted(s for s, v in self.checkpoint_votes.items() if cp.replica in v)
-        for s in mine[:-4]:
-            del self.checkpoint_votes[s][cp.replica]
-            if not self.checkpoint_votes[s]:         # no empty dicts left behind (issue 11)
-                del self.checkpoint_votes[s]
-        state = (cp.head, cp.tree_size, cp.tree_root)
-        agreeing = [c for c in votes.values() if (c.head, c.tree_size, c.tree_root) == state]
-        if len(agreeing) >= quorum.checkpoint_quorum(self.f) and (
-                self.chain.height >= cp.seq or self.transfer is None):
-            self._make_stable(cp.seq, sorted(agreeing, key=lambda c: c.replica))
-        elif len(agreeing) >= quorum.join_quorum(self.f) and cp.seq > self.chain.height and self.transfer is None:
-            # f+1 agree, so one honest replica is there: fetch unless we get there ourselves soon
-            peers = sorted(c.replica for c in agreeing if c.replica != self.id)
-            if cp.seq > self.h + self.cfg.log_size:
-                self._start_transfer(cp.seq, peers)
-            elif self.lag is None or self.lag[0] < cp.seq:
-                self.lag = (cp.seq, peers, self.now)
-
-    def _make_stable(self, seq: int, proof: list[Checkpoint]) -> None:
-        if seq <= self.h:
-            return
-        self.h = seq
-        self.stable_proof = proof[: quorum.checkpoint_quorum(self.f)]   # exactly a quorum (see certs.py)
-        self._window_moved = bool(self.ahead)
-        for s in [s for s in self.log if s <= seq]:
-            del self.log[s]
-        for s in [s for s in self.prepared_certs if s <= seq]:
-            del self.prepared_certs[s]
-        for s in [s for s in self.checkpoint_votes if s <= seq]:
-            del self.checkpoint_votes[s]
-        for s in [s for s in self.committed if s <= seq]:
-            del self.committed[s]
-        self._forget_batches(seq)
-        self.votes = {k: d for k, d in self.votes.items() if k[1] > seq}
-        if self.next_seq <= seq:
-            self.next_seq = seq + 1
-        if self.chain.height < seq and self.transfer is None:
-            self._start_transfer(seq, [c.replica for c in proof if c.replica != self.id])
-        self._out.append(CompactVotes(self._vote_snapshot()))
-
     # ------------------------------------------------------------------ retransmission
     def _help_duplicate(self, sender: int, seq: int) -> None:
         """A peer re-sent a vote: it may be missing ours. Answer once per interval."""
@@ -602,71 +545,11 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
             self._out.append(Broadcast(self.my_suspect))
         self._retry_batches()
 
-    # ------------------------------------------------------------------ recovery
-    def _vote_snapshot(self) -> list[bytes]:
-        recs = [msgpack.packb(["view", [self.view, self.in_view_change]], use_bin_type=True)]
-        if self.stable_proof:
-            recs.append(msgpack.packb(["stable", [c.encode() for c in self.stable_proof]], use_bin_type=True))
-        for s in sorted(self.log):
-            pp = self.log[s].pre_prepare
-            if pp is not None:
-                recs.append(msgpack.packb(["pp", pp.encode()], use_bin_type=True))
-        for s in sorted(self.prepared_certs):
-            recs.append(msgpack.packb(["pc", self.prepared_certs[s].encode()], use_bin_type=True))
-        return recs
-
-    def _recover(self, records: list[bytes]) -> None:
-        """Rebuild votes from the vote log so a restarted replica never signs a conflicting vote."""
-        pps: list[PrePrepare] = []
-        for raw in records:
-            try:
-                kind, payload = msgpack.unpackb(raw, raw=False)
-                if kind == "view":
-                    self.view, self.in_view_change = payload[0], bool(payload[1])
-                elif kind == "stable":
-                    proof = [decode(b) for b in payload]
-                    self.h, self.stable_proof = proof[0].seq, proof[: quorum.checkpoint_quorum(self.f)]
-                elif kind == "pp":
-                    pps.append(decode(payload))
-                elif kind == "pc":
-                    cert = decode(payload)
-                    self.prepared_certs[cert.pre_prepare.seq] = cert
-                    pps.append(cert.pre_prepare)
-            except (ValueError, TypeError, IndexError, DecodeError):
-                raise ValueError("vote log record is malformed") from None
-        for pp in pps:
-            self.votes[(pp.view, pp.seq)] = pp.digest
-            self.view = max(self.view, pp.view)
-        self.prepared_certs = {s: c for s, c in self.prepared_certs.items() if s > self.h}
-        self.next_seq = max([self.h, self.chain.height] + [s for (v, s) in self.votes if v == self.view]) + 1
-        for pp in pps:
-            reqs = None
-            if pp.batch or pp.digest == EMPTY_ROOT:
-                reqs = [r for r in (decode(x) for x in pp.batch) if type(r) is Request]
-                if pp.seq > self.h:
-                    self._keep_batch(pp.seq, pp.digest, pp.batch, reqs)
-            if pp.view == self.view and pp.seq > max(self.h, self.chain.height) and not self.in_view_change:
-                slot = self._slot(pp.seq)
-                if slot.pre_prepare is None or (slot.requests is None and reqs is not None):
-                    first = slot.pre_prepare is None
-                    slot.pre_prepare = pp
-                    slot.requests = reqs
-                    if reqs is None:
-                        self.missing.setdefault(pp.digest, 0)
-                    if first and pp.replica != self.id:
-                        slot.my_prepare = self._sign(Prepare(pp.view, pp.seq, pp.digest, self.id))
-                        slot.prepares[self.id] = slot.my_prepare
-        if self.in_view_change:
-            self.my_view_change = self._sign(ViewChange(
-                self.view, self.h, list(self.stable_proof), self._prepared_digests(), self.id))
-            self.view_changes.setdefault(self.view, {})[self.id] = self.my_view_change
-            self.vc_deadline = None     # re-armed once 2f+1 VIEW-CHANGEs are seen again
-
     _handlers = {
         PrePrepare: _on_pre_prepare,
         Prepare: _on_prepare,
         Commit: _on_commit,
-        Checkpoint: _on_checkpoint,
+        Checkpoint: CheckpointMixin._on_checkpoint,
         ViewChange: ViewChangeMixin._on_view_change,
         NewView: ViewChangeMixin._on_new_view,
         StateRequest: StateTransferMixin._on_state_request,

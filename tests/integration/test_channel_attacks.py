@@ -9,7 +9,6 @@ import ledger.client
 from bft import hostile
 from bft.runtime.channel import ROLE_CLIENT, ROLE_REPLICA, channels_for
 from bft.wire import PxAccepted, PxHeartbeat, PxNack, PxPrepare, frame
-from tests.integration.conftest import wait_for
 
 import pytest
 

@@ -112,7 +112,6 @@ async def test_garbage_oversized_and_unauthenticated_input(running_pbft, tmp_pat
 
 async def test_flood_of_badly_signed_messages(running_pbft) -> None:
     lc = running_pbft
-    cluster = lc.cluster
     s = await _authenticated(lc, 1)                      # an authenticated, but malicious, client
     rng = random.Random(3)
     frames = []

@@ -8,7 +8,7 @@ import pytest
 from bft.outputs import AppendBlock, Send
 from bft.pbft.certs import view_change_error
 from bft.pbft.config import PbftConfig
-from bft.wire import (MAX_BATCH, BatchRequest, BatchResponse, NewView, PrePrepare, PreparedCert, ViewChange)
+from bft.wire import MAX_BATCH, BatchRequest, BatchResponse, NewView, PrePrepare, PreparedCert
 from crypto.merkle import root_of
 from ledger.state import op_get
 from test_pbft_rules import (F, L, N, Cluster, core_vc, drops, out, prepare_and_commit, prepared_cert, sent,

@@ -1,7 +1,6 @@
 """The transport's pieces without sockets: framing limits, bounded queues (handshakes: test_channel.py)."""
 from __future__ import annotations
 
-import pytest
 import trio
 import trio.testing
 
