@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench bench-quick clean
+.PHONY: demo test test-slow bench bench-quick clean netns-tools
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
@@ -17,8 +17,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/bftledger demo
 
-test: $(STAMP)
+test: $(STAMP) netns-tools
 	$(PY) -m pytest tests
+
+# The partition tests run replicas in network namespaces: they need root and iproute2 ('ip').
+netns-tools:
+	@command -v ip >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq iproute2; } \
+	  || { echo "error: the partition tests need iproute2 ('ip') and root; run 'make test' as root"; exit 1; }
 
 test-slow: $(STAMP)
 	$(PY) -m pytest tests -m slow

@@ -373,9 +373,16 @@ def cmd_status(args: argparse.Namespace) -> int:
                 d = {k: s.get(k) for k in keys}
                 d.update({k: v for k, v in s.items() if k not in d})
                 out.append(d)
+        from bft.runtime.procs import alerts
+
+        for i, why in alerts(st, cluster.quorum).items():
+            out[i]["alert"] = why
         print(json.dumps(out, indent=1, default=str))
     elif reachable:
         print(f"{cluster.mode} cluster {cluster.directory}: {len(reachable)} of {cluster.n} replicas reachable")
+        from bft.runtime.procs import alerts
+
+        warn = alerts(st, cluster.quorum)
         print(f"{'id':>3} {'pid':>7} {'view':>5} {'leader':>6} {'executed':>9} {'stable':>7} {'height':>7}  head")
         for s in st:
             if s.get("reachable"):
@@ -384,6 +391,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"{s['id']:>3} {s.get('pid', '?'):>7} {s.get('view', '?'):>5} {s.get('leader', '?'):>6} "
                       f"{s.get('executed', '?'):>9} {s.get('stable_checkpoint', '?'):>7} {s.get('height', '?'):>7}  "
                       f"{str(s.get('head', ''))[:16]}{flag}{byz}")
+                if s["id"] in warn:
+                    print(f"    ! replica {s['id']}: {warn[s['id']]}")
             else:
                 print(f"{s['id']:>3} unreachable: {s.get('error')}")
     if not reachable:

@@ -107,6 +107,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
         self.new_view_msg: NewView | None = None
         self.vc_attempts = 0
         self.vc_deadline: float | None = None        # while in a view change: when to try the next view
+        self.vc_since = now                          # when the current view change started
         self.view_started = now
         self.last_progress = now                     # when this replica last executed a batch
         self.lag: tuple[int, list[int], float] | None = None   # (checkpoint seq above us, its signers, since)
@@ -208,9 +209,14 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
         return primary(self.view, self.n)
 
     def status(self) -> dict:
-        return {"mode": "pbft", "view": self.view, "leader": self.leader, "in_view_change": self.in_view_change,
-                "executed": self.chain.height, "stable_checkpoint": self.h, "height": self.chain.height,
-                "head": self.chain.head.hex(), "pending": len(self.pending), "dropped": dict(self.dropped)}
+        st = {"mode": "pbft", "view": self.view, "leader": self.leader, "in_view_change": self.in_view_change,
+              "executed": self.chain.height, "stable_checkpoint": self.h, "height": self.chain.height,
+              "head": self.chain.head.hex(), "pending": len(self.pending), "dropped": dict(self.dropped),
+              "checkpoint_interval": self.cfg.checkpoint_interval, "suspecting": self.suspecting}
+        if self.in_view_change:
+            st["view_change_seconds"] = round(self.now - self.vc_since, 3)
+            st["view_change_joined"] = len(self.view_changes.get(self.view, {}))
+        return st
 
     # ------------------------------------------------------------------ helpers
     def _drop(self, why: str) -> None:

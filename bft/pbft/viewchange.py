@@ -29,6 +29,7 @@ class ViewChangeMixin:
             return
         self.view = new_view
         self.in_view_change = True
+        self.vc_since = self.now
         self._clear_suspicion()
         self.vc_attempts += 1
         self.vc_deadline = None     # armed by _arm_view_change_timer once 2f+1 replicas are changing

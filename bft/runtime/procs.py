@@ -51,12 +51,14 @@ def _env() -> dict:
 
 class ReplicaProcess:
     def __init__(self, cluster_dir: str | os.PathLike[str], replica: int, *, byzantine: str | None = None,
-                 log: str | os.PathLike[str] | IO | None = None, log_level: str = "info") -> None:
+                 log: str | os.PathLike[str] | IO | None = None, log_level: str = "info",
+                 wrap: list[str] | None = None) -> None:
         self.cluster_dir = str(Path(cluster_dir).resolve())     # the child runs in another directory
         self.replica = replica
         self.byzantine = byzantine
         self.log = log
         self.log_level = log_level
+        self.wrap = list(wrap or [])                 # a command prefix, e.g. ip netns exec NS
         self.proc: subprocess.Popen | None = None
         self._log_fh = None
 
@@ -69,7 +71,8 @@ class ReplicaProcess:
             out = self._log_fh
         elif self.log is not None:
             out = self.log
-        self.proc = subprocess.Popen(replica_command(self.cluster_dir, self.replica, self.byzantine, self.log_level),
+        self.proc = subprocess.Popen(self.wrap + replica_command(self.cluster_dir, self.replica, self.byzantine,
+                                                                 self.log_level),
                                      stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=_env(), cwd=str(REPO),
                                      preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         return self
@@ -127,6 +130,29 @@ def stop_all(procs: list[ReplicaProcess], timeout: float = 5.0) -> None:
             except subprocess.TimeoutExpired:
                 p.proc.send_signal(signal.SIGKILL)
         p.wait(5)
+
+
+def alerts(st: list[dict], quorum: int) -> dict[int, str]:
+    """One line per replica that needs an operator's eye: alone in a view change for longer
+    than a few timeouts (no quorum joined it), or behind the most advanced replica by more
+    than a checkpoint interval (issue 17: such a replica looked fine while the cluster's
+    whole fault budget was spent)."""
+    up = [s for s in st if s.get("reachable")]
+    if not up:
+        return {}
+    top = max(s.get("height", 0) for s in up)
+    out: dict[int, str] = {}
+    for s in up:
+        secs = s.get("view_change_seconds", 0)
+        if s.get("in_view_change") and secs > 5 and s.get("view_change_joined", quorum) < quorum:
+            out[s["id"]] = (f"in a view change to view {s.get('view')} for {secs:.0f} s that only "
+                            f"{s.get('view_change_joined')} of the {quorum} needed joined")
+        k = s.get("checkpoint_interval")
+        behind = top - s.get("height", 0)
+        if k and behind > k:
+            why = f"behind by {behind} blocks, more than a checkpoint interval ({k})"
+            out[s["id"]] = f"{out[s['id']]}; {why}" if s["id"] in out else why
+    return out
 
 
 def status(cluster: Cluster, timeout: float = 2.0, client: int = 0) -> list[dict]:
@@ -239,7 +265,8 @@ class LocalCluster:
     Logs go to DIR/logs/replica-I.log. Use as a context manager: on exit every replica
     still running is stopped (SIGTERM, then SIGKILL), also when the body failed."""
 
-    def __init__(self, directory: str | os.PathLike[str], *, log_level: str = "info") -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, log_level: str = "info",
+                 wrap: dict[int, list[str]] | None = None) -> None:
         from ledger.cluster import load
 
         self.directory = Path(directory)
@@ -247,6 +274,7 @@ class LocalCluster:
         self.log_dir = self.directory / "logs"
         self.log_dir.mkdir(exist_ok=True)
         self.log_level = log_level
+        self.wrap = dict(wrap or {})                 # replica -> command prefix (a network namespace)
         self.procs: dict[int, ReplicaProcess] = {}
 
     @property
@@ -260,7 +288,7 @@ class LocalCluster:
         byzantine = byzantine or {}
         for i in range(self.n) if ids is None else ids:
             p = ReplicaProcess(self.directory, i, byzantine=byzantine.get(i), log=self.log_path(i),
-                               log_level=self.log_level)
+                               log_level=self.log_level, wrap=self.wrap.get(i))
             self.procs[i] = p.start()
         return self
 

@@ -29,7 +29,7 @@ from bft.runtime.admission import PER_CLIENT, Admission, Heard, RateLimit
 from bft.runtime.channel import channels_for
 from bft.runtime.transport import (CLIENT_MAX_FRAME, HANDSHAKE_TIMEOUT, ROLE_CLIENT,
                                    ROLE_REPLICA, Connection, HandshakeError, Link,
-                                   Problems, SendQueue, peer_name)
+                                   Problems, SendQueue, fail_fast, peer_name)
 from bft.wire import (MAX_FRAME, AttestRequest, Attestation, Auth, DecodeError, FrameDecoder, Hello, ReceiptRequest,
                       ReceiptResponse,
                       StateResponse, StatusRequest, StatusResponse, decode, frame)
@@ -168,6 +168,7 @@ class Replica:
     async def _incoming(self, stream) -> None:
         """Authenticate within the pre-authentication budget, then take the peer's slot."""
         source = _source_of(stream)
+        fail_fast(stream)
         pending = self.admission.begin(source, trio.current_time() + HANDSHAKE_TIMEOUT)
         conn = None
         admitted_client = False

@@ -174,3 +174,18 @@ def test_a_request_in_a_non_canonical_encoding_is_refused_in_a_batch(cl):
     core = cl.core()
     core.step(0, PrePrepare(0, 1, root_of([raw]), [raw], 0).signed(cl.rs[0]))
     assert drops(core, "non-canonical encoding") == 1
+
+
+def test_status_alerts_name_a_lone_view_change_and_a_replica_behind():
+    """Issue 17, item 4: a replica alone in a view change, or behind by more than a checkpoint
+    interval, looked fine in 'status'; it is now marked with a one-line reason."""
+    from bft.runtime.procs import alerts
+
+    ok = {"reachable": True, "view": 1, "in_view_change": False, "height": 100, "checkpoint_interval": 32}
+    st = [dict(ok, id=0), dict(ok, id=1), dict(ok, id=2),
+          dict(ok, id=3, view=2, in_view_change=True, height=60, view_change_seconds=60.0, view_change_joined=1)]
+    a = alerts(st, 3)
+    assert list(a) == [3]
+    assert "in a view change to view 2 for 60 s that only 1 of the 3 needed joined" in a[3]
+    assert "behind by 40 blocks" in a[3]
+    assert alerts([dict(ok, id=i) for i in range(4)], 3) == {}
