@@ -231,6 +231,7 @@ class PaxosCore:
         self.in_batch = self.requests.in_batch
 
         self.deadline = now + self._election_timeout()
+        self.leader_heard = -1e9                      # when a live leader was last heard from
         self.next_heartbeat = now
         self.next_retransmit = now + cfg.retransmit_interval
 
@@ -562,6 +563,13 @@ class PaxosCore:
         if leader_of(m.ballot, self.n) != sender:
             self._drop("PX-PREPARE for a ballot that is not its sender's")
             return
+        if (self.role == FOLLOWER and self.leader_active and sender != self.leader
+                and self.now - self.leader_heard < self.cfg.election_timeout[0]):
+            # leader stickiness (Raft's pre-vote idea): while this acceptor hears a live leader,
+            # a candidate that does not (a replica back from a partition) gets no promise, so it
+            # cannot depose a working leader. Refusing a promise never endangers safety.
+            self._drop("PX-PREPARE while the leader is alive")
+            return
         a = self.acceptor
         if m.ballot > self.ballot and a.may_promise(m.ballot):
             above = max(m.from_slot, self.chain.height)
@@ -611,6 +619,7 @@ class PaxosCore:
         if self.pending:
             self.pending.clear()
         self.leader_active = True
+        self.leader_heard = self.now
         self.attempts = 0
         self.deadline = self.now + self._election_timeout()
         return True
@@ -620,6 +629,10 @@ class PaxosCore:
             self._drop("PX-ACCEPT for slot 0")
             return
         if m.slot > self.chain.height + self.cfg.accept_window:
+            # far behind (back from a partition): not a value to accept, but a live leader to
+            # follow and a commit index to catch up to, instead of campaigning against it
+            if self._from_leader(sender, m.ballot):
+                self._learn_commit(m.ballot, m.commit_index)
             self._drop("PX-ACCEPT far above my execution")
             return
         prev = self.acceptor.accepted.get(m.slot)

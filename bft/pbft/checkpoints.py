@@ -23,6 +23,9 @@ class CheckpointMixin:
             return
         votes = self.checkpoint_votes.get(cp.seq)
         if votes is not None and sender in votes:
+            # a repeat (a peer answering a SUSPECT): what was recorded while a transfer ran
+            # may be actionable now
+            self._act_on_checkpoint(cp.seq)
             return
         if not self.keys.replica_signed(cp, sender):
             self._drop("CHECKPOINT with a bad signature")
@@ -38,18 +41,36 @@ class CheckpointMixin:
             del self.checkpoint_votes[s][cp.replica]
             if not self.checkpoint_votes[s]:         # no empty dicts left behind (issue 11)
                 del self.checkpoint_votes[s]
-        state = (cp.head, cp.tree_size, cp.tree_root)
+        self._act_on_checkpoint(cp.seq, cp)
+
+    def _act_on_latest_checkpoint(self) -> None:
+        """After a state transfer: the highest checkpoint recorded meanwhile may be the next step."""
+        for seq in sorted(self.checkpoint_votes, reverse=True):
+            if seq > self.h:
+                self._act_on_checkpoint(seq)
+                return
+
+    def _act_on_checkpoint(self, seq: int, cp: Checkpoint | None = None) -> None:
+        """2f+1 matching CHECKPOINTs for ``seq``: stable. f+1 above the ledger: fetch."""
+        votes = self.checkpoint_votes.get(seq)
+        if not votes:
+            return
+        if cp is None:                               # the state most votes agree on
+            states = [(c.head, c.tree_size, c.tree_root) for c in votes.values()]
+            state = max(set(states), key=states.count)
+        else:
+            state = (cp.head, cp.tree_size, cp.tree_root)
         agreeing = [c for c in votes.values() if (c.head, c.tree_size, c.tree_root) == state]
         if len(agreeing) >= quorum.checkpoint_quorum(self.f) and (
-                self.chain.height >= cp.seq or self.transfer is None):
-            self._make_stable(cp.seq, sorted(agreeing, key=lambda c: c.replica))
-        elif len(agreeing) >= quorum.join_quorum(self.f) and cp.seq > self.chain.height and self.transfer is None:
+                self.chain.height >= seq or self.transfer is None):
+            self._make_stable(seq, sorted(agreeing, key=lambda c: c.replica))
+        elif len(agreeing) >= quorum.join_quorum(self.f) and seq > self.chain.height and self.transfer is None:
             # f+1 agree, so one honest replica is there: fetch unless we get there ourselves soon
             peers = sorted(c.replica for c in agreeing if c.replica != self.id)
-            if cp.seq > self.h + self.cfg.log_size:
-                self._start_transfer(cp.seq, peers)
-            elif self.lag is None or self.lag[0] < cp.seq:
-                self.lag = (cp.seq, peers, self.now)
+            if seq > self.h + self.cfg.log_size:
+                self._start_transfer(seq, peers)
+            elif self.lag is None or self.lag[0] < seq:
+                self.lag = (seq, peers, self.now)
 
     def _make_stable(self, seq: int, proof: list[Checkpoint]) -> None:
         if seq <= self.h:

@@ -28,7 +28,8 @@ log = logging.getLogger("bft.pbft")
 
 
 FRUITLESS_ROUNDS = 3
-STATE_ANSWERS_PER_INTERVAL = 2
+STATE_ANSWERS_PER_INTERVAL = 8         # per peer per retransmission interval: a catching-up replica
+                                       # asks one peer in turn, one request at a time
 
 
 @dataclass(slots=True)
@@ -56,6 +57,7 @@ class StateTransferMixin:
         if t.fruitless >= FRUITLESS_ROUNDS * len(t.peers):
             self._drop("state transfer abandoned: no peer served a block")
             self.transfer = None
+            self._act_on_latest_checkpoint()
             return
         self._request_blocks()
 
@@ -108,6 +110,7 @@ class StateTransferMixin:
             for s in [s for s in self.committed if s <= self.chain.height]:
                 del self.committed[s]
             self._execute()
+            self._act_on_latest_checkpoint()
         else:
             if self.chain.height == before:
                 self._drop("state transfer: a response without a new block")

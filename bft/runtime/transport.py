@@ -44,10 +44,10 @@ MAX_WRITE = 1 << 20                # bytes joined into one send_all
 QUEUE_MAX_BYTES = 16 * 1024 * 1024
 QUEUE_MAX_FRAMES = 32768
 DOWN_QUEUE_BYTES = 1024 * 1024     # backlog kept for a peer that cannot be reached
-CONNECT_TIMEOUT = 3.0
+CONNECT_TIMEOUT = 1.5
 UNACKED_TIMEOUT_MS = 3000          # TCP_USER_TIMEOUT: a peer that acknowledges nothing for this long is dead
 BACKOFF_MIN = 0.05
-BACKOFF_MAX = 2.0
+BACKOFF_MAX = 1.0
 
 
 class Problems:

@@ -276,6 +276,7 @@ def test_restart_from_vote_records_never_contradicts() -> None:
     value = [req(0, 1).encode()]
     c.step(2, accept(2, 1, value))
     votes += records_of(c.ready())
+    c.tick(c.now + 0.35)                                  # leader 2 quiet past the stickiness window
     c.step(0, PxPrepare(3, 0, 0))                         # promised 3, then crashes
     votes += records_of(c.ready())
     r = core(1, records=votes)
@@ -381,6 +382,7 @@ def test_leader_behind_the_promises_fetches_the_chosen_prefix() -> None:
     assert [len(b) for b in cl.blocks] == [3, 3, 0]
     cl.alive[0] = False                                           # the leader crashes, 2 reconnects
     cl.lose = lambda src, dst, msg: False
+    cl.tick(0.31)                                                 # 1 no longer hears a live leader
     cl.cores[2].campaign()
     cl.run()
     c2 = cl.cores[2]
@@ -633,3 +635,18 @@ def test_replica_zero_with_a_replaced_disk_keeps_what_the_cluster_chose() -> Non
     assert top > len(before)
     assert all(c[:len(before)] == before for c in chains), "a chosen block was replaced"
     assert len({tuple(c[:top]) for c in chains}) == 1, "the ledgers diverged"
+
+
+def test_a_live_leader_is_not_deposed_by_a_candidate_that_cannot_hear_it() -> None:
+    """Leader stickiness (issue 17: a follower back from a partition campaigned and forced a
+    round of elections, ballot 13 in one run): an acceptor that heard the leader within the
+    low end of the election timeout grants no promise; once the leader is quiet, it does."""
+    c = core(1)
+    c.step(2, PxPrepare(2, 0, 2))
+    c.step(2, accept(2, 1, [req(0, 1).encode()]))
+    c.ready()
+    c.step(0, PxPrepare(3, 0, 0))
+    assert not sends(c.ready(), PxPromise) and c.ballot == 2
+    c.tick(c.now + 0.35)
+    c.step(0, PxPrepare(3, 0, 0))
+    assert sends(c.ready(), PxPromise) and c.ballot == 3
