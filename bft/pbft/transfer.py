@@ -56,8 +56,7 @@ class StateTransferMixin:
         t.fruitless = 0 if progressed else t.fruitless + 1
         if t.fruitless >= FRUITLESS_ROUNDS * len(t.peers):
             self._drop("state transfer abandoned: no peer served a block")
-            self.transfer = None
-            self._act_on_latest_checkpoint()
+            self.transfer = None                     # a CHECKPOINT sent again (as SUSPECT's answer) restarts it
             return
         self._request_blocks()
 
