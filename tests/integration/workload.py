@@ -16,10 +16,11 @@ KEYS = ["k0", "k1", "k2", "k3"]
 async def client_loop(lc, cid: int, seed: int, history: list[Op], stop: trio.Event, clients: int,
                       timeout: float = 3.0) -> None:
     rng = random.Random(f"{seed}-{cid}")
+    keys = [f"{seed}/{k}" for k in KEYS]             # a fresh register per run: the checker starts at None
     async with ledger.client.connect(lc.directory, client=cid, timeout=timeout) as c:
         i = 0
         while not stop.is_set():
-            key, kind = rng.choice(KEYS), rng.choice([PUT, GET, CAS])
+            key, kind = rng.choice(keys), rng.choice([PUT, GET, CAS])
             op = Op(key, kind, trio.current_time(), client=cid)
             try:
                 if kind == PUT:
