@@ -97,7 +97,6 @@ class ClientSession:
         self._slots = trio.Semaphore(MAX_IN_FLIGHT)
         self._blocks: dict[tuple[int, int], list[trio.Event | bytes]] = {}
         self._attests: dict[tuple[int, int], list] = {}
-        self.busy_answers = 0
 
     async def run(self) -> None:
         """The connection tasks; start it in a nursery and cancel it to close the session."""
@@ -141,7 +140,6 @@ class ClientSession:
             return
         if r.height == 0 and r.result[:2] == _BUSY_PREFIX:
             p.busy += 1                # the retransmission timer backs off; the replica may hold it later
-            self.busy_answers += 1
             return
         vote = (r.height, r.index, r.result)
         p.votes[src] = vote

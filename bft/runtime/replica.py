@@ -25,7 +25,7 @@ import trio
 
 from bft.outputs import Broadcast, Send, ServeBlocks, Step, ToClient, plan
 from bft.runtime import factory
-from bft.runtime.admission import PER_CLIENT, Admission, Heard, RateLimit
+from bft.runtime.admission import PER_CLIENT, Admission, Heard, RateLimit, unwrap_heard
 from bft.runtime.channel import channels_for
 from bft.runtime.transport import (CLIENT_MAX_FRAME, HANDSHAKE_TIMEOUT, ROLE_CLIENT,
                                    ROLE_REPLICA, Connection, HandshakeError, Link,
@@ -176,6 +176,7 @@ class Replica:
             try:
                 with pending.scope:
                     role, ident, stream, leftover = await self.channels.accept(Heard(stream, pending))
+                    stream = unwrap_heard(stream)
             except HandshakeError as e:
                 self.problems.note(e.kind, "incoming connection")
                 return
