@@ -440,6 +440,26 @@ class PxHeartbeat(Message):
     _kinds = dict(ballot=u64, commit_index=u64, replica=u32)
 
 
+@message(36, "px-prevote")
+class PxPreVote(Message):
+    """Before a candidacy: would you promise ``ballot``? Nothing is persisted on either side.
+
+    Raft's pre-vote (Ongaro's thesis, section 9.6): a replica cut off from the cluster asks
+    and gets no majority, so it never raises its ballot, and when the partition heals it
+    finds the leader's ballot still acceptable instead of refusing (and deposing) it."""
+    ballot: int
+    replica: int
+    _kinds = dict(ballot=u64, replica=u32)
+
+
+@message(37, "px-prevote-grant")
+class PxPreVoteGrant(Message):
+    """The answer to a PxPreVote from a replica that hears no live leader."""
+    ballot: int
+    replica: int
+    _kinds = dict(ballot=u64, replica=u32)
+
+
 # ----------------------------------------------------------------------------- transport
 @message(50, "hello")
 class Hello(Message):

@@ -17,6 +17,7 @@ class PaxosConfig:
     heartbeat_interval: float = 0.05               # the leader's heartbeat (carries the commit index)
     election_timeout: tuple[float, float] = (0.3, 0.6)   # a follower's randomized timeout range
     backoff: bool = True                           # back off when pre-empted; False = naive proposer
+    prevote: bool = True                           # ask a majority before raising the ballot (issue 17)
     backoff_multiplier: float = 2.0                # timeout factor per consecutive failed attempt ...
     backoff_cap: float = 8.0                       # ... capped at this factor
     retransmit_interval: float = 0.1               # re-send unanswered PREPARE / ACCEPT this often

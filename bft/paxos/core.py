@@ -32,7 +32,16 @@ replaced looks exactly like that, and would have proposed new values for slots t
 cluster had already chosen; issue 11.) A replica never reuses a ballot after a restart:
 its next candidacy is above the ballot it persisted.
 
-Followers start an election after a randomized timeout. A proposer pre-empted by a higher
+Followers start an election after a randomized timeout, and an election starts with a
+**pre-vote** (Raft's, Ongaro's thesis section 9.6): the would-be candidate asks every replica
+whether it would promise its next ballot (PxPreVote) and raises its ballot, durably, only
+once a majority would (PxPreVoteGrant). A replica grants unless it hears a live leader.
+Without it, a replica cut off by a partition campaigned with ever higher ballots, and on
+healing refused the working leader's ballot with a PxNack that deposed it: the cluster then
+took 8 to 14 s to settle (issue 17). The pre-vote touches liveness only: granting one
+changes no state, and the promise itself still comes from phase 1.
+
+A proposer pre-empted by a higher
 ballot, refused by a PxNack, or whose candidacy timed out backs off: its next timeout is
 drawn from the same range times ``backoff_multiplier ** attempts`` (capped), so duelling
 proposers settle. ``PaxosConfig(backoff=False)`` is the naive proposer of the textbook
@@ -60,7 +69,8 @@ from bft.paxos.config import PaxosConfig
 from bft.pbft.certs import Keys
 from bft.requests import CACHED, KNOWN, NEW, REFUSED, STALE, RequestPool, busy_reply, cached_reply, stale_reply
 from bft.wire import (MAX_LIST, DecodeError, Message, PxAccept, PxAccepted, PxHeartbeat, PxNack,
-                      PxPrepare, PxPromise, Redirect, Request, StateRequest, StateResponse, decode)
+                      PxPrepare, PxPreVote, PxPreVoteGrant, PxPromise, Redirect, Request, StateRequest,
+                      StateResponse, decode)
 from crypto.merkle import root_of
 from crypto.signing import Signer
 from ledger import tx as txmod
@@ -207,6 +217,8 @@ class PaxosCore:
         self.role = FOLLOWER
         self.leader_active = False                  # heard the current ballot's leader since it began
         self.attempts = 0                           # consecutive failed or pre-empted attempts (backoff)
+        self.prevote_ballot = 0                     # the ballot a pre-vote in progress asks about ...
+        self.prevotes: set[int] | None = None       # ... and who would promise it (None: no pre-vote)
 
         # proposer
         self.promises: dict[int, PxPromise] = {}
@@ -279,9 +291,11 @@ class PaxosCore:
                 self._campaign()
         elif self.role == CANDIDATE:
             if now >= self.deadline:
+                # cut off mid-candidacy, perhaps: ask again before raising the ballot any further
                 self.attempts += 1
                 self.stats["candidacy timed out"] += 1
-                self._campaign()
+                self._step_down()
+                self._start_election()
             elif now >= self.next_retransmit:
                 self.next_retransmit = now + cfg.retransmit_interval
                 prep = PxPrepare(self.ballot, self.prepare_from, self.id)
@@ -290,7 +304,7 @@ class PaxosCore:
                         self._out.append(Send(r, prep))
         elif now >= self.deadline:
             self.leader_active = False
-            self._campaign()
+            self._start_election()
         t = self.transfer
         if t is not None and now >= t.deadline:
             self._transfer_failed()
@@ -325,10 +339,11 @@ class PaxosCore:
         return self.role == CANDIDATE or (self.role == FOLLOWER and not self.leader_active)
 
     def status(self) -> dict:
+        role = "pre-candidate" if self.prevotes is not None else self.role
         return {"mode": "paxos", "view": self.ballot, "leader": self.leader, "in_view_change": self.in_view_change,
                 "executed": self.chain.height, "stable_checkpoint": self.stable, "height": self.chain.height,
                 "head": self.chain.head.hex(), "pending": len(self.pending), "dropped": dict(self.dropped),
-                "role": self.role, "promised": self.acceptor.promised, "commit_index": self.commit_index}
+                "role": role, "promised": self.acceptor.promised, "commit_index": self.commit_index}
 
     # ------------------------------------------------------------------ helpers
     def _drop(self, why: str) -> None:
@@ -401,12 +416,41 @@ class PaxosCore:
             self._out.append(ToClient(client, reply))
 
     # ================================================================== proposer
+    def _start_election(self) -> None:
+        if self.cfg.prevote:
+            self._prevote()
+        else:
+            self._campaign()
+
+    def _prevote(self) -> None:
+        """Ask whether a majority would promise my next ballot, before persisting anything."""
+        b = next_ballot(max(self.max_seen, self.ballot, self.acceptor.promised), self.id, self.n)
+        self.prevote_ballot = b
+        self.prevotes = {self.id}
+        self.stats["pre-votes"] += 1
+        self._out.append(Broadcast(PxPreVote(b, self.id)))
+        self.deadline = self.now + self._election_timeout()
+        self._check_prevotes()
+
+    def _on_prevote_grant(self, sender: int, m: PxPreVoteGrant) -> None:
+        if self.prevotes is None or self.role != FOLLOWER or m.ballot != self.prevote_ballot:
+            self._drop("PX-PREVOTE-GRANT for a pre-vote I am not running")
+            return
+        self.prevotes.add(sender)
+        self._check_prevotes()
+
+    def _check_prevotes(self) -> None:
+        if self.prevotes is not None and len(self.prevotes) >= self.majority:
+            self.stats["pre-votes won"] += 1
+            self._campaign()
+
     def _campaign(self) -> None:
         """Phase 1a: a new ballot of mine above every ballot seen, PREPARE for all open slots."""
         b = next_ballot(max(self.max_seen, self.ballot, self.acceptor.promised), self.id, self.n)
         if self.role != FOLLOWER:
             self._step_down()
         self.stats["elections"] += 1
+        self.prevotes = None
         self.role = CANDIDATE
         self.ballot = b
         self.max_seen = b
@@ -533,6 +577,8 @@ class PaxosCore:
 
     def _on_nack(self, sender: int, m: PxNack) -> None:
         self._see(m.promised)
+        if self.prevotes is not None and m.ballot == self.prevote_ballot:
+            return          # a pre-vote refused for a ballot too low: the next one goes above m.promised
         if self.role != FOLLOWER and m.ballot == self.ballot and m.promised > self.ballot:
             log.info("replica %d: ballot %d refused by %d (promised %d)", self.id, m.ballot, sender, m.promised)
             self._preempted()
@@ -559,15 +605,34 @@ class PaxosCore:
     def _nack(self, to: int, ballot: int) -> None:
         self._out.append(Send(to, PxNack(ballot, self.ballot, self.id)))
 
+    def _hears_live_leader(self, sender: int) -> bool:
+        """This replica leads, or heard its leader recently, and ``sender`` is someone else."""
+        if self.role == LEADER:
+            return True
+        return (self.role == FOLLOWER and self.leader_active and sender != self.leader
+                and self.now - self.leader_heard < self.cfg.election_timeout[0])
+
+    def _on_prevote(self, sender: int, m: PxPreVote) -> None:
+        if leader_of(m.ballot, self.n) != sender:
+            self._drop("PX-PREVOTE for a ballot that is not its sender's")
+            return
+        if self._hears_live_leader(sender):
+            self._drop("PX-PREVOTE while the leader is alive")
+            return
+        if not (m.ballot > self.ballot and self.acceptor.may_promise(m.ballot)):
+            self._nack(sender, m.ballot)        # tells it the ballot to go above
+            return
+        self._out.append(Send(sender, PxPreVoteGrant(m.ballot, self.id)))
+
     def _on_prepare(self, sender: int, m: PxPrepare) -> None:
         if leader_of(m.ballot, self.n) != sender:
             self._drop("PX-PREPARE for a ballot that is not its sender's")
             return
-        if (self.role == FOLLOWER and self.leader_active and sender != self.leader
-                and self.now - self.leader_heard < self.cfg.election_timeout[0]):
-            # leader stickiness (Raft's pre-vote idea): while this acceptor hears a live leader,
-            # a candidate that does not (a replica back from a partition) gets no promise, so it
-            # cannot depose a working leader. Refusing a promise never endangers safety.
+        if self.role == FOLLOWER and self._hears_live_leader(sender):
+            # leader stickiness: while this acceptor hears a live leader, a candidate that does
+            # not (one that skipped the pre-vote, or won it just before the leader spoke again)
+            # gets no promise, so it cannot depose a working leader. Refusing a promise never
+            # endangers safety.
             self._drop("PX-PREPARE while the leader is alive")
             return
         a = self.acceptor
@@ -578,6 +643,7 @@ class PaxosCore:
                 self._drop("too many accepted values to report in a PX-PROMISE")
                 return
             was_proposing = self.role != FOLLOWER
+            self.prevotes = None
             if was_proposing:
                 self._step_down()
             self._see(m.ballot)
@@ -618,6 +684,7 @@ class PaxosCore:
             self.ballot = ballot
         if self.pending:
             self.pending.clear()
+        self.prevotes = None
         self.leader_active = True
         self.leader_heard = self.now
         self.attempts = 0
@@ -782,6 +849,8 @@ class PaxosCore:
         PxAccept: _on_accept,
         PxAccepted: _on_accepted,
         PxHeartbeat: _on_heartbeat,
+        PxPreVote: _on_prevote,
+        PxPreVoteGrant: _on_prevote_grant,
         StateRequest: _on_state_request,
         StateResponse: _on_state_response,
     }

@@ -12,7 +12,8 @@ from bft.outputs import (AppendBlock, Broadcast, CompactVotes, Persist, Send, Se
 from bft.paxos.config import PaxosConfig
 from bft.paxos.core import FOLLOWER, NOOP_DIGEST, Acceptor, PaxosCore, next_ballot
 from bft.pbft.certs import Keys
-from bft.wire import (Commit, PxAccept, PxAccepted, PxHeartbeat, PxNack, PxPrepare, PxPromise, Redirect,
+from bft.wire import (Commit, PxAccept, PxAccepted, PxHeartbeat, PxNack, PxPrepare, PxPreVote, PxPreVoteGrant,
+                      PxPromise, Redirect,
                       Reply, Request, StateRequest, StateResponse, decode)
 from crypto.merkle import root_of
 from crypto.signing import HashSigner, HashVerifier
@@ -38,11 +39,19 @@ def core(i: int, n: int = 3, records=(), chain: Chain | None = None, now: float 
     return PaxosCore(cfg(n, **kw), i, RS[i], keys(n), chain or Chain(), list(records), now, random.Random(i))
 
 
+def prevoted(c: PaxosCore, by: int = 1) -> list:
+    """Answer the pre-vote ``c`` just broadcast with ``by``'s grant; return c's output."""
+    pv = sends(c.ready(), PxPreVote)
+    assert len(pv) == 1, "expected one PX-PREVOTE"
+    c.step(by, PxPreVoteGrant(pv[0].msg.ballot, by))
+    return c.ready()
+
+
 def elected(**kw) -> PaxosCore:
-    """Replica 0 after its first election (phase 1 with replica 1's promise), output drained."""
+    """Replica 0 after its first election (pre-vote and phase 1 with replica 1), output drained."""
     c = core(0, **kw)
     c.tick(0.0)
-    b = sends(c.ready(), PxPrepare)[0].msg.ballot
+    b = sends(prevoted(c), PxPrepare)[0].msg.ballot
     c.step(1, PxPromise(b, 1, 0, []))
     c.ready()
     assert c.is_primary
@@ -175,11 +184,11 @@ def test_fresh_replica_zero_campaigns_at_once_with_a_phase_1_and_a_restarted_one
     c0, c1 = core(0), core(1)
     assert not c0.is_primary and not c1.is_primary and c1.leader == 0 and c1.in_view_change
     c0.tick(0.0)
-    prepares = sends(c0.ready(), PxPrepare)
+    prepares = sends(prevoted(c0), PxPrepare)
     assert len(prepares) == 1 and prepares[0].msg.ballot > 0 and not c0.is_primary
     restarted = core(0, records=[msgpack.packb(["promise", 0])])
     restarted.tick(0.0)
-    assert not sends(restarted.ready(), PxPrepare) and restarted.role == FOLLOWER
+    assert not sends(restarted.ready(), PxPreVote) and restarted.role == FOLLOWER
     cl = Cluster()                                       # the election completes in one round trip
     c0 = cl.cores[0]
     assert c0.is_primary and c0.leader == 0 and not c0.in_view_change
@@ -650,3 +659,60 @@ def test_a_live_leader_is_not_deposed_by_a_candidate_that_cannot_hear_it() -> No
     c.tick(c.now + 0.35)
     c.step(0, PxPrepare(3, 0, 0))
     assert sends(c.ready(), PxPromise) and c.ballot == 3
+
+
+@pytest.mark.parametrize("prevote", [True, False])
+def test_isolated_follower_rejoins_without_deposing_the_leader(prevote: bool) -> None:
+    """Issue 17: a follower cut off for 12 s campaigned with ever higher ballots; on healing it
+    refused the leader's ACCEPTs with a PxNack that deposed the leader, and the cluster took
+    8 to 14 s to settle. With the pre-vote it never raises its ballot while it cannot reach a
+    majority, so healing costs nothing. ``prevote=False`` shows the old behaviour."""
+    cl = Cluster(prevote=prevote)
+    leader = cl.cores[0]
+    assert leader.is_primary
+    ballot, promised_before = leader.ballot, cl.cores[2].acceptor.promised
+    cl.lose = lambda src, dst, msg: 2 in (src, dst)
+    for ts in range(1, 121):                                 # 12 s of load without replica 2
+        cl.client(0, req(0, ts))
+        cl.tick(0.1)
+    cut = cl.cores[2]
+    if prevote:
+        assert cut.acceptor.promised == promised_before and cut.stats["elections"] == 0
+        assert cut.stats["pre-votes"] >= 3 and cut.status()["role"] == "pre-candidate"
+    else:
+        assert cut.acceptor.promised > ballot                # it raised its ballot while alone
+    cl.lose = lambda src, dst, msg: False
+    for _ in range(10):                                      # heal: one second
+        cl.tick(0.1)
+    if not prevote:
+        assert not leader.is_primary or leader.ballot != ballot
+        return
+    assert leader.is_primary and leader.ballot == ballot and leader.stats["pre-empted"] == 0
+    assert cut.leader == 0 and cut.role == FOLLOWER and not cut.in_view_change
+    assert cut.chain.height == leader.chain.height == 120
+
+
+def test_prevote_is_granted_only_without_a_live_leader_and_teaches_the_ballot() -> None:
+    c = core(1)
+    c.step(2, PxPrepare(2, 0, 2))
+    c.step(2, PxHeartbeat(2, 0, 2))
+    c.ready()
+    c.step(0, PxPreVote(3, 0))                                # the leader (2) spoke just now
+    assert not sends(c.ready(), PxPreVoteGrant) and c.dropped["PX-PREVOTE while the leader is alive"] == 1
+    c.tick(c.now + 0.35)
+    c.step(0, PxPreVote(3, 0))
+    assert sends(c.ready(), PxPreVoteGrant) and c.ballot == 2 and c.acceptor.promised == 2   # nothing changed
+    c.step(0, PxPreVote(0, 0))                                # below what it promised: told to go higher
+    nack = sends(c.ready(), PxNack)
+    assert nack and nack[0].msg.promised == 2
+    c.step(2, PxPreVote(4, 2))                                # ballot 4 is not replica 2's
+    assert c.dropped["PX-PREVOTE for a ballot that is not its sender's"] == 1
+    # the pre-candidate: grants for another ballot are dropped, a NACK raises its next ballot
+    p = core(0)
+    p.tick(0.0)
+    b = sends(p.ready(), PxPreVote)[0].msg.ballot
+    p.step(1, PxPreVoteGrant(b + 3, 1))
+    assert p.dropped["PX-PREVOTE-GRANT for a pre-vote I am not running"] == 1 and p.role == FOLLOWER
+    p.step(2, PxNack(b, 11, 2))
+    p.tick(p.deadline)
+    assert sends(p.ready(), PxPreVote)[0].msg.ballot == 12 and p.acceptor.promised == 0

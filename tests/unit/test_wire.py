@@ -83,6 +83,8 @@ def _samples() -> dict[str, Message]:
         acc,
         w.PxAccepted(ballot=0x0501, slot=9, replica=2),
         w.PxHeartbeat(ballot=0x0501, commit_index=9, replica=1),
+        w.PxPreVote(ballot=0x0502, replica=2),
+        w.PxPreVoteGrant(ballot=0x0502, replica=3),
         w.Hello(nonce=NONCE),
         w.Auth(role=1, ident=3, peer_role=0, peer_ident=2, direction=0, dialler_nonce=NONCE,
                listener_nonce=NONCE[::-1], sig=SIG_D),
