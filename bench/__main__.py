@@ -157,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels", action="store_true",
                    help="measure what mutual TLS costs: pbft n=4 and paxos n=3 with TLS and with plaintext links, "
                         "alternating in one run (with --quick, once each)")
+    p.add_argument("--attacks", action="store_true",
+                   help="throughput under each attack of issue 12 as a ratio to fault-free, same run and load: "
+                        "pbft n=4 at 64 (and 16) in flight, paxos n=3 crash faults (with --quick, 64 only; "
+                        "under 4 minutes); writes OUT/attacks.{json,md,png}")
     p.add_argument("--json", metavar="PATH", help="where to write the JSON results (default: OUT/results.json)")
     p.add_argument("--out", metavar="DIR", default="bench/results", help="directory for the table and plots")
     a = p.parse_args(argv)
@@ -169,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.attacks:
+        from bench import attacks
+        return attacks.main(a.quick, out, a.json)
     floor = crypto_floor()
     print(f"crypto floor: {floor['verifies_per_s_per_core']} Ed25519 verifies/s per core x {floor['cores']} cores "
           f"-> pbft {floor['pbft']} tx/s, paxos {floor['paxos']} tx/s", flush=True)

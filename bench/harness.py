@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,23 @@ class Config:
     batch_size: int = 128
     in_flight: int = 16
     payload_bytes: int = 64
-    scenario: str = "steady"  # steady | primary-killed | silent-backup | slow-primary
+    scenario: str = "steady"  # a label; the named ones below also set what happens
     duration: float = 6.0
     warmup: float = 1.0
     transport: str = "tls"    # tls | plaintext (init --insecure-plaintext), to measure what TLS costs
+    byzantine: tuple[tuple[int, str], ...] = ()   # (replica, strategy): started with --byzantine
+    hostile: str | None = None                     # a hostile client beside the load (bench.hostile_load)
+    event: str | None = None                       # kill-leader | kill-follower | pause-leader, at event_at
+    event_at: float = 5.0
+    fault_at: float | None = None   # Byzantine replicas start --dormant and get SIGUSR1 then; hostile starts then
+
+    def __post_init__(self) -> None:
+        named = {"silent-backup": dict(byzantine=((self.n - 1, "silent"),)),
+                 "slow-primary": dict(byzantine=((0, "slow"),)),
+                 "primary-killed": dict(event="kill-leader")}
+        for k, v in named.get(self.scenario, {}).items():
+            if not getattr(self, k):
+                setattr(self, k, v)
 
     @property
     def n(self) -> int:
@@ -91,36 +105,49 @@ def run(cfg: Config, workdir: Path) -> dict:
 
     d = tempfile.mkdtemp(prefix=f"{cfg.mode}-", dir=workdir)
     loadgens = 1 if cfg.in_flight <= 16 else 2
-    init_cluster(d, cfg.mode, cfg.f, clients=loadgens, insecure_plaintext=cfg.transport == "plaintext")
+    init_cluster(d, cfg.mode, cfg.f, clients=loadgens + 1, insecure_plaintext=cfg.transport == "plaintext")
     toml = Path(d) / "cluster.toml"
     toml.write_text(toml.read_text().replace(f"n = {cfg.n}\n", f"n = {cfg.n}\nbatch_size = {cfg.batch_size}\n", 1))
     procs: list[subprocess.Popen] = []
     try:
+        byzantine = dict(cfg.byzantine)
         for i in range(cfg.n):
-            extra = []
-            if cfg.scenario == "silent-backup" and i == cfg.n - 1:
-                extra = ["--byzantine", "silent"]
-            if cfg.scenario == "slow-primary" and i == 0:
-                extra = ["--byzantine", "slow"]
+            extra = ["--byzantine", byzantine[i]] if i in byzantine else []
+            if extra and cfg.fault_at is not None:
+                extra.append("--dormant")
             log = open(Path(d) / f"replica-{i}.log", "w")
             procs.append(subprocess.Popen([sys.executable, "-m", "bft", "replica", d, "--id", str(i), *extra],
                                           stdout=log, stderr=subprocess.STDOUT))
         _wait_ready(d, cfg.n)
-        # the killed primary's CPU cannot be read after its death: count the survivors only
-        replica_pids = [p.pid for p in procs][1 if cfg.scenario == "primary-killed" else 0:]
         outs = [Path(d) / f"load-{c}.json" for c in range(loadgens)]
         per = [cfg.in_flight // loadgens + (1 if c < cfg.in_flight % loadgens else 0) for c in range(loadgens)]
         st0 = _status(d)
+
+        def start_hostile() -> None:
+            procs.append(subprocess.Popen([sys.executable, "-m", "bench.hostile_load", "--cluster", d, "--client",
+                                           str(loadgens), "--kind", cfg.hostile, "--duration", str(cfg.duration + 1)],
+                                          stdout=subprocess.DEVNULL, stderr=open(Path(d) / "hostile.log", "w")))
+
+        if cfg.hostile and cfg.fault_at is None:
+            start_hostile()
         gens = [subprocess.Popen([sys.executable, "-m", "bench.loadgen", "--cluster", d, "--client", str(c),
                                   "--in-flight", str(per[c]), "--duration", str(cfg.duration),
                                   "--value-bytes", str(cfg.payload_bytes), "--out", str(outs[c])])
                 for c in range(loadgens)]
         t0 = time.time()
         time.sleep(cfg.warmup)
+        replica_pids = [p.pid for p in procs[:cfg.n]]
         cpu_a = _cpu_seconds(replica_pids)
-        if cfg.scenario == "primary-killed":
-            time.sleep(max(0.0, 5.0 - cfg.warmup))
-            procs[0].kill()
+        if cfg.fault_at is not None:
+            time.sleep(max(0.0, cfg.fault_at - (time.time() - t0)))
+            for i in byzantine:
+                procs[i].send_signal(signal.SIGUSR1)
+            if cfg.hostile:
+                start_hostile()
+        if cfg.event:
+            time.sleep(max(0.0, cfg.event_at - (time.time() - t0)))
+            victim = _event(cfg, d, procs)
+            replica_pids.remove(procs[victim].pid)          # a killed process's CPU cannot be read after
         time.sleep(max(0.0, cfg.duration - (time.time() - t0)))
         cpu_b = _cpu_seconds(replica_pids)
         st1 = _status(d)
@@ -135,6 +162,19 @@ def run(cfg: Config, workdir: Path) -> dict:
         return _figures(cfg, completed, cpu_b - cpu_a, st0, st1, errors)
     finally:
         _stop(procs)
+
+
+def _event(cfg: Config, d: str, procs: list[subprocess.Popen]) -> int:
+    """Kill or pause the leader or a follower (as ``status`` reports them now); which one."""
+    st = _status(d)
+    leader = next((r["leader"] for r in st if r.get("reachable", True) and "leader" in r), 0)
+    victim = leader if cfg.event in ("kill-leader", "pause-leader") else (leader + 1) % cfg.n
+    if cfg.event == "pause-leader":
+        procs[victim].send_signal(signal.SIGSTOP)
+        threading.Timer(5.0, lambda: procs[victim].poll() is None and procs[victim].send_signal(signal.SIGCONT)).start()
+    else:
+        procs[victim].kill()
+    return victim
 
 
 def _figures(cfg: Config, completed: list, cpu: float, st0: list[dict], st1: list[dict], errors: int) -> dict:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from bft.outputs import Action, Broadcast, Send, ToClient
+from bft.outputs import Action, AppendBlock, Broadcast, Send, ToClient
 from bft.wire import (Checkpoint, Commit, Message, PrePrepare, Prepare, PreparedCert, PxAccept, Reply,
-                      Request, StateRequest, ViewChange)
+                      Request, StateRequest, ViewChange, decode)
 from crypto.merkle import root_of
 from crypto.signing import Signer
 from ledger.state import op_put
@@ -32,15 +32,33 @@ STRATEGIES = {
     "descending-vc": "keeps sending valid VIEW-CHANGEs for ever lower views, starting far ahead",
     "far-checkpoints": "keeps sending CHECKPOINTs for far-future sequence numbers and states nobody reached",
     "state-flood": "asks every peer for its whole ledger, over and over (StateRequest)",
+    "empty-batches": "as primary, proposes empty batches in place of the requests it should order",
+    "replay-executed": "as primary, proposes batches of requests that already executed (no progress)",
+    "flood-votes": "re-sends its recent PREPAREs and COMMITs (valid duplicates) to every peer, all the time",
+    "flood-vc": "sends a valid VIEW-CHANGE for the next view to every peer, thousands of times a second",
     # the next three act in the replica process (bft.runtime.replica), outside the core
     "lying-receipts": "serves receipts with an altered result and attests to a block hash nobody computed",
     "empty-transfer": "answers every state-transfer request with no blocks",
     "drip-transfer": "answers every state-transfer request with a single block",
 }
 RUNTIME_STRATEGIES = ("lying-receipts", "empty-transfer", "drip-transfer")
+USELESS_PRIMARY = ("empty-batches", "replay-executed")
 NOISE_INTERVAL = 0.05          # how often the noisy strategies send their junk (seconds of core time)
+FLOOD_VOTES = 200              # duplicate votes 'flood-votes' sends every NOISE_INTERVAL (4,000/s to each peer)
 
 CENSORED_CLIENT = 0
+
+
+def slow_delay(cfg) -> float:
+    """How late 'slow' sends everything: just under every timer that would expose it (the
+    request timer and the monitor's heartbeat in pbft, the election timeout in paxos), so
+    that only the throughput rule of ``bft.pbft.monitor`` can catch it. A request can wait
+    two delays to be batched (its batch waits for the pipeline, which waits for an earlier
+    batch), hence 0.4 of the heartbeat's bound."""
+    timeout = getattr(cfg, "request_timeout", None)
+    if timeout is None:
+        return 0.8 * cfg.election_timeout[0]
+    return min(0.7 * timeout, 0.4 * (timeout / 2 + cfg.monitor.heartbeat))
 
 
 class Byzantine:
@@ -58,13 +76,22 @@ class Byzantine:
         self.forged = 0
         self._next_noise = 0.0
         self._descending = 10 ** 6
+        self._executed_batches: list[list[bytes]] = []
+        self._votes: list = []
+        self.active = True                 # False: honest for now (``bftledger replica --dormant``)
 
     def __getattr__(self, name: str):
         return getattr(self.core, name)
 
     def step(self, sender: int, msg: Message, from_client: bool = False) -> None:
+        if not self.active:
+            self.core.step(sender, msg, from_client)
+            return
         if self.strategy == "censor" and type(msg) is Request and msg.client == CENSORED_CLIENT:
             return                     # from the client, or relayed by a backup: ignored either way
+        if (self.strategy in USELESS_PRIMARY and type(msg) is Request and self._leads()
+                and (self.strategy == "empty-batches" or self._executed_batches)):
+            return                     # it orders nothing new (replay: once it has something to replay)
         self.core.step(sender, msg, from_client)
 
     def tick(self, now: float) -> None:
@@ -72,6 +99,10 @@ class Byzantine:
 
     def ready(self) -> list[Action]:
         out = self.core.ready()
+        if not self.active:
+            if self.strategy == "replay-executed":
+                self._replay_executed(out, collect_only=True)
+            return out
         fn = getattr(self, "_" + self.strategy.replace("-", "_"), None)
         return fn(out) if fn is not None else out
 
@@ -172,6 +203,56 @@ class Byzantine:
                 a = Broadcast(self._resign(a.msg, batch=batch, digest=root_of(batch)))
             res.append(a)
         return res
+
+    def _leads(self) -> bool:
+        core = self.core
+        return core.mode == "pbft" and core.is_primary and not core.in_view_change
+
+    def _useless_batches(self, out: list[Action], batch: list[bytes]) -> list[Action]:
+        """As primary, keep the pipeline full of ``batch``: PRE-PREPAREs the core itself
+        records and votes on, so they commit and the view looks busy, while the requests
+        the clients sent (dropped in ``step``) are never ordered."""
+        core = self.core
+        if not self._leads() or not self._noise_due():
+            return out
+        cfg = core.cfg
+        while core.next_seq - 1 - core.chain.height < cfg.pipeline and core.next_seq <= core.h + cfg.log_size:
+            seq = core.next_seq
+            core.next_seq += 1
+            pp = PrePrepare(core.view, seq, root_of(batch), list(batch), core.id).signed(self.signer)
+            reqs = [decode(raw) for raw in batch]
+            core._accept_pre_prepare(pp, reqs)
+            out = out + core.ready() + [Broadcast(pp)]
+        return out
+
+    def _empty_batches(self, out: list[Action]) -> list[Action]:
+        return self._useless_batches(out, [])
+
+    def _replay_executed(self, out: list[Action], collect_only: bool = False) -> list[Action]:
+        """Batches of requests that already executed, taken from the blocks it appended."""
+        for a in out:
+            if type(a) is AppendBlock and a.block.txs and len(self._executed_batches) < 64:
+                self._executed_batches.append(list(a.block.txs))
+        if collect_only or not self._executed_batches:
+            return out
+        return self._useless_batches(out, self._executed_batches[self.rng.randrange(len(self._executed_batches))])
+
+    def _flood_votes(self, out: list[Action]) -> list[Action]:
+        for a in out:
+            if isinstance(a, (Send, Broadcast)) and type(a.msg) in (Prepare, Commit):
+                self._votes.append(a.msg)
+        if len(self._votes) > 256:
+            del self._votes[:128]
+        if self._votes and self._noise_due():
+            out = out + [Broadcast(v) for v in self._votes[-FLOOD_VOTES:]]
+        return out
+
+    def _flood_vc(self, out: list[Action]) -> list[Action]:
+        core = self.core
+        if core.mode != "pbft" or not self._noise_due():
+            return out
+        vc = ViewChange(core.view + 1, core.h, list(core.stable_proof), [], core.id).signed(self.signer)
+        return out + [Broadcast(vc)] * FLOOD_VOTES
 
     def _noise_due(self) -> bool:
         now = self.core.now

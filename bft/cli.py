@@ -193,6 +193,9 @@ def _add_replica(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id", required=True, type=_int_at_least(0), metavar="I", help="replica id")
     p.add_argument("--byzantine", choices=list(STRATEGIES), metavar="STRATEGY", default=None,
                    help="misbehave with STRATEGY (listed below)")
+    p.add_argument("--dormant", action="store_true",
+                   help="with --byzantine: behave honestly until the process gets SIGUSR1 (kill -USR1 PID), "
+                        "then misbehave; to watch a running cluster meet the attack (the benchmark does this)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
                    help="stderr log level (default: info)")
     p.set_defaults(func=cmd_replica)
@@ -213,7 +216,9 @@ def cmd_replica(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), force=True, stream=sys.stderr,
                         format=f"%(asctime)s replica-{args.id} %(levelname)s %(name)s: %(message)s")
     try:
-        return run_replica(cluster, args.id, byzantine=args.byzantine)
+        if args.dormant and not args.byzantine:
+            raise UsageError("--dormant needs --byzantine STRATEGY (what to turn into on SIGUSR1)")
+        return run_replica(cluster, args.id, byzantine=args.byzantine, dormant=args.dormant)
     except OSError as e:
         r = cluster.replicas[args.id]
         if e.filename is None:

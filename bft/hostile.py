@@ -16,7 +16,8 @@ from bft.wire import MAX_OP, Request, frame
 from ledger.cluster import Cluster
 from ledger.state import op_put
 
-__all__ = ["largest_value", "idle_sockets", "authenticated", "partial_frames", "flood_requests", "splice"]
+__all__ = ["largest_value", "idle_sockets", "authenticated", "partial_frames", "flood_requests", "bad_signatures",
+           "splice"]
 
 
 def largest_value(key: str) -> bytes:
@@ -70,6 +71,25 @@ async def flood_requests(cluster: Cluster, replica: int, client: int, count: int
     finally:
         await trio.aclose_forcefully(s)
     return count
+
+
+async def bad_signatures(cluster: Cluster, replica: int, client: int, seconds: float) -> int:
+    """For ``seconds``, send requests whose signatures are garbage over ``client``'s own
+    authenticated connection, as fast as the replica reads them; returns how many went out.
+    (The replica blacklists the client and stops reading it: sends then block.)"""
+    s = await authenticated(cluster, replica, client)
+    ts0 = time.time_ns() // 1000
+    sent = 0
+    with trio.move_on_after(seconds):
+        try:
+            while True:
+                req = Request(client, ts0 + sent, op_put(f"bad-{sent}", b"x"), bytes(64))
+                await s.send_all(frame(req.encode()))
+                sent += 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    await trio.aclose_forcefully(s)
+    return sent
 
 
 async def splice(x: trio.abc.Stream, y: trio.abc.Stream, seconds: float) -> None:

@@ -206,6 +206,7 @@ class PaxosCore:
         self.f = cfg.f
         self.majority = quorum.majority(cfg.n)
         self.dropped: Counter[str] = Counter()
+        self.useless = 0                             # messages dropped: the runtime charges their sender
         self.stats: Counter[str] = Counter()
         self._out: list[Action] = []
 
@@ -350,6 +351,7 @@ class PaxosCore:
         if why not in self.dropped:
             log.info("replica %d drops: %s (first of its kind)", self.id, why)
         self.dropped[why] += 1
+        self.useless += 1
 
     def _election_timeout(self) -> float:
         lo, hi = self.cfg.election_timeout

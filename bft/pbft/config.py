@@ -1,9 +1,10 @@
 """Tunables of the pbft core, with the defaults the runtime uses."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bft import quorum
+from bft.pbft.monitor import MonitorConfig
 from bft.wire import MAX_BATCH, MAX_BATCH_BYTES
 
 
@@ -24,6 +25,7 @@ class PbftConfig:
     max_pending_bytes: int = 256 * 1024 * 1024     # ... and their bytes (raw and decoded)
     client_requests: int = 2048                    # requests of one client held at most ...
     client_bytes: int = 16 * 1024 * 1024           # ... and their bytes (BUSY beyond either)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)   # what backups require of a primary
 
     def __post_init__(self) -> None:
         if self.n < quorum.pbft_n(self.f):

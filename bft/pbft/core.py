@@ -24,9 +24,11 @@ from bft.pbft.recovery import RecoveryMixin
 from bft.pbft.suspicion import SuspicionMixin
 from bft.pbft.certs import Keys, batch_error, plan_new_view, primary
 from bft.pbft.config import PbftConfig
+from bft.pbft.monitor import PrimaryMonitor
 from bft.pbft.transfer import StateTransferMixin, Transfer
 from bft.pbft.viewchange import ViewChangeMixin
-from bft.requests import CACHED, KNOWN, NEW, REFUSED, STALE, RequestPool, busy_reply, cached_reply, stale_reply
+from bft.requests import (CACHED, KNOWN, NEW, REFUSED, STALE, RequestPool, busy_reply, cached_reply, is_duplicate,
+                          stale_reply)
 from bft.wire import (BatchRequest, BatchResponse, Checkpoint, Commit, Message, NewView, PrePrepare, Prepare,
                       PreparedCert, Request, StateRequest, StateResponse, Suspect, ViewChange)
 from crypto.merkle import root_of
@@ -72,6 +74,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
         self.f = cfg.f
         self.n = cfg.n
         self.dropped: Counter[str] = Counter()
+        self.useless = 0                             # messages dropped or repeated: the runtime charges their sender
         self._out: list[Action] = []
 
         self.view = 0
@@ -100,6 +103,8 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
         # waited half a request timeout unordered (a client may reach this backup only)
         self.relay_queue: deque[tuple[float, tuple[int, int]]] = deque()
         self.suspecting = False                      # this replica's timer fired in the current view
+        self.suspect_sticky = False                  # ... or the monitor's rules: kept until the view ends
+        self.monitor = PrimaryMonitor(cfg.monitor, cfg.n, now)
         self.my_suspect: Suspect | None = None
         self.suspects: dict[int, float] = {}         # replica -> when its SUSPECT of this view came
         self.view_changes: dict[int, dict[int, ViewChange]] = {}
@@ -162,18 +167,25 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
             if self.vc_deadline is not None and now >= self.vc_deadline:
                 self._start_view_change(self.view + 1)
         elif self.pending and self.transfer is None and self.lag is None:
-            # The oldest unexecuted request (dicts keep arrival order) decides, so a primary
-            # that censors one client is suspected even while others make progress. While
-            # the view executes steadily, a burst queued behind it gets CENSOR_GRACE times
-            # longer before the primary is blamed. A replica that is itself behind (state
-            # transfer pending) blames nobody: its lag is not the primary's fault.
-            arrival = self.requests.oldest_arrival()
+            # The oldest unexecuted request (dicts keep arrival order) decides. While the view
+            # executes new requests steadily, a burst queued behind it gets CENSOR_GRACE times
+            # longer before the primary is blamed (the monitor's rules catch a primary that
+            # serves some clients and not others, or serves slowly). A replica that is itself
+            # behind (state transfer pending) blames nobody: its lag is not the primary's fault.
             patience = self._timeout()
+            arrival = self.requests.oldest_arrival()
             if now - self.last_progress < patience:
                 patience *= CENSOR_GRACE
+                if now >= max(arrival, self.view_started) + patience and now >= self.monitor.next_check:
+                    # the view executes: a flooding client's request may wait through nobody's fault
+                    arrival = self.requests.oldest_arrival(lambda c: self.requests.flooding(c, now, 2 * patience))
+                    if arrival is None:
+                        arrival = now
             if now >= max(arrival, self.view_started) + patience:
-                self._suspect()
-            elif self.suspects:
+                self._suspect("request timer")
+            elif now >= self.monitor.next_check and self.cfg.monitor.enabled and not self.is_primary:
+                self._watch_primary()
+            if self.suspects and not self.in_view_change:
                 self._check_suspects()
         if self.transfer is None and self.lag is None and self.committed and not self.in_view_change:
             first = min(self.committed)
@@ -213,6 +225,9 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
               "executed": self.chain.height, "stable_checkpoint": self.h, "height": self.chain.height,
               "head": self.chain.head.hex(), "pending": len(self.pending), "dropped": dict(self.dropped),
               "checkpoint_interval": self.cfg.checkpoint_interval, "suspecting": self.suspecting}
+        m = self.monitor
+        st["primary_monitor"] = {"required_tps": round(m.required(self.now), 1), "last_tps": m.last_rate,
+                                 "records_tps": [round(x, 1) for x in m.records]}
         if self.in_view_change:
             st["view_change_seconds"] = round(self.now - self.vc_since, 3)
             st["view_change_joined"] = len(self.view_changes.get(self.view, {}))
@@ -223,6 +238,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
         if why not in self.dropped:
             log.info("replica %d drops: %s (first of its kind)", self.id, why)
         self.dropped[why] += 1
+        self.useless += 1
 
     def _sign(self, msg: Message) -> Message:
         return msg.signed(self.signer)
@@ -257,9 +273,9 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
     def _on_request(self, client: int, req: Request) -> None:
         what, detail = self.requests.admit(client, req, self.now)
         if what == NEW:
-            if self.is_primary and not self.in_view_change:
-                self.queue.append((client, req.timestamp))
-            elif not self.is_primary and len(self.relay_queue) < self.cfg.max_pending:
+            if not self.in_view_change and (self.is_primary or self.cfg.monitor.enabled):
+                self.queue.append((client, req.timestamp), self.now)   # backups watch it (fair rounds)
+            if not self.is_primary and len(self.relay_queue) < self.cfg.max_pending:
                 self.relay_queue.append((self.now, (client, req.timestamp)))
         elif what == CACHED:
             self._out.append(ToClient(client, cached_reply(self.view, self.id, client, detail)))
@@ -274,10 +290,10 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
     def _on_relayed_request(self, sender: int, req: Request) -> None:
         """A backup relays a client's request that it alone may have received (PBFT §4.2):
         admitted like one from the client itself, signature and all; relays are not relayed."""
-        what, detail = self.requests.admit(req.client, req, self.now)
+        what, detail = self.requests.admit(req.client, req, self.now, direct=False)
         if what == NEW:
-            if self.is_primary and not self.in_view_change:
-                self.queue.append((req.client, req.timestamp))
+            if not self.in_view_change:
+                self.queue.append((req.client, req.timestamp), self.now)
         elif what not in (KNOWN, CACHED, STALE):
             self._drop("relayed request " + detail if what == REFUSED else "relayed " + detail)
 
@@ -290,6 +306,8 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
             entry = self.pending.get(key)
             if entry is None or key in self.in_batch or self.is_primary or self.in_view_change:
                 continue
+            if self.requests.flooding(key[0], self.now, 2 * self.cfg.request_timeout):
+                continue                    # it reaches every replica, and more than its share
             self._out.append(Send(self.leader, entry[2]))
 
     def _propose(self) -> None:
@@ -298,7 +316,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
             in_flight = self.next_seq - 1 - self.chain.height
             if len(self.queue) < cfg.batch_size and in_flight >= cfg.pipeline:
                 return
-            batch, reqs = self.requests.take_batch(cfg.batch_size, cfg.batch_bytes)
+            batch, reqs = self.requests.take_batch(cfg.batch_size, cfg.batch_bytes, self.now)
             if not batch:
                 return
             seq = self.next_seq
@@ -381,8 +399,15 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
             self._want_batch(pp.digest)
         else:
             self._keep_batch(pp.seq, pp.digest, pp.batch, reqs)
+            in_batch, executed, useful = self.in_batch, self.chain.executed, False
             for r in reqs:
-                self.in_batch.add((r.client, r.timestamp))
+                key = (r.client, r.timestamp)
+                if key not in in_batch:
+                    in_batch.add(key)
+                    if not useful and executed(r.client, r.timestamp) is None:
+                        useful = True
+            if useful:
+                self.monitor.useful_pre_prepare(self.now)
         self._persist("pp", pp.encode())
         if pp.replica != self.id:
             p = self._sign(Prepare(pp.view, pp.seq, pp.digest, self.id))
@@ -462,7 +487,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
     # ------------------------------------------------------------------ execution
     def _execute(self) -> None:
         progressed = False
-        if self.suspecting and self.chain.height + 1 in self.committed:
+        if self.suspecting and not self.suspect_sticky and self.chain.height + 1 in self.committed:
             self.suspecting = False                  # executing again: stop repeating SUSPECT
             self.my_suspect = None
             self.suspects.pop(self.id, None)
@@ -474,19 +499,24 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
             view, _digest, batch, cert, reqs = self.committed.pop(seq)
             block = self.chain.execute(seq, view, batch, cert)
             self._out.append(AppendBlock(block))
-            self._after_execute(block, reqs)
-            progressed = True
-        if progressed:
+            if self._after_execute(block, reqs):
+                progressed = True
+        if progressed:                               # new requests executed: empty or replayed batches do not count
             self.vc_attempts = 0
             self.last_progress = self.now
 
-    def _after_execute(self, block: Block, reqs: list) -> None:
+    def _after_execute(self, block: Block, reqs: list) -> int:
         """Replies and checkpoint after a block; ``reqs[i]`` (a Request or a parsed Tx, None
-        when unreadable) is the block's transaction i, so indexes stay aligned."""
+        when unreadable) is the block's transaction i, so indexes stay aligned. Returns how
+        many requests executed for the first time (the monitor's measure of progress)."""
         chain = self.chain
+        fresh = 0
+        results = block.results
         for index, r in enumerate(reqs):
             if r is None:
                 continue
+            if not is_duplicate(results[index]):
+                fresh += 1
             self.requests.executed((r.client, r.timestamp))
             reply = self.requests.reply(self.view, self.id, block, index, r.client, r.timestamp)
             if reply is not None:
@@ -496,10 +526,13 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
             self.my_checkpoint = cp
             self._out.append(Broadcast(cp))
             self._record_checkpoint(cp)
+        self.monitor.executed(fresh)
+        return fresh
 
     # ------------------------------------------------------------------ retransmission
     def _help_duplicate(self, sender: int, seq: int) -> None:
         """A peer re-sent a vote: it may be missing ours. Answer once per interval."""
+        self.useless += 1
         if self.helped.get(sender, -1.0) + self.cfg.retransmit_interval > self.now:
             return
         self.helped[sender] = self.now

@@ -17,6 +17,9 @@ Raft's pre-vote and Tendermint's round catch-up avoid this; so does this rule:
   its own while it still suspects and stops once it executes again.
 - A replica that is not itself suspecting answers a SUSPECT with its stable checkpoint
   proof: if the suspecting replica is behind, that starts its state transfer.
+- Besides the request timer, a backup suspects a primary that fails one of the monitor's
+  rules (``bft.pbft.monitor``: heartbeat, censorship, throughput); such a suspicion is kept
+  until the view ends, since the primary does execute something meanwhile.
 
 Safety is untouched: SUSPECT only gates when a replica starts a view change; what a
 VIEW-CHANGE carries and how NEW-VIEW is checked do not change, and a replica never
@@ -34,15 +37,31 @@ log = logging.getLogger("bft.pbft")
 
 
 class SuspicionMixin:
-    def _suspect(self) -> None:
-        """This replica's timer fired in the current view."""
+    def _suspect(self, why: str) -> None:
+        """This replica's timer fired in the current view, or the primary failed a monitor rule."""
         if not self.suspecting:
             self.suspecting = True
             self.my_suspect = self._sign(Suspect(self.view, self.id))
             self._out.append(Broadcast(self.my_suspect))
-            log.info("replica %d suspects the primary of view %d", self.id, self.view)
+            log.info("replica %d suspects the primary of view %d (%s)", self.id, self.view, why)
         self.suspects[self.id] = self.now
         self._check_suspects()
+
+    def _watch_primary(self) -> None:
+        """A backup checks the monitor's rules (bft.pbft.monitor) against its primary."""
+        self.monitor.next_check = self.now + self.cfg.monitor.check_interval
+        timeout = self._timeout()
+        now, requests = self.now, self.requests
+        head = self.queue.oldest_head(requests.live, now, lambda c: requests.flooding(c, now, 2 * timeout))
+        found = self.monitor.verdict(now, head, timeout)
+        if found is not None:
+            rule, why = found
+            if not self.suspecting:
+                self.stats["suspected: " + rule] += 1
+                log.info("replica %d: primary %d of view %d fails the %s rule: %s", self.id, self.leader, self.view,
+                         rule, why)
+            self.suspect_sticky = True
+            self._suspect(rule)
 
     def _check_suspects(self) -> None:
         fresh = self.now - 2 * self.cfg.request_timeout
@@ -53,6 +72,7 @@ class SuspicionMixin:
 
     def _clear_suspicion(self) -> None:
         self.suspecting = False
+        self.suspect_sticky = False
         self.my_suspect = None
         self.suspects.clear()
 

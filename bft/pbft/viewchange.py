@@ -67,11 +67,13 @@ class ViewChangeMixin:
             self._drop("sender field differs from the authenticated sender")
             return
         if vc.new_view < self.view or (vc.new_view == self.view and not self.in_view_change):
+            self.useless += 1
             if self.new_view_msg is not None and self.is_primary and not self.in_view_change:
                 self._help_behind(sender)
             return
         latest = max((v for v, vcs in self.view_changes.items() if sender in vcs), default=-1)
         if latest >= vc.new_view:
+            self.useless += 1
             # one VIEW-CHANGE per replica, its highest: VIEW-CHANGEs for descending views used to
             # pile up (20,000 kept, handling cost quadratic; issue 11)
             if latest > vc.new_view:
@@ -151,8 +153,9 @@ class ViewChangeMixin:
                 self._accept_pre_prepare(PrePrepare(pp.view, pp.seq, pp.digest, have[1], pp.replica, pp.sig), have[2])
         self.vc_deadline = None
         self.view_started = self.now
-        if self.is_primary:
-            self.queue.extend(k for k in self.pending if k not in self.in_batch)
+        self.monitor.start_view(self.now)
+        if self.is_primary or self.cfg.monitor.enabled:
+            self.requests.requeue(self.now)      # the primary serves them; backups watch them
         log.info("replica %d enters view %d", self.id, v)
         early, self.early = self.early, {}
         for k in sorted(early):                       # each PRE-PREPARE before the votes for it

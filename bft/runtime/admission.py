@@ -145,6 +145,53 @@ class RateLimit:
         return True
 
 
+class Intake:
+    """What one authenticated peer (a replica or a client) may make this replica process,
+    post-paid (issue 12): each message costs 1 token; each one the core dropped or found
+    repeated (a duplicate vote, a stale checkpoint, a refused request) costs ``USELESS_COST``
+    more, plus a token per KiB of it. A peer in debt is held back until it refills: a replica
+    peer's connection is not read (TCP flow control pushes back on the sender, and the other
+    connections are read meanwhile, one burst each in turn); a client's connection is not
+    read for up to a quarter second at a time, and in between its requests are dropped
+    unread while its queries (receipts, status) are still answered. Honest peers stay far
+    inside the budget: their messages are useful, and a busy replica sends its peers a few
+    thousand a second."""
+
+    USELESS_COST = 15.0
+
+    __slots__ = ("rate", "burst", "buckets", "paused", "paused_seconds")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.buckets: dict[tuple[int, int], list[float]] = {}
+        self.paused: dict[tuple[int, int], int] = {}            # peer -> how many times throttled
+        self.paused_seconds = 0.0
+
+    def charge(self, key: tuple[int, int], now: float, messages: int, nbytes: int, useless: int) -> float:
+        """Charge a burst just processed; how long not to read this peer (0: go on)."""
+        b = self.buckets.get(key)
+        if b is None:
+            b = self.buckets[key] = [self.burst, now]
+        cost = messages + useless * (self.USELESS_COST + nbytes / 1024 / max(messages, 1))
+        tokens = min(self.burst, b[0] + (now - b[1]) * self.rate) - cost
+        b[0] = max(tokens, -self.burst)
+        b[1] = now
+        if b[0] >= 0:
+            return 0.0
+        wait = -b[0] / self.rate
+        self.paused[key] = self.paused.get(key, 0) + 1
+        self.paused_seconds += wait
+        return wait
+
+    def in_debt(self, key: tuple[int, int], now: float) -> bool:
+        b = self.buckets.get(key)
+        return b is not None and b[0] + (now - b[1]) * self.rate < 0
+
+    def status(self) -> dict:
+        return {f"{'replica' if k[0] == 0 else 'client'} {k[1]}": n for k, n in self.paused.items()}
+
+
 def unwrap_heard(stream: trio.abc.Stream) -> trio.abc.Stream:
     """The stream an authenticated connection keeps, without the handshake-time ``Heard``
     wrapper in its path (one await less per read for the connection's whole life)."""

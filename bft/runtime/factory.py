@@ -76,10 +76,10 @@ def make_core(cluster: Cluster, replica_id: int, signer: Signer, chain: Chain, v
     return core
 
 
-def request_timeout(core) -> float:
-    """The core's view-change / election timeout (the 'slow' strategy delays by most of it)."""
-    inner = getattr(core, "core", core)
-    return float(getattr(getattr(inner, "cfg", None), "request_timeout", 1.0))
+def slow_delay(core) -> float:
+    """How late the 'slow' strategy sends (``bft.adversary.slow_delay``)."""
+    from bft.adversary import slow_delay as delay
+    return delay(getattr(core, "core", core).cfg)
 
 
 def verifier_of(core):

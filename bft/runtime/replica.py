@@ -25,13 +25,13 @@ import trio
 
 from bft.outputs import Broadcast, Send, ServeBlocks, Step, ToClient, plan
 from bft.runtime import factory
-from bft.runtime.admission import PER_CLIENT, Admission, Heard, RateLimit, unwrap_heard
+from bft.runtime.admission import PER_CLIENT, Admission, Heard, Intake, RateLimit, unwrap_heard
 from bft.runtime.channel import channels_for
 from bft.runtime.transport import (CLIENT_MAX_FRAME, HANDSHAKE_TIMEOUT, ROLE_CLIENT,
                                    ROLE_REPLICA, Connection, HandshakeError, Link,
                                    Problems, SendQueue, fail_fast, peer_name)
 from bft.wire import (MAX_FRAME, AttestRequest, Attestation, Auth, DecodeError, FrameDecoder, Hello, ReceiptRequest,
-                      ReceiptResponse,
+                      ReceiptResponse, Request,
                       StateResponse, StatusRequest, StatusResponse, decode, frame)
 from ledger.cluster import Cluster
 from ledger.store import BlockStore, StoreError
@@ -49,18 +49,26 @@ TICK = 0.01
 # the receipts of 8 busy writers were refused and their puts waited for the fetch timeout).
 QUERIES_PER_S = 2000.0
 QUERY_BURST = 4000.0
+# Tokens per second a replica peer, or a client, may make this replica spend (a token per message
+# and per KiB, Intake.USELESS_COST more for each one dropped or repeated; bft.runtime.admission).
+# An honest client writing 1,000 small requests a second spends about 1,200; a replica peer at
+# full speed a few thousand. A client flooding the largest operations gets about 3 MB/s read.
+PEER_INTAKE = (20_000.0, 40_000.0)
+CLIENT_INTAKE = (4_000.0, 8_000.0)
+CLIENT_PAUSE_MAX = 0.25
 STATE_RESPONSE_BYTES = 4 * 1024 * 1024
 VOTELOG_NAME = "votes.log"
 
 
 class Replica:
     def __init__(self, cluster: Cluster, replica_id: int, *, byzantine: str | None = None,
-                 tuning: dict | None = None) -> None:
+                 tuning: dict | None = None, dormant: bool = False) -> None:
         if not 0 <= replica_id < cluster.n:
             raise ValueError(f"replica {replica_id} is not in this cluster (ids are 0..{cluster.n - 1})")
         self.cluster = cluster
         self.id = replica_id
         self.byzantine = byzantine
+        self.dormant = dormant                  # honest until SIGUSR1 (--dormant)
         self.tuning = dict(tuning or {})
         self.signer = cluster.load_replica_key(replica_id)
         self._attestations: dict[int, bytes] = {}         # height -> framed Attestation, oldest first
@@ -75,6 +83,9 @@ class Replica:
         self.channels = channels_for(cluster, ROLE_REPLICA, replica_id, self.signer)
         self.admission = Admission()
         self.queries = RateLimit(QUERIES_PER_S, QUERY_BURST)
+        self.intake = {ROLE_REPLICA: Intake(*PEER_INTAKE), ROLE_CLIENT: Intake(*CLIENT_INTAKE)}
+        self.blacklist_dropped = 0
+        self.intake_dropped = 0                   # client requests dropped unread over the intake
         self.links: dict[int, Link] = {}
         self.clients: dict[int, list[Connection]] = {}
         self.replica_conns: dict[int, Connection] = {}
@@ -104,8 +115,10 @@ class Replica:
         except BaseException:
             self.close()
             raise
+        if self.byzantine and self.dormant:
+            self.core.active = False
         if self.byzantine == "slow":
-            self._delay = 0.8 * factory.request_timeout(self.core)
+            self._delay = factory.slow_delay(self.core)
 
     def close(self) -> None:
         if self.votelog is not None:
@@ -142,8 +155,14 @@ class Replica:
             task_status.started()
 
     async def _signals(self, scope: trio.CancelScope) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as sigs:
             async for s in sigs:
+                if s == signal.SIGUSR1:
+                    if self.byzantine and self.dormant:
+                        self.dormant = False
+                        self.core.active = True
+                        log.warning("replica %d: SIGUSR1 received, turning Byzantine: %s", self.id, self.byzantine)
+                    continue
                 log.info("replica %d: %s received, stopping", self.id, signal.Signals(s).name)
                 scope.cancel()
                 return
@@ -240,7 +259,23 @@ class Replica:
         core = self.core
         from_client = conn.role == ROLE_CLIENT
         sender = conn.ident
+        now = trio.current_time()
+        if from_client:
+            until = core.requests.blacklisted_until(sender, now)
+            if until is not None:
+                # it sent bad signatures: nothing it sends is read until the blacklist expires
+                self.blacklist_dropped += len(bodies)
+                conn.pause_until = until
+                return True
+            if self.intake[ROLE_CLIENT].in_debt((ROLE_CLIENT, sender), now):
+                # over its intake: its requests are dropped unread, its queries still answered
+                kept = [b for b in bodies if not _is_request(b)]
+                self.intake_dropped += len(bodies) - len(kept)
+                if not kept:
+                    return True
+                bodies = kept
         ok = True
+        useless = core.useless
         debug = log.isEnabledFor(logging.DEBUG)
         for body in bodies:
             try:
@@ -275,8 +310,22 @@ class Replica:
                 self.internal_errors += 1
                 if self.internal_errors <= 5:
                     log.exception("replica %d: the core failed on a %s from %s", self.id, msg.NAME, conn.name)
+        spent = core.useless - useless
+        wait = self.intake[conn.role].charge((conn.role, sender), now, len(bodies),
+                                             sum(map(len, bodies)) if spent else 0, spent)
+        if wait:
+            if from_client:
+                # not read for a moment, then its queries are answered and its requests dropped
+                # unread until it is out of debt (a longer pause would starve its receipts)
+                core.requests.throttled(sender, now)
+                wait = min(wait, CLIENT_PAUSE_MAX)
+            conn.pause_until = now + wait
         self._dirty.set()
         return ok
+
+    def _lies(self, strategy: str) -> bool:
+        """This replica runs the runtime-level Byzantine ``strategy`` now (not dormant)."""
+        return self.byzantine == strategy and not self.dormant
 
     def _query_cost(self, m) -> int:
         if type(m) is AttestRequest:
@@ -290,7 +339,7 @@ class Replica:
             return
         try:
             block = store.read(m.height)
-            if self.byzantine == "lying-receipts":              # the result of the first transaction, altered
+            if self._lies("lying-receipts"):              # the result of the first transaction, altered
                 block.results = [b"\x92\x00\xc4\x04lies"] + block.results[1:]
             body = block.encode()
             conn.send(frame(ReceiptResponse(m.height, m.index, body).encode()))
@@ -310,7 +359,7 @@ class Replica:
                 self.problems.note("cannot attest a block", str(e))
                 return
             block_hash = block.hash()
-            if self.byzantine == "lying-receipts":
+            if self._lies("lying-receipts"):
                 block_hash = bytes(32)                          # a hash nobody computed, correctly signed
             fr = frame(Attestation(m.height, block_hash, len(block.txs), self.id).signed(self.signer).encode())
             self._attestations[m.height] = fr
@@ -384,7 +433,7 @@ class Replica:
         link = self.links.get(to)
         if link is None:
             return
-        if self._delay:
+        if self._delay and not self.dormant:
             self._schedule(link, fr)
         else:
             link.send(fr)
@@ -395,7 +444,7 @@ class Replica:
             self.client_frames_dropped += 1      # the client retransmits and gets the cached reply
             return
         for c in conns:
-            if self._delay:
+            if self._delay and not self.dormant:
                 self._schedule(c, fr)
             else:
                 c.send(fr)
@@ -403,10 +452,10 @@ class Replica:
     def _serve_blocks(self, a: ServeBlocks) -> None:
         blocks: list[bytes] = []
         size = 0
-        if self.byzantine == "empty-transfer":
+        if self._lies("empty-transfer"):
             self._send_replica(a.to, frame(StateResponse(self.id, [], []).encode()))
             return
-        to = a.from_height if self.byzantine == "drip-transfer" else a.to_height
+        to = a.from_height if self._lies("drip-transfer") else a.to_height
         for b in self.store.blocks(a.from_height, to):
             raw = b.encode()
             if blocks and (size + len(raw) > STATE_RESPONSE_BYTES or len(blocks) >= 256):
@@ -461,6 +510,11 @@ class Replica:
             "connections": {**self.admission.status(), "replica_links_replaced": self.replica_links_replaced,
                             "client_connections_replaced": self.client_conns_replaced},
             "internal_errors": self.internal_errors,
+            "throttled": {"peers": {**self.intake[ROLE_REPLICA].status(), **self.intake[ROLE_CLIENT].status()},
+                          "seconds": round(sum(i.paused_seconds for i in self.intake.values()), 3),
+                          "clients_blacklisted": self.core.requests.blacklisted,
+                          "blacklisted_frames_dropped": self.blacklist_dropped,
+                          "client_requests_dropped_over_intake": self.intake_dropped},
         })
         return st
 
@@ -472,6 +526,11 @@ class Replica:
             st.pop("transport_problems", None)
             data = msgpack.packb(st, use_bin_type=True, default=str)
         return data
+
+
+def _is_request(body: bytes) -> bool:
+    """A Request frame, told from its first two bytes (fixarray, tag) without decoding it."""
+    return len(body) > 1 and body[0] & 0xF0 == 0x90 and body[1] == Request.TAG
 
 
 def apply_durable(steps: list[Step], votelog: VoteLog, store: BlockStore) -> None:
@@ -503,9 +562,10 @@ def unwrap(eg: BaseException) -> BaseException:
     return eg
 
 
-def run_replica(cluster: Cluster, replica_id: int, *, byzantine: str | None = None) -> int:
+def run_replica(cluster: Cluster, replica_id: int, *, byzantine: str | None = None, dormant: bool = False) -> int:
     """The body of ``bftledger replica``: open, serve until a signal, close. Returns an exit code."""
-    rep = Replica(cluster, replica_id, byzantine=byzantine, tuning=factory.read_tuning(cluster.directory))
+    rep = Replica(cluster, replica_id, byzantine=byzantine, tuning=factory.read_tuning(cluster.directory),
+                  dormant=dormant)
 
     async def main() -> None:
         rep.open(trio.current_time())

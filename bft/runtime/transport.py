@@ -132,7 +132,7 @@ FrameHandler = Callable[["Connection", list[bytes]], bool]
 class Connection:
     """An authenticated connection: reads frames into a handler, writes a SendQueue."""
 
-    __slots__ = ("stream", "role", "ident", "queue", "decoder", "closed", "name", "_scope")
+    __slots__ = ("stream", "role", "ident", "queue", "decoder", "closed", "name", "_scope", "pause_until")
 
     def __init__(self, stream: trio.abc.Stream, role: int, ident: int, queue: SendQueue,
                  decoder: FrameDecoder) -> None:
@@ -144,6 +144,7 @@ class Connection:
         self.closed = False
         self.name = peer_name(role, ident)
         self._scope: trio.CancelScope | None = None
+        self.pause_until = 0.0             # the owner throttles this peer: read nothing before then
 
     def send(self, fr: bytes) -> None:
         if not self.closed:
@@ -189,12 +190,15 @@ class Connection:
             if len(bodies) <= BURST:
                 if not on_frames(self, bodies):
                     return
-                continue
-            # a long burst goes in slices, letting the owner act (a primary propose) in between
-            for i in range(0, len(bodies), BURST):
-                if not on_frames(self, bodies[i:i + BURST]):
-                    return
-                await trio.lowlevel.checkpoint()
+            else:
+                # a long burst goes in slices, letting the owner act (a primary propose) in between
+                for i in range(0, len(bodies), BURST):
+                    if not on_frames(self, bodies[i:i + BURST]):
+                        return
+                    await trio.lowlevel.checkpoint()
+            if self.pause_until and self.pause_until > trio.current_time():
+                # throttled: TCP flow control now slows the sender, at no cost to us
+                await trio.sleep_until(self.pause_until)
 
     async def _writer(self, scope: trio.CancelScope) -> None:
         try:

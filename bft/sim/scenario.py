@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
-from bft.adversary import Byzantine
+from bft.adversary import Byzantine, slow_delay
 from bft.pbft.certs import Keys
 from bft.pbft.config import PbftConfig
 from bft.pbft.core import PbftCore
@@ -25,7 +25,6 @@ PRIMARY_STRATEGIES = ["silent", "equivocate", "censor", "forge-request", "slow",
                       "corrupt", "forge", "replay", "flood"]
 HEAL_AT = 2.0
 LIVENESS_BOUND = 12.0       # virtual seconds after healing within which every request must commit
-SLOW_FRACTION = 0.7         # a 'slow' replica's sends arrive this fraction of the request timeout late
 SIM_CONFIG = dict(checkpoint_interval=8, log_size=32, batch_size=16, pipeline=4, request_timeout=0.3,
                   retransmit_interval=0.1, transfer_timeout=0.2)
 
@@ -106,7 +105,7 @@ def build_pbft(seed: int, n: int = 4, *, byzantine: dict[int, str] | None = None
     """A simulated pbft cluster, ready to run: real cores (``core_cls``), Byzantine wrappers for
     ``byzantine`` ({replica id: strategy}), a twin node for each id in ``twins``. Faulty ids
     are excluded from the checker's honest set; a 'slow' replica's sends are delayed by
-    SLOW_FRACTION of the request timeout. ``sim.cfg`` is the cores' PbftConfig."""
+    ``bft.adversary.slow_delay``. ``sim.cfg`` is the cores' PbftConfig."""
     f = (n - 1) // 3
     byzantine = dict(byzantine or {})
     rng = rng or random.Random(f"pbft-build-{seed}")
@@ -122,7 +121,7 @@ def build_pbft(seed: int, n: int = 4, *, byzantine: dict[int, str] | None = None
     for i, strategy in byzantine.items():
         sim.replicas[i].honest = False
         if strategy == "slow":
-            sim.replicas[i].send_delay = SLOW_FRACTION * sim.cfg.request_timeout
+            sim.replicas[i].send_delay = slow_delay(sim.cfg)
     return sim
 
 

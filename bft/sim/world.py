@@ -18,7 +18,7 @@ from bft.sim.invariants import Checker
 from bft.wire import Message, Redirect, Reply, Request, StateResponse
 from crypto.signing import Signer
 from ledger.chain import Chain
-from ledger.state import op_put
+from ledger.state import BUSY, decode_result, op_put
 
 
 @dataclass
@@ -252,6 +252,8 @@ class Simulation:
             return
         if msg.timestamp not in c.outstanding:
             return
+        if msg.height == 0 and decode_result(msg.result)[0] == BUSY:
+            return                                  # a hint to back off, never an outcome: retransmit later
         votes = c.replies.setdefault(msg.timestamp, {})
         votes[src] = (msg.height, msg.index, msg.result)
         need = self.f + 1 if self.mode == "pbft" else 1
