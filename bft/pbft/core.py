@@ -105,6 +105,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
         self.suspecting = False                      # this replica's timer fired in the current view
         self.suspect_sticky = False                  # ... or the monitor's rules: kept until the view ends
         self.monitor = PrimaryMonitor(cfg.monitor, cfg.n, now)
+        self._timer_arrival: tuple[float, float] | None = None   # (computed at, oldest non-flooding arrival)
         self.my_suspect: Suspect | None = None
         self.suspects: dict[int, float] = {}         # replica -> when its SUSPECT of this view came
         self.view_changes: dict[int, dict[int, ViewChange]] = {}
@@ -176,11 +177,8 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
             arrival = self.requests.oldest_arrival()
             if now - self.last_progress < patience:
                 patience *= CENSOR_GRACE
-                if now >= max(arrival, self.view_started) + patience and now >= self.monitor.next_check:
-                    # the view executes: a flooding client's request may wait through nobody's fault
-                    arrival = self.requests.oldest_arrival(lambda c: self.requests.flooding(c, now, 2 * patience))
-                    if arrival is None:
-                        arrival = now
+                if now >= max(arrival, self.view_started) + patience:
+                    arrival = self._oldest_not_flooding(now, patience)
             if now >= max(arrival, self.view_started) + patience:
                 self._suspect("request timer")
             elif now >= self.monitor.next_check and self.cfg.monitor.enabled and not self.is_primary:

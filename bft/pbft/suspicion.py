@@ -63,6 +63,17 @@ class SuspicionMixin:
             self.suspect_sticky = True
             self._suspect(rule)
 
+    def _oldest_not_flooding(self, now: float, patience: float) -> float:
+        """When the oldest request of a client that does not flood arrived (now if none):
+        while the view executes, a flooding client's request may wait through nobody's fault.
+        Recomputed at most every check interval: it walks the held requests."""
+        cached = self._timer_arrival
+        if cached is None or now - cached[0] >= self.cfg.monitor.check_interval:
+            requests = self.requests
+            a = requests.oldest_arrival(lambda c: requests.flooding(c, now, 2 * patience))
+            cached = self._timer_arrival = (now, now if a is None else a)
+        return cached[1]
+
     def _check_suspects(self) -> None:
         fresh = self.now - 2 * self.cfg.request_timeout
         for r in [r for r, t in self.suspects.items() if t < fresh]:
