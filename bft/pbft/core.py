@@ -271,8 +271,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
     def _on_request(self, client: int, req: Request) -> None:
         what, detail = self.requests.admit(client, req, self.now)
         if what == NEW:
-            if not self.in_view_change and (self.is_primary or self.cfg.monitor.enabled):
-                self.queue.append((client, req.timestamp), self.now)   # backups watch it (fair rounds)
+            self._enqueue((client, req.timestamp))
             if not self.is_primary and len(self.relay_queue) < self.cfg.max_pending:
                 self.relay_queue.append((self.now, (client, req.timestamp)))
         elif what == CACHED:
@@ -290,10 +289,15 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
         admitted like one from the client itself, signature and all; relays are not relayed."""
         what, detail = self.requests.admit(req.client, req, self.now, direct=False)
         if what == NEW:
-            if not self.in_view_change:
-                self.queue.append((req.client, req.timestamp), self.now)
+            self._enqueue((req.client, req.timestamp))
         elif what not in (KNOWN, CACHED, STALE):
             self._drop("relayed request " + detail if what == REFUSED else "relayed " + detail)
+
+    def _enqueue(self, key: tuple[int, int]) -> None:
+        """The primary serves the queue; backups watch it (fair rounds) only if the monitor runs,
+        since only its checks prune a backup's queue."""
+        if not self.in_view_change and (self.is_primary or self.cfg.monitor.enabled):
+            self.queue.append(key, self.now)
 
     def _relay_waiting(self) -> None:
         """Send the primary every request that has waited half a request timeout unordered."""
