@@ -37,8 +37,8 @@ Followers start an election after a randomized timeout, and an election starts w
 whether it would promise its next ballot (PxPreVote) and raises its ballot, durably, only
 once a majority would (PxPreVoteGrant). A replica grants unless it hears a live leader.
 Without it, a replica cut off by a partition campaigned with ever higher ballots, and on
-healing refused the working leader's ballot with a PxNack that deposed it: the cluster then
-took 8 to 14 s to settle (issue 17). The pre-vote touches liveness only: granting one
+healing refused the working leader's ballot with a PxNack that deposed it, forcing a round
+of elections (issue 17; with the pre-vote, an isolated follower's ten healings caused none). The pre-vote touches liveness only: granting one
 changes no state, and the promise itself still comes from phase 1.
 
 A proposer pre-empted by a higher
