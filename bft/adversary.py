@@ -14,6 +14,7 @@ from bft.wire import (Checkpoint, Commit, Message, PrePrepare, Prepare, Prepared
                       Request, StateRequest, ViewChange, decode)
 from crypto.merkle import root_of
 from crypto.signing import Signer
+from ledger import quorum
 from ledger.state import op_put
 
 STRATEGIES = {
@@ -322,6 +323,6 @@ class Byzantine:
         others = [r for r in range(self.n) if r != self.core.id]
         seq = vc.stable_seq + self.core.cfg.checkpoint_interval
         head, root = self.rng.randbytes(32), self.rng.randbytes(32)
-        proof = [Checkpoint(seq, head, seq, root, r).signed(self.signer) for r in others][: 2 * self.core.f + 1]
+        proof = [Checkpoint(seq, head, seq, root, r).signed(self.signer) for r in others][: quorum.checkpoint_quorum(self.core.f)]
         return self._resign(vc, stable_seq=seq, checkpoints=proof,
                             prepared=[c for c in vc.prepared if c.pre_prepare.seq > seq])

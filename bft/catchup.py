@@ -9,11 +9,13 @@ from __future__ import annotations
 from ledger.block import Block, BlockFormatError
 from ledger.certificate import certified_block_error
 from ledger.chain import Chain
+from ledger.rules import LedgerRule, Rejection
 
-SKIP = "skip"     # not the next height: ignore it and read on
+SKIP = Rejection(LedgerRule.BLOCK_LINK, "not the next height")   # ignore it and read on
+WRONG_HEADER = Rejection(LedgerRule.BLOCK_LINK, "the peer's header differs from ours for a certified batch")
 
 
-def execute_served(chain: Chain, mode: str, f: int, keys, raw: bytes) -> tuple[Block | None, str | None]:
+def execute_served(chain: Chain, mode: str, f: int, keys, raw: bytes) -> tuple[Block | None, Rejection | None]:
     """(our block, None) when executed; (None, SKIP) when not the next height; (None, why) when bad.
 
     A block is returned with why="wrong header" when the peer's header for the certified
@@ -22,11 +24,11 @@ def execute_served(chain: Chain, mode: str, f: int, keys, raw: bytes) -> tuple[B
     try:
         b = Block.decode(raw)
     except BlockFormatError:
-        return None, "malformed block"
+        return None, Rejection(LedgerRule.BLOCK_MALFORMED)
     if b.height != chain.height + 1:
         return None, SKIP
     why = certified_block_error(mode, f, keys.replicas, b, keys.verifier)
     if why:
         return None, why
     block = chain.execute(b.sequence, b.view, b.txs, b.cert)
-    return block, (None if block.hash() == b.hash() else "wrong header")
+    return block, (None if block.hash() == b.hash() else WRONG_HEADER)

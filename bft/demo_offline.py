@@ -47,7 +47,7 @@ class OfflineLedger:
         """pbft: COMMITs of ``signers`` (default: the first 2f+1); paxos: the ballot leader's ACCEPT."""
         c = self.cluster
         if c.mode == "pbft":
-            ids = list(range(2 * c.f + 1)) if signers is None else signers
+            ids = list(range(c.quorums.certificate)) if signers is None else signers
             return [(i, self.replicas[i].sign(COMMIT_DOMAIN, commit_statement(view, seq, batch_root, i)))
                     for i in ids]
         leader = view % c.n if signers is None else signers[0]
@@ -151,7 +151,7 @@ def _run(d: Path, out: Callable[[str], None]) -> int:
 
     out("")
     out("Checksums catch accidents; signatures catch attackers. Rewriting history undetected")
-    out(f"would take the clients' private keys and {2 * cluster.f + 1} replicas' COMMIT keys.")
+    out(f"would take the clients' private keys and {cluster.quorums.certificate} replicas' COMMIT keys.")
     if not ok:
         out("demo FAILED: an audit did not behave as described above")
         return 1

@@ -10,6 +10,7 @@ from collections import deque
 
 import msgpack
 
+from bft.rules import RequestRule
 from bft.wire import MAX_OP, Reply, Request
 from ledger.block import Block
 from ledger.chain import Chain, ClientRecord
@@ -22,6 +23,7 @@ CACHED = "cached"                        # already executed: answer from the cac
 KNOWN = "known"                          # already held: nothing to do
 STALE = "stale"                          # below the client's window: it can never execute
 REFUSED = "busy"                         # over a budget: the client is told BUSY and backs off
+DROP = "drop"                            # rejected by a rule (bft.rules.RequestRule)
 ENTRY_OVERHEAD = 256                     # what holding a request costs besides its bytes (twice: raw, decoded)
 CLIENT_SHARE = 16                        # one client fills at most 1/CLIENT_SHARE of a batch's weight
 # A client that sends requests with bad signatures over its own authenticated connection is
@@ -196,20 +198,20 @@ class RequestPool:
         self.blacklist: dict[int, float] = {}              # client -> blacklisted until
         self.blacklisted = 0                               # how many times a client was blacklisted
 
-    def admit(self, client: int, req: Request, now: float, direct: bool = True) -> tuple[str, ClientRecord | str | None]:
-        """(NEW, None), (CACHED, record), (KNOWN, None), (STALE, None), (REFUSED, reason) or
-        ("drop", reason). Nothing is held before the client's signature is checked; what is
+    def admit(self, client: int, req: Request, now: float, direct: bool = True) -> tuple[str, ClientRecord | RequestRule | None]:
+        """(NEW, None), (CACHED, record), (KNOWN, None), (STALE, None), (REFUSED, rule) or
+        (DROP, rule). Nothing is held before the client's signature is checked; what is
         cheaper than the check (a lookup that answers from the reply cache, or a refusal over
         a quota) comes first, so that a flood of retransmissions or of over-quota requests
         costs no signature checks (measured: checking first raised a flooded backup's peak
         RSS from 152 to 255 MB). ``direct``: the client itself sent it (not a relay), so a
         bad signature is its fault and counts towards its blacklisting."""
         if req.client != client or not 0 <= client < len(self.keys.clients):
-            return "drop", "request for another or an unknown client"
+            return DROP, RequestRule.UNKNOWN_CLIENT
         until = self.blacklist.get(client)
         if until is not None:
             if now < until:
-                return "drop", "request from a blacklisted client (it sent bad signatures)"
+                return DROP, RequestRule.BLACKLISTED
             del self.blacklist[client]
         rec = self.chain.executed(client, req.timestamp)
         if rec is not None:
@@ -224,13 +226,13 @@ class RequestPool:
         mine = self.per_client.get(client)
         if mine is not None and (mine[0] >= self.client_requests or mine[1] + cost > self.client_bytes):
             self.refused_at[client] = now
-            return REFUSED, "refused: the client's quota of held requests is full"
+            return REFUSED, RequestRule.CLIENT_QUOTA_FULL
         if len(self.pending) >= self.max_pending or self.nbytes + cost > self.max_bytes:
-            return REFUSED, "refused: the pool of held requests is full"
+            return REFUSED, RequestRule.POOL_FULL
         if not req.verify(self.keys.verifier, self.keys.clients[client]):
             if direct:
                 self._bad_signature(client, now)
-            return "drop", "request with a bad client signature"
+            return DROP, RequestRule.BAD_CLIENT_SIGNATURE
         self.pending[key] = (raw, now, req)
         self.nbytes += cost
         if mine is None:

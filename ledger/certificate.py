@@ -9,6 +9,8 @@ from __future__ import annotations
 import msgpack
 
 from crypto.signing import Verifier
+from ledger.quorum import Quorums
+from ledger.rules import LedgerRule, Rejection
 
 COMMIT_TAG, ACCEPT_TAG, VERSION = 12, 33, 1
 COMMIT_DOMAIN = b"bftledger/v1/commit"
@@ -24,7 +26,7 @@ def accept_statement(ballot: int, slot: int, digest: bytes, replica: int) -> byt
 
 
 def certificate_error(mode: str, f: int, replica_keys: list[bytes], view: int, seq: int, digest: bytes,
-                      cert: list[tuple[int, bytes]], verifier: Verifier) -> str | None:
+                      cert: list[tuple[int, bytes]], verifier: Verifier) -> Rejection | None:
     """Why ``cert`` does not certify (view, seq, digest), or None when it does.
 
     pbft: 2f+1 valid COMMIT signatures from distinct replica ids. paxos: a valid ACCEPT
@@ -33,8 +35,9 @@ def certificate_error(mode: str, f: int, replica_keys: list[bytes], view: int, s
     n = len(replica_keys)
     if mode == "pbft":
         good = commit_signers(replica_keys, view, seq, digest, cert, verifier)
-        if len(good) < 2 * f + 1:
-            return f"commit certificate has {len(good)} valid distinct signatures, needs {2 * f + 1}"
+        need = Quorums(mode, f).certificate
+        if len(good) < need:
+            return Rejection(LedgerRule.CERT_TOO_FEW_COMMITS, f"{len(good)} valid distinct signatures, needs {need}")
         return None
     if mode == "paxos":
         leader = view % n
@@ -42,8 +45,8 @@ def certificate_error(mode: str, f: int, replica_keys: list[bytes], view: int, s
             if replica == leader and verifier.verify(replica_keys[leader], ACCEPT_DOMAIN,
                                                      accept_statement(view, seq, digest, leader), sig):
                 return None
-        return f"no valid signature of ballot {view}'s leader (replica {leader})"
-    return f"unknown mode {mode!r}"
+        return Rejection(LedgerRule.CERT_NO_LEADER_ACCEPT, f"ballot {view}'s leader is replica {leader}")
+    return Rejection(LedgerRule.CERT_UNKNOWN_MODE, repr(mode))
 
 
 def commit_signers(replica_keys: list[bytes], view: int, seq: int, digest: bytes, cert: list[tuple[int, bytes]],
@@ -59,7 +62,7 @@ def commit_signers(replica_keys: list[bytes], view: int, seq: int, digest: bytes
     return good
 
 
-def certified_block_error(mode: str, f: int, replica_keys: list[bytes], block, verifier: Verifier) -> str | None:
+def certified_block_error(mode: str, f: int, replica_keys: list[bytes], block, verifier: Verifier) -> Rejection | None:
     """Why a block served by a peer (state transfer) is not certified, or None.
 
     Only what a certificate can vouch for is checked: one block per sequence number, the
@@ -69,9 +72,9 @@ def certified_block_error(mode: str, f: int, replica_keys: list[bytes], block, v
     from crypto.merkle import root_of
 
     if block.sequence != block.height:
-        return "block sequence differs from its height"
+        return Rejection(LedgerRule.BLOCK_SEQUENCE_NOT_HEIGHT)
     if len(block.results) != len(block.txs) or root_of(block.txs) != block.batch_root:
-        return "block transactions differ from its batch root"
+        return Rejection(LedgerRule.BLOCK_BATCH_ROOT)
     return certificate_error(mode, f, replica_keys, block.view, block.sequence, block.batch_root, block.cert,
                              verifier)
 
@@ -95,12 +98,12 @@ def attestation_statement(height: int, block_hash: bytes, batch_size: int, repli
 
 
 def attestation_error(mode: str, f: int, replica_keys: list[bytes], height: int, block_hash: bytes,
-                      batch_size: int, attestations: list[tuple[int, bytes]], verifier: Verifier) -> str | None:
+                      batch_size: int, attestations: list[tuple[int, bytes]], verifier: Verifier) -> Rejection | None:
     """pbft: f+1 distinct replicas signed the block hash; paxos: one replica did (crash-fault trust)."""
-    need = f + 1 if mode == "pbft" else 1
+    need = Quorums(mode, f).attest
     good = attesters(replica_keys, height, block_hash, batch_size, attestations, verifier)
     if len(good) < need:
-        return f"execution attestations: {len(good)} valid distinct signatures on the block hash, needs {need}"
+        return Rejection(LedgerRule.ATTEST_TOO_FEW, f"{len(good)} valid distinct signatures on the block hash, needs {need}")
     return None
 
 

@@ -181,7 +181,7 @@ class Client:
                 break
             await ev.wait()
         c = self.cluster
-        need = c.f + 1 if c.mode == "pbft" else 1
+        need = c.reply_quorum
         block_hash = block.hash()
         good: dict[int, bytes] = {}
         done = self._attesting[height] = trio.Event()

@@ -23,6 +23,7 @@ import msgpack
 from crypto import keys
 from crypto.hashing import sha256
 from crypto.signing import Ed25519Signer, Ed25519Verifier
+from ledger import quorum
 
 MODES = ("pbft", "paxos")
 TRANSPORT_TLS = "tls"
@@ -63,19 +64,27 @@ class Cluster:
         return len(self.replicas)
 
     @property
+    def protocol(self) -> quorum.Protocol:
+        return quorum.protocol(self.mode)
+
+    @property
+    def quorums(self) -> quorum.Quorums:
+        return quorum.Quorums(self.mode, self.f)
+
+    @property
     def quorum(self) -> int:
         """Votes that decide: 2f+1 in pbft, f+1 (a majority) in paxos."""
-        return 2 * self.f + 1 if self.mode == "pbft" else self.f + 1
+        return self.quorums.decide
 
     @property
     def reply_quorum(self) -> int:
         """Matching replies a client needs: f+1 in pbft (one is honest), 1 from the leader in paxos."""
-        return self.f + 1 if self.mode == "pbft" else 1
+        return self.quorums.reply
 
     @property
     def trust_model(self) -> str:
-        if self.mode == "pbft":
-            return f"byzantine: certified by {2 * self.f + 1} of {self.n} replicas, up to {self.f} may lie"
+        if self.protocol.byzantine:
+            return f"byzantine: certified by {self.quorums.certificate} of {self.n} replicas, up to {self.f} may lie"
         return "crash-fault: signed by the Paxos leader only; assumes no replica lies"
 
     def replica_keys(self) -> list[bytes]:
@@ -108,7 +117,7 @@ class Cluster:
 
 
 def required_n(mode: str, f: int) -> int:
-    return 3 * f + 1 if mode == "pbft" else 2 * f + 1
+    return quorum.protocol(mode).n(f)
 
 
 def load(directory: str | os.PathLike[str]) -> Cluster:

@@ -61,7 +61,7 @@ from dataclasses import dataclass, replace
 
 import msgpack
 
-from bft import quorum
+from ledger import quorum
 from bft.catchup import SKIP, execute_served
 from bft.outputs import (Action, AppendBlock, Broadcast, CompactVotes, Persist, Send, ServeBlocks,
                          ToClient)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from bft.outputs import Send
 from bft.pbft.certs import batch_error
+from bft.pbft.rules import PbftRule
 from bft.wire import BatchRequest, BatchResponse, PrePrepare, Request
 
 BATCHES_PER_INTERVAL = 16
@@ -58,28 +59,22 @@ class BatchFetchMixin:
             self._ask_batch(digest)
 
     def _on_batch_request(self, sender: int, m: BatchRequest) -> None:
-        if m.replica != sender:
-            self._drop("sender field differs from the authenticated sender")
-            return
         have = self.batches.get(m.digest)
         if have is None:
-            self._drop("batch request for a batch this replica does not hold")
+            self._drop(PbftRule.UNHELD_BATCH, sender)
             return
         if not self._answer_allowed(self.batch_served, sender, BATCHES_PER_INTERVAL):
-            self._drop("batch requests over the rate limit")
+            self._drop(PbftRule.BATCH_FETCH_RATE, sender)
             return
         self._out.append(Send(sender, BatchResponse(m.digest, have[1], self.id)))
 
     def _on_batch_response(self, sender: int, m: BatchResponse) -> None:
-        if m.replica != sender:
-            self._drop("sender field differs from the authenticated sender")
-            return
         if m.digest not in self.missing:
-            self._drop("unsolicited batch")
+            self._drop(PbftRule.UNSOLICITED_BATCH, sender)
             return
         why, reqs = batch_error(self.keys, m.digest, m.batch, self.cfg.batch_bytes)
         if why:
-            self._drop("batch response: " + why)
+            self._drop(why, sender)
             return
         del self.missing[m.digest]
         top = 0

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bft import quorum
+from ledger import quorum
 from bft.requests import batch_weight
+from bft.pbft.rules import PbftRule as P
+from ledger.rules import Rejection
+from ledger.rules import Rejection as R
 from bft.wire import Checkpoint, NewView, PrePrepare, PreparedCert, Request, ViewChange, decode, DecodeError
 from crypto.merkle import root_of
 from crypto.signing import Verifier
@@ -50,90 +53,89 @@ def strip(pp: PrePrepare) -> PrePrepare:
     return PrePrepare(pp.view, pp.seq, pp.digest, [], pp.replica, pp.sig)
 
 
-def batch_error(keys: Keys, digest: bytes, batch: list[bytes], max_weight: int) -> tuple[str | None, list[Request]]:
+def batch_error(keys: Keys, digest: bytes, batch: list[bytes], max_weight: int) -> tuple[Rejection | None, list[Request]]:
     """Checks a batch: digest over its encoded requests, its weight, every client signature."""
     if root_of(batch) != digest:
-        return "batch does not match its digest", []
+        return R(P.BATCH_DIGEST), []
     reqs: list[Request] = []
     for raw in batch:
         try:
             r = decode(raw)
         except DecodeError:
-            return "batch holds a malformed request", []
+            return R(P.BATCH_MALFORMED_REQUEST, "not a message"), []
         if type(r) is not Request:
-            return "batch holds a non-request", []
+            return R(P.BATCH_MALFORMED_REQUEST, "not a request"), []
         if r.encode() != raw:
             # one encoding per request: another (valid msgpack, same fields) would change the
             # transaction's bytes, so its client could not find its request in a receipt (issue 11)
-            return "batch holds a request in a non-canonical encoding", []
+            return R(P.BATCH_MALFORMED_REQUEST, "non-canonical encoding"), []
         if r.client >= len(keys.clients) or not r.verify(keys.verifier, keys.clients[r.client]):
-            return "batch holds a request with a bad client signature", []
+            return R(P.BATCH_BAD_CLIENT_SIGNATURE), []
         reqs.append(r)
     if len(reqs) > 1 and batch_weight(batch, reqs) > max_weight:
-        return "batch over the byte cap", []
+        return R(P.BATCH_OVER_CAP), []
     return None, reqs
 
 
-def checkpoint_proof_error(keys: Keys, f: int, seq: int, proof: list[Checkpoint]) -> str | None:
+def checkpoint_proof_error(keys: Keys, f: int, seq: int, proof: list[Checkpoint]) -> Rejection | None:
     """2f+1 CHECKPOINTs for ``seq`` from distinct replicas that agree on the state."""
     if seq == 0:
-        return None if not proof else "checkpoint proof for sequence 0 must be empty"
+        return None if not proof else R(P.CHECKPOINT_PROOF_SIZE, "sequence 0 needs none")
     if len(proof) != quorum.checkpoint_quorum(f):
-        return f"checkpoint proof has {len(proof)} entries, needs exactly {quorum.checkpoint_quorum(f)}"
+        return R(P.CHECKPOINT_PROOF_SIZE, f"{len(proof)} entries, needs exactly {quorum.checkpoint_quorum(f)}")
     signers: set[int] = set()
     state = None
     for cp in proof:
         if cp.seq != seq:
-            return "checkpoint proof mixes sequence numbers"
+            return R(P.CHECKPOINT_PROOF_MIXED, "sequence numbers")
         s = (cp.head, cp.tree_size, cp.tree_root)
         if state is None:
             state = s
         elif s != state:
-            return "checkpoint proof mixes states"
+            return R(P.CHECKPOINT_PROOF_MIXED, "states")
         if cp.replica in signers:
-            return "checkpoint proof repeats a replica"
+            return R(P.CHECKPOINT_PROOF_REPEATS)
         if not keys.replica_signed(cp, cp.replica):
-            return "checkpoint proof holds a bad signature"
+            return R(P.CHECKPOINT_PROOF_SIGNATURE)
         signers.add(cp.replica)
     if len(signers) < quorum.checkpoint_quorum(f):
-        return f"checkpoint proof has {len(signers)} distinct signers, needs {quorum.checkpoint_quorum(f)}"
+        return R(P.CHECKPOINT_PROOF_REPEATS, f"{len(signers)} distinct signers, needs {quorum.checkpoint_quorum(f)}")
     return None
 
 
-def prepared_cert_error(keys: Keys, f: int, cert: PreparedCert, below_view: int, low: int, high: int) -> str | None:
+def prepared_cert_error(keys: Keys, f: int, cert: PreparedCert, below_view: int, low: int, high: int) -> Rejection | None:
     """A PRE-PREPARE of the view's primary plus 2f matching PREPAREs of distinct backups."""
     pp = cert.pre_prepare
     if pp.view >= below_view:
-        return "prepared certificate from a view not below the new one"
+        return R(P.PREPARED_CERT_VIEW)
     if not low < pp.seq <= high:
-        return "prepared certificate outside the watermarks"
+        return R(P.PREPARED_CERT_WATERMARKS)
     p = primary(pp.view, keys.n)
     if pp.batch:
-        return "prepared certificate carries a batch (it must carry the digest only)"
+        return R(P.PREPARED_CERT_CARRIES_BATCH)
     if pp.replica != p or not keys.replica_signed(pp, p):
-        return "prepared certificate's PRE-PREPARE is not signed by its view's primary"
+        return R(P.PREPARED_CERT_NOT_PRIMARY)
     if len(cert.prepares) != quorum.prepare_quorum(f):
-        return (f"prepared certificate has {len(cert.prepares)} PREPAREs, needs exactly "
-                f"{quorum.prepare_quorum(f)}")
+        return R(P.PREPARED_CERT_SHORT, f"{len(cert.prepares)} PREPAREs, needs exactly {quorum.prepare_quorum(f)}")
     backups: set[int] = set()
     for pr in cert.prepares:
         if (pr.view, pr.seq, pr.digest) != (pp.view, pp.seq, pp.digest):
-            return "prepared certificate holds a PREPARE for something else"
+            return R(P.PREPARED_CERT_MISMATCH, "another (view, sequence, digest)")
         if pr.replica == p:
-            return "prepared certificate holds a PREPARE of the primary"
+            return R(P.PREPARED_CERT_MISMATCH, "a PREPARE of the primary")
         if pr.replica in backups:
-            return "prepared certificate repeats a replica"
+            return R(P.PREPARED_CERT_SHORT, "a replica twice")
         if not keys.replica_signed(pr, pr.replica):
-            return "prepared certificate holds a bad PREPARE signature"
+            return R(P.PREPARED_CERT_SIGNATURE)
         backups.add(pr.replica)
     if len(backups) < quorum.prepare_quorum(f):
-        return f"prepared certificate has {len(backups)} distinct backups, needs {quorum.prepare_quorum(f)}"
+        return R(P.PREPARED_CERT_SHORT, f"{len(backups)} distinct backups, needs {quorum.prepare_quorum(f)}")
     return None
 
 
-def view_change_error(keys: Keys, f: int, vc: ViewChange, log_size: int) -> str | None:
+def view_change_error(keys: Keys, f: int, vc: ViewChange, log_size: int) -> Rejection | None:
     if not keys.replica_signed(vc, vc.replica):
-        return "bad VIEW-CHANGE signature"
+        return R(P.VIEW_CHANGE_SIGNATURE)
     why = checkpoint_proof_error(keys, f, vc.stable_seq, vc.checkpoints)
     if why:
         return why
@@ -141,7 +143,7 @@ def view_change_error(keys: Keys, f: int, vc: ViewChange, log_size: int) -> str 
     for cert in vc.prepared:
         s = cert.pre_prepare.seq
         if s in seen:
-            return "two prepared certificates for one sequence number"
+            return R(P.PREPARED_CERT_TWICE)
         seen.add(s)
         why = prepared_cert_error(keys, f, cert, vc.new_view, vc.stable_seq, vc.stable_seq + log_size)
         if why:
@@ -180,35 +182,34 @@ def plan_new_view(vcs: list[ViewChange]) -> NewViewPlan:
 
 
 def new_view_error(keys: Keys, f: int, nv: NewView, log_size: int,
-                   plan_fn=None) -> tuple[str | None, NewViewPlan | None]:
+                   plan_fn=None) -> tuple[Rejection | None, NewViewPlan | None]:
     """A backup's check of NEW-VIEW: V holds 2f+1 valid VIEW-CHANGEs and O is what V implies
     (``plan_fn`` computes O from V; plan_new_view unless a test swaps it)."""
     p = primary(nv.view, keys.n)
     if nv.replica != p or not keys.replica_signed(nv, p):
-        return "NEW-VIEW not signed by the new view's primary", None
+        return R(P.NEW_VIEW_NOT_PRIMARY), None
     if len(nv.view_changes) != quorum.view_change_quorum(f):
-        return (f"NEW-VIEW has {len(nv.view_changes)} VIEW-CHANGEs, needs exactly "
-                f"{quorum.view_change_quorum(f)}"), None
+        return R(P.NEW_VIEW_SHORT, f"{len(nv.view_changes)} VIEW-CHANGEs, needs exactly {quorum.view_change_quorum(f)}"), None
     senders: set[int] = set()
     vcs: list[ViewChange] = []
     for vc in nv.view_changes:
         if vc.new_view != nv.view:
-            return "NEW-VIEW holds a VIEW-CHANGE for another view", None
+            return R(P.NEW_VIEW_FOREIGN_VIEW_CHANGE, "another view"), None
         if vc.replica in senders:
-            return "NEW-VIEW repeats a replica's VIEW-CHANGE", None
+            return R(P.NEW_VIEW_FOREIGN_VIEW_CHANGE, "a replica twice"), None
         why = view_change_error(keys, f, vc, log_size)
         if why:
-            return "NEW-VIEW holds an invalid VIEW-CHANGE: " + why, None
+            return R(P.NEW_VIEW_BAD_VIEW_CHANGE, f"{why.rule.label}: {why}"), None
         senders.add(vc.replica)
         vcs.append(vc)
     if len(senders) < quorum.view_change_quorum(f):
-        return f"NEW-VIEW has {len(senders)} distinct VIEW-CHANGEs, needs {quorum.view_change_quorum(f)}", None
+        return R(P.NEW_VIEW_SHORT, f"{len(senders)} distinct VIEW-CHANGEs, needs {quorum.view_change_quorum(f)}"), None
     plan = (plan_fn or plan_new_view)(vcs)
     if len(nv.pre_prepares) != len(plan.entries):
-        return "NEW-VIEW's O differs from the one V implies", None
+        return R(P.NEW_VIEW_WRONG_O), None
     for pp, (s, d) in zip(nv.pre_prepares, plan.entries):
         if (pp.view, pp.seq, pp.digest, pp.replica) != (nv.view, s, d, p) or pp.batch:
-            return "NEW-VIEW's O differs from the one V implies", None
+            return R(P.NEW_VIEW_WRONG_O), None
         if not keys.replica_signed(pp, p):
-            return "NEW-VIEW's O holds a bad PRE-PREPARE signature", None
+            return R(P.NEW_VIEW_SIGNATURE), None
     return None, plan

@@ -8,18 +8,16 @@ transfer (one of them is honest).
 """
 from __future__ import annotations
 
-from bft import quorum
+from ledger import quorum
 from bft.outputs import CompactVotes
+from bft.pbft.rules import PbftRule
 from bft.wire import Checkpoint
 
 
 class CheckpointMixin:
     def _on_checkpoint(self, sender: int, cp: Checkpoint) -> None:
-        if cp.replica != sender:
-            self._drop("sender field differs from the authenticated sender")
-            return
         if cp.seq <= self.h or cp.seq % self.cfg.checkpoint_interval:
-            self._drop("stale or misaligned CHECKPOINT")
+            self._drop(PbftRule.STALE_CHECKPOINT, sender)
             return
         votes = self.checkpoint_votes.get(cp.seq)
         if votes is not None and sender in votes:
@@ -28,7 +26,7 @@ class CheckpointMixin:
             self._act_on_checkpoint(cp.seq)
             return
         if not self.keys.replica_signed(cp, sender):
-            self._drop("CHECKPOINT with a bad signature")
+            self._drop(PbftRule.BAD_SIGNATURE, sender)
             return
         self._record_checkpoint(cp)
 

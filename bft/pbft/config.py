@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bft import quorum
+from ledger import quorum
 from bft.pbft.monitor import MonitorConfig
 from bft.wire import MAX_BATCH, MAX_BATCH_BYTES
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from bft import quorum
+from ledger import quorum
 from bft.outputs import Action, AppendBlock, Broadcast, Persist, Send, ToClient
 from bft.pbft.batches import BatchFetchMixin
 from bft.pbft.checkpoints import CheckpointMixin
@@ -29,6 +29,8 @@ from bft.pbft.transfer import StateTransferMixin, Transfer
 from bft.pbft.viewchange import ViewChangeMixin
 from bft.requests import (CACHED, KNOWN, NEW, REFUSED, STALE, RequestPool, busy_reply, cached_reply, is_duplicate,
                           stale_reply)
+from bft.pbft.rules import PbftRule
+from bft.skeleton import CoreSkeleton
 from bft.wire import (BatchRequest, BatchResponse, Checkpoint, Commit, Message, NewView, PrePrepare, Prepare,
                       PreparedCert, Request, StateRequest, StateResponse, Suspect, ViewChange)
 from crypto.merkle import root_of
@@ -56,7 +58,7 @@ class Slot:
     my_commit: Commit | None = None
 
 
-class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMixin, CheckpointMixin,
+class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMixin, CheckpointMixin,
                RecoveryMixin):
     mode = "pbft"
     # O from V; a class attribute so that a test build of the core can swap in a faulty rule
@@ -73,8 +75,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
         self.now = now
         self.f = cfg.f
         self.n = cfg.n
-        self.dropped: Counter[str] = Counter()
-        self.useless = 0                             # messages dropped or repeated: the runtime charges their sender
+        self._init_skeleton(log)
         self._out: list[Action] = []
 
         self.view = 0
@@ -138,23 +139,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
         self._recover(list(vote_records))
 
     # ------------------------------------------------------------------ driver interface
-    def step(self, sender: int, msg: Message, from_client: bool = False) -> None:
-        """One message from an authenticated peer: a replica id, or a client id if from_client."""
-        t = type(msg)
-        if from_client:
-            if t is Request:
-                self._on_request(sender, msg)
-            else:
-                self._drop("unexpected message from a client")
-            return
-        if not 0 <= sender < self.n or sender == self.id:
-            self._drop("message from a non-member")
-            return
-        handler = self._handlers.get(t)
-        if handler is None:
-            self._drop(f"unexpected {msg.NAME} from a replica")
-            return
-        handler(self, sender, msg)
+    def _after_step(self) -> None:
         if self._window_moved:
             self._drain_ahead()
 
@@ -221,7 +206,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
     def status(self) -> dict:
         st = {"mode": "pbft", "view": self.view, "leader": self.leader, "in_view_change": self.in_view_change,
               "executed": self.chain.height, "stable_checkpoint": self.h, "height": self.chain.height,
-              "head": self.chain.head.hex(), "pending": len(self.pending), "dropped": dict(self.dropped),
+              "head": self.chain.head.hex(), "pending": len(self.pending), "dropped": self.drops.as_json(),
               "checkpoint_interval": self.cfg.checkpoint_interval, "suspecting": self.suspecting}
         m = self.monitor
         st["primary_monitor"] = {"required_tps": round(m.required(self.now), 1), "last_tps": m.last_rate,
@@ -232,12 +217,6 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
         return st
 
     # ------------------------------------------------------------------ helpers
-    def _drop(self, why: str) -> None:
-        if why not in self.dropped:
-            log.info("replica %d drops: %s (first of its kind)", self.id, why)
-        self.dropped[why] += 1
-        self.useless += 1
-
     def _sign(self, msg: Message) -> Message:
         return msg.signed(self.signer)
 
@@ -279,10 +258,10 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
         elif what == STALE:
             self._out.append(ToClient(client, stale_reply(self.view, self.id, client, req.timestamp)))
         elif what == REFUSED:
-            self._drop(detail)
-            self._out.append(ToClient(client, busy_reply(self.view, self.id, client, req.timestamp, detail)))
+            self._drop(detail, client=client)
+            self._out.append(ToClient(client, busy_reply(self.view, self.id, client, req.timestamp, detail.text)))
         elif what != KNOWN:
-            self._drop(detail)
+            self._drop(detail, client=client)
 
     def _on_relayed_request(self, sender: int, req: Request) -> None:
         """A backup relays a client's request that it alone may have received (PBFT §4.2):
@@ -291,7 +270,7 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
         if what == NEW:
             self._enqueue((req.client, req.timestamp))
         elif what not in (KNOWN, CACHED, STALE):
-            self._drop("relayed request " + detail if what == REFUSED else "relayed " + detail)
+            self._drop(detail, sender)                  # counted against the relaying replica
 
     def _enqueue(self, key: tuple[int, int]) -> None:
         """The primary serves the queue; backups watch it (fair rounds) only if the monitor runs,
@@ -329,26 +308,23 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
 
     # ------------------------------------------------------------------ normal case
     def _normal_case_ok(self, sender: int, msg, view: int, seq: int) -> bool:
-        if msg.replica != sender:
-            self._drop("sender field differs from the authenticated sender")
-            return False
         if view != self.view or self.in_view_change:
             if view < self.view:
                 self._help_behind(sender)
             elif (view == self.view and self._in_window(seq)
                   and (type(msg) is not PrePrepare or sender == self.leader)):
                 self.early[(seq, _KIND_ORDER[type(msg)], sender)] = msg
-                self._drop("message of the view being entered (held until its NEW-VIEW)")
+                self._drop(PbftRule.ENTERING_VIEW, sender)
                 return False
-            self._drop("message from another view")
+            self._drop(PbftRule.OTHER_VIEW, sender)
             return False
         if not self._in_window(seq):
             top = self.h + self.cfg.log_size
             if top < seq <= top + self._ahead_span and (type(msg) is not PrePrepare or sender == self.leader):
                 self.ahead[(seq, _KIND_ORDER[type(msg)], sender)] = msg
-                self._drop("sequence number above the high watermark (held until the window moves)")
+                self._drop(PbftRule.ABOVE_WATERMARK, sender)
             else:
-                self._drop("sequence number outside the watermarks")
+                self._drop(PbftRule.OUTSIDE_WATERMARKS, sender)
             return False
         return True
 
@@ -367,23 +343,23 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
         if not self._normal_case_ok(sender, pp, pp.view, pp.seq):
             return
         if sender != self.leader:
-            self._drop("PRE-PREPARE not from the primary")
+            self._drop(PbftRule.NOT_FROM_PRIMARY, sender)
             return
         slot = self.log.get(pp.seq)
         if slot is not None and slot.pre_prepare is not None:
             if slot.pre_prepare.digest != pp.digest:
-                self._drop("conflicting PRE-PREPARE for an accepted (view, sequence)")
+                self._drop(PbftRule.CONFLICTING_PRE_PREPARE, sender)
             return
         voted = self.votes.get((pp.view, pp.seq))
         if voted is not None and voted != pp.digest:
-            self._drop("PRE-PREPARE contradicting my own earlier vote")
+            self._drop(PbftRule.CONTRADICTS_OWN_VOTE, sender)
             return
         if not self.keys.replica_signed(pp, sender):
-            self._drop("PRE-PREPARE with a bad signature")
+            self._drop(PbftRule.BAD_SIGNATURE, sender)
             return
         why, reqs = batch_error(self.keys, pp.digest, pp.batch, self.cfg.batch_bytes)
         if why:
-            self._drop("PRE-PREPARE: " + why)
+            self._drop(why, sender)
             return
         self._accept_pre_prepare(pp, reqs)
 
@@ -422,18 +398,18 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
         if not self._normal_case_ok(sender, p, p.view, p.seq):
             return
         if sender == self.leader:
-            self._drop("PREPARE from the primary")
+            self._drop(PbftRule.PREPARE_FROM_PRIMARY, sender)
             return
         slot = self._slot(p.seq)
         old = slot.prepares.get(sender)
         if old is not None:
             if old.digest != p.digest:
-                self._drop("second PREPARE from one replica for one (view, sequence)")
+                self._drop(PbftRule.DUPLICATE_VOTE, sender)
             else:
                 self._help_duplicate(sender, p.seq)
             return
         if not self.keys.replica_signed(p, sender):
-            self._drop("PREPARE with a bad signature")
+            self._drop(PbftRule.BAD_SIGNATURE, sender)
             return
         slot.prepares[sender] = p
         self._check_prepared(p.seq, slot)
@@ -463,12 +439,12 @@ class PbftCore(ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMi
         old = slot.commits.get(sender)
         if old is not None:
             if old.digest != c.digest:
-                self._drop("second COMMIT from one replica for one (view, sequence)")
+                self._drop(PbftRule.DUPLICATE_VOTE, sender)
             else:
                 self._help_duplicate(sender, c.seq)
             return
         if not self.keys.replica_signed(c, sender):
-            self._drop("COMMIT with a bad signature")
+            self._drop(PbftRule.BAD_SIGNATURE, sender)
             return
         slot.commits[sender] = c
         self._check_committed(c.seq, slot)

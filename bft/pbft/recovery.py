@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgpack
 
-from bft import quorum
+from ledger import quorum
 from bft.pbft.certs import EMPTY_ROOT
 from bft.wire import DecodeError, PrePrepare, Prepare, Request, ViewChange, decode
 

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import logging
 
-from bft import quorum
+from ledger import quorum
 from bft.outputs import Broadcast, Send
+from bft.pbft.rules import PbftRule
 from bft.wire import Suspect
 
 log = logging.getLogger("bft.pbft")
@@ -88,17 +89,14 @@ class SuspicionMixin:
         self.suspects.clear()
 
     def _on_suspect(self, sender: int, m: Suspect) -> None:
-        if m.replica != sender:
-            self._drop("sender field differs from the authenticated sender")
-            return
         if m.view < self.view:
             self._help_behind(sender)
             return
         if m.view > self.view or self.in_view_change:
-            self._drop("SUSPECT of another view")
+            self._drop(PbftRule.SUSPECT_OTHER_VIEW, sender)
             return
         if sender not in self.suspects and not self.keys.replica_signed(m, sender):
-            self._drop("SUSPECT with a bad signature")
+            self._drop(PbftRule.SUSPECT_SIGNATURE, sender)
             return
         self.suspects[sender] = self.now
         if not self.suspecting:

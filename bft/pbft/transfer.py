@@ -18,10 +18,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from bft import quorum
+from ledger import quorum
 from bft.catchup import SKIP, execute_served
 from bft.outputs import AppendBlock, Send, ServeBlocks
+from bft.pbft.rules import PbftRule
 from bft.wire import StateRequest, StateResponse
+from ledger.rules import Rejection
 from ledger import tx as txmod
 
 log = logging.getLogger("bft.pbft")
@@ -55,7 +57,7 @@ class StateTransferMixin:
         t.turn += 1
         t.fruitless = 0 if progressed else t.fruitless + 1
         if t.fruitless >= FRUITLESS_ROUNDS * len(t.peers):
-            self._drop("state transfer abandoned: no peer served a block")
+            self._drop(PbftRule.STATE_NOBODY_SERVED)
             self.transfer = None                     # a CHECKPOINT sent again (as SUSPECT's answer) restarts it
             return
         self._request_blocks()
@@ -69,23 +71,20 @@ class StateTransferMixin:
         self._out.append(Send(peer, StateRequest(frm, to, self.id)))
 
     def _on_state_request(self, sender: int, m: StateRequest) -> None:
-        if m.replica != sender:
-            self._drop("sender field differs from the authenticated sender")
-            return
         to = min(m.to_height, self.chain.height, m.from_height + self.cfg.transfer_chunk - 1)
         if m.from_height < 1 or m.from_height > to:
             return
         # Each answer reads up to transfer_chunk blocks from disk: a peer gets a few per interval
         # (one request is 20 bytes; an answer may be megabytes, issue 10's amplification).
         if not self._answer_allowed(self.state_served, sender, STATE_ANSWERS_PER_INTERVAL):
-            self._drop("state requests over the rate limit")
+            self._drop(PbftRule.STATE_REQUEST_RATE, sender)
             return
         self._out.append(ServeBlocks(sender, m.from_height, to))
 
     def _on_state_response(self, sender: int, m: StateResponse) -> None:
         t = self.transfer
         if t is None or m.replica != sender or sender != t.peers[t.turn % len(t.peers)]:
-            self._drop("unsolicited state-transfer response")
+            self._drop(PbftRule.UNSOLICITED_STATE, sender)
             return
         before = self.chain.height
         for raw in m.blocks:
@@ -93,10 +92,10 @@ class StateTransferMixin:
             if why == SKIP:
                 continue
             if block is None:
-                self._bad_transfer_peer(why)
+                self._bad_transfer_peer(why, sender)
                 return
             if why:
-                self._drop("state-transfer peer sent a wrong header for a certified batch")
+                self._drop(PbftRule.STATE_WRONG_HEADER, sender)
             self._out.append(AppendBlock(block))
             self._after_execute(block, [txmod.parse(t) for t in block.txs])
         if self.chain.height >= t.target:
@@ -112,9 +111,9 @@ class StateTransferMixin:
             self._act_on_latest_checkpoint()
         else:
             if self.chain.height == before:
-                self._drop("state transfer: a response without a new block")
+                self._drop(PbftRule.STATE_NO_NEW_BLOCK, sender)
             self._next_transfer_peer(self.chain.height > before)
 
-    def _bad_transfer_peer(self, why: str) -> None:
-        self._drop("state transfer: " + why)
+    def _bad_transfer_peer(self, why: Rejection, sender: int) -> None:
+        self._drop(why, sender)
         self._next_transfer_peer(False)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 
-from bft import quorum
+from ledger import quorum
 from bft.outputs import Broadcast
 from bft.pbft.certs import EMPTY_ROOT, checkpoint_proof_error, new_view_error, primary, strip, view_change_error
+from bft.pbft.rules import PbftRule
 from bft.wire import NewView, PrePrepare, PreparedCert, ViewChange
 
 log = logging.getLogger("bft.pbft")
@@ -63,9 +64,6 @@ class ViewChangeMixin:
             self.vc_deadline = self.now + self._timeout()
 
     def _on_view_change(self, sender: int, vc: ViewChange) -> None:
-        if vc.replica != sender:
-            self._drop("sender field differs from the authenticated sender")
-            return
         if vc.new_view < self.view or (vc.new_view == self.view and not self.in_view_change):
             self.useless += 1
             if self.new_view_msg is not None and self.is_primary and not self.in_view_change:
@@ -77,11 +75,11 @@ class ViewChangeMixin:
             # one VIEW-CHANGE per replica, its highest: VIEW-CHANGEs for descending views used to
             # pile up (20,000 kept, handling cost quadratic; issue 11)
             if latest > vc.new_view:
-                self._drop("VIEW-CHANGE below the sender's latest")
+                self._drop(PbftRule.VIEW_CHANGE_REGRESSES, sender)
             return
         why = view_change_error(self.keys, self.f, vc, self.cfg.log_size)
         if why:
-            self._drop("VIEW-CHANGE: " + why)
+            self._drop(why, sender)
             return
         if latest >= 0:
             del self.view_changes[latest][sender]
@@ -111,14 +109,11 @@ class ViewChangeMixin:
         self._enter_view(nv, plan)
 
     def _on_new_view(self, sender: int, nv: NewView) -> None:
-        if nv.replica != sender:
-            self._drop("sender field differs from the authenticated sender")
-            return
         if nv.view < self.view or (nv.view == self.view and not self.in_view_change):
             return
         why, plan = new_view_error(self.keys, self.f, nv, self.cfg.log_size, self.plan_new_view)
         if why:
-            self._drop(why)
+            self._drop(why, sender)
             return
         self._enter_view(nv, plan)
 

@@ -22,6 +22,7 @@ from typing import Callable
 from bft.outputs import AppendBlock
 from bft.paxos.config import PaxosConfig
 from bft.paxos.core import PaxosCore
+from ledger import quorum
 from bft.pbft.certs import Keys
 from bft.sim.scenario import RunResult, make_signers, new_verifier, pbft_factory
 from bft.sim.world import CLIENT, NetworkModel, Simulation
@@ -90,8 +91,7 @@ def partial_connectivity(n: int, order: list[int]) -> set[frozenset[int]]:
         return set()
     if n == 3:
         return {frozenset((order[0], order[1]))}
-    f = (n - 1) // 2
-    reach = (f + 1) // 2
+    reach = (quorum.paxos_f(n) + 1) // 2
     keep = set()
     for k in range(n):
         for d in range(1, reach + 1):

@@ -18,6 +18,7 @@ from bft.sim.invariants import Checker
 from bft.wire import Message, Redirect, Reply, Request, StateResponse
 from crypto.signing import Signer
 from ledger.chain import Chain
+from ledger.quorum import Quorums
 from ledger.state import BUSY, decode_result, op_put
 
 
@@ -256,7 +257,7 @@ class Simulation:
             return                                  # a hint to back off, never an outcome: retransmit later
         votes = c.replies.setdefault(msg.timestamp, {})
         votes[src] = (msg.height, msg.index, msg.result)
-        need = self.f + 1 if self.mode == "pbft" else 1
+        need = Quorums(self.mode, self.f).reply
         same = [r for r, v in votes.items() if v == votes[src]]
         if len(same) >= need:
             if self.mode == "paxos":

@@ -6,7 +6,7 @@ and checks the one property its name states. The invariant checker watches every
 """
 from __future__ import annotations
 
-from bft import quorum
+from ledger import quorum
 from bft.outputs import Broadcast, Persist, Send
 from bft.pbft.certs import checkpoint_proof_error, new_view_error, prepared_cert_error
 from bft.pbft.core import PbftCore

@@ -13,7 +13,7 @@ import random
 import msgpack
 import pytest
 
-from bft import quorum
+from ledger import quorum
 from bft.outputs import AppendBlock, Broadcast, CompactVotes, Persist, Send, ToClient
 from bft.pbft.certs import Keys, new_view_error, plan_new_view, primary, strip
 from bft.pbft.config import PbftConfig

@@ -1,0 +1,108 @@
+"""Rules every protocol core shares, the rules of the runtime's frames, and the drop counter.
+
+``StepRule``: what the common ``step`` skeleton checks before a protocol handler sees a
+message (membership, the message types a peer may send, the sender field against the
+authenticated sender). ``RequestRule``: the admission of a client's signed request.
+``WireRule``: what the runtime rejects before a message reaches a core (frames,
+handshakes, rates). The protocols' own rules are in ``bft.pbft.rules`` and
+``bft.paxos.rules``; the base class and the ledger's rules in ``ledger.rules``.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from enum import unique
+
+from ledger.rules import CL99, OURS, Rejection, Rule
+
+__all__ = ["Drops", "Rejection", "RequestRule", "Rule", "StepRule", "WireRule"]
+
+SENDERS_PER_RULE = 64      # distinct senders named per rule; the rest count under "others"
+
+
+@unique
+class StepRule(Rule):
+    """Checked by the skeleton's ``step`` for every message of every protocol."""
+
+    NOT_A_MEMBER = ("message from a non-member (or from this replica itself)",
+                    f"{CL99}, §2 (a fixed set of n replicas, each with a key)")
+    CLIENT_SENT_PROTOCOL = ("protocol message from a client (clients may send only requests)",
+                            f"{CL99}, §4.1")
+    UNEXPECTED_TYPE = ("message of a type this protocol does not take from a replica", OURS)
+    SENDER_MISMATCH = ("sender field differs from the authenticated sender",
+                       f"{CL99}, §2 (messages are authenticated: nobody speaks for another)")
+
+
+@unique
+class RequestRule(Rule):
+    """Admission of a client's signed REQUEST <op, timestamp, client> (both modes)."""
+
+    UNKNOWN_CLIENT = ("request for another client or an unknown one", f"{CL99}, §4.1")
+    BAD_CLIENT_SIGNATURE = ("request with a bad client signature", f"{CL99}, §4.1 (requests are signed)")
+    BLACKLISTED = ("request from a blacklisted client (it sent bad signatures)",
+                   f"{OURS}: a client's bad signatures cost checks; its requests wait 10 s unverified")
+    CLIENT_QUOTA_FULL = ("refused: the client's quota of held requests is full",
+                         f"{OURS}: bounded resources, one client cannot spend another's share")
+    POOL_FULL = ("refused: the pool of held requests is full", f"{OURS}: bounded resources")
+
+
+@unique
+class WireRule(Rule):
+    """Rejected by the runtime before any core sees it."""
+
+    MALFORMED = ("malformed message (not a well-formed, well-typed wire message)",
+                 f"{OURS}: decoding validates types, ranges and sizes")
+    OVERSIZED_FRAME = ("frame over the size cap", f"{OURS}: the cap is checked before decoding")
+    HANDSHAKE_FAILED = ("channel handshake failed (unknown key, bad proof or wrong cluster)",
+                        f"{OURS}: authenticated channels (mutual TLS 1.3 or signed hello)")
+    HANDSHAKE_TIMEOUT = ("channel handshake timed out", f"{OURS}: bounded pre-authentication state")
+    HANDSHAKE_AFTER_AUTH = ("handshake message after authentication", OURS)
+    SERVE_RATE = ("receipt or attestation requests over the rate limit", f"{OURS}: bounded work per peer")
+    UNEXPECTED_REPLY = ("unexpected message from a replica (a client takes only replies)", OURS)
+
+
+class Drops:
+    """Drops counted by rule and by sender; the first of each rule is logged.
+
+    Senders are named "r3" (replica 3) or "c17" (client 17); at most SENDERS_PER_RULE are
+    named per rule and the rest count under "others", so a flood of distinct clients cannot
+    grow the table beyond rules x SENDERS_PER_RULE."""
+
+    __slots__ = ("by_rule", "by_sender", "_log", "_who")
+
+    def __init__(self, logger: logging.Logger, who: str) -> None:
+        self.by_rule: Counter[Rule] = Counter()
+        self.by_sender: dict[Rule, Counter[str]] = {}
+        self._log = logger
+        self._who = who
+
+    def count(self, rule: Rule, sender: str | None, detail: str = "") -> None:
+        if rule not in self.by_rule:
+            self._log.info("%s drops: %s [%s]%s from %s (first of its kind)", self._who, rule.text, rule.label,
+                           f" ({detail})" if detail else "", sender or "itself")
+        self.by_rule[rule] += 1
+        if sender is not None:
+            senders = self.by_sender.setdefault(rule, Counter())
+            if sender not in senders and len(senders) >= SENDERS_PER_RULE:
+                sender = "others"
+            senders[sender] += 1
+
+    def __getitem__(self, rule: Rule) -> int:
+        return self.by_rule[rule]
+
+    def total(self) -> int:
+        return sum(self.by_rule.values())
+
+    def as_json(self) -> dict:
+        """{"rule label": {"total": n, "by_sender": {"r1": k, ...}}}, for ``status --json``."""
+        return {rule.label: {"total": n, "by_sender": dict(self.by_sender.get(rule, {}))}
+                for rule, n in sorted(self.by_rule.items(), key=lambda kv: kv[0].label)}
+
+
+def replica_name(replica: int) -> str:
+    return f"r{replica}"
+
+
+def client_name(client: int) -> str:
+    return f"c{client}"
+
