@@ -93,9 +93,7 @@ def block_checker(cluster: Cluster, verifier: Ed25519Verifier) -> Callable[[Bloc
                 return f"transaction {i}: client {t.client}'s signature does not verify"
         why = certificate_error(cluster.mode, cluster.f, replica_keys, block.view, block.sequence,
                                 block.batch_root, block.cert, verifier)
-        if why is not None:
-            return why
-        return None
+        return None if why is None else str(why)
 
     return check
 

@@ -161,7 +161,7 @@ class Receipt:
         why = attestation_error(cluster.mode, cluster.f, cluster.replica_keys(), self.height, block_hash,
                                 self.batch_size, self.attestations, verifier)
         if why is not None:
-            raise ReceiptError(why)
+            raise ReceiptError(str(why))
         if self.claimed_summary is not None and self.claimed_summary != self.summary():
             # issue 11: an edited summary used to pass, so a person or a program reading the file
             # was told the wrong operation, client or outcome

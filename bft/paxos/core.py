@@ -825,7 +825,7 @@ class PaxosCore:
             if why == SKIP:
                 continue
             if block is None:
-                self._drop("state transfer: " + why)
+                self._drop("state transfer: " + str(why))
                 break
             if why:
                 self._drop("state-transfer peer sent a wrong header for a certified batch")

@@ -39,7 +39,7 @@ class BatchFetchMixin:
         self.batches = {d: e for d, e in self.batches.items() if e[0] > stable}
         wanted = {s.pre_prepare.digest for s in self.log.values()
                   if s.pre_prepare is not None and s.requests is None}
-        wanted.update(e[1] for e in self.committed.values() if e[4] is None)
+        wanted.update(e.digest for e in self.committed.values() if e.requests is None)
         self.missing = {d: t for d, t in self.missing.items() if d in wanted}
 
     def _want_batch(self, digest: bytes) -> None:
@@ -89,8 +89,8 @@ class BatchFetchMixin:
                 self._persist("pp", full.encode())
                 top = max(top, seq)
         for seq, entry in list(self.committed.items()):
-            if entry[1] == m.digest and entry[4] is None:
-                self.committed[seq] = (entry[0], entry[1], m.batch, entry[3], reqs)
+            if entry.digest == m.digest and entry.requests is None:
+                self.committed[seq] = entry._replace(batch=m.batch, requests=reqs)
                 top = max(top, seq)
         self._keep_batch(top, m.digest, m.batch, reqs)
         self._execute()

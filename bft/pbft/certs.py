@@ -116,7 +116,7 @@ def prepared_cert_error(keys: Keys, f: int, cert: PreparedCert, below_view: int,
     if pp.replica != p or not keys.replica_signed(pp, p):
         return R(P.PREPARED_CERT_NOT_PRIMARY)
     if len(cert.prepares) != quorum.prepare_quorum(f):
-        return R(P.PREPARED_CERT_SHORT, f"{len(cert.prepares)} PREPAREs, needs exactly {quorum.prepare_quorum(f)}")
+        return R(P.PREPARED_CERT_SIZE, f"{len(cert.prepares)} PREPAREs, needs exactly {quorum.prepare_quorum(f)}")
     backups: set[int] = set()
     for pr in cert.prepares:
         if (pr.view, pr.seq, pr.digest) != (pp.view, pp.seq, pp.digest):
@@ -124,12 +124,12 @@ def prepared_cert_error(keys: Keys, f: int, cert: PreparedCert, below_view: int,
         if pr.replica == p:
             return R(P.PREPARED_CERT_MISMATCH, "a PREPARE of the primary")
         if pr.replica in backups:
-            return R(P.PREPARED_CERT_SHORT, "a replica twice")
+            return R(P.PREPARED_CERT_REPEATS)
         if not keys.replica_signed(pr, pr.replica):
             return R(P.PREPARED_CERT_SIGNATURE)
         backups.add(pr.replica)
     if len(backups) < quorum.prepare_quorum(f):
-        return R(P.PREPARED_CERT_SHORT, f"{len(backups)} distinct backups, needs {quorum.prepare_quorum(f)}")
+        return R(P.PREPARED_CERT_SIZE, f"{len(backups)} distinct backups, needs {quorum.prepare_quorum(f)}")
     return None
 
 
@@ -189,21 +189,21 @@ def new_view_error(keys: Keys, f: int, nv: NewView, log_size: int,
     if nv.replica != p or not keys.replica_signed(nv, p):
         return R(P.NEW_VIEW_NOT_PRIMARY), None
     if len(nv.view_changes) != quorum.view_change_quorum(f):
-        return R(P.NEW_VIEW_SHORT, f"{len(nv.view_changes)} VIEW-CHANGEs, needs exactly {quorum.view_change_quorum(f)}"), None
+        return R(P.NEW_VIEW_SIZE, f"{len(nv.view_changes)} VIEW-CHANGEs, needs exactly {quorum.view_change_quorum(f)}"), None
     senders: set[int] = set()
     vcs: list[ViewChange] = []
     for vc in nv.view_changes:
         if vc.new_view != nv.view:
-            return R(P.NEW_VIEW_FOREIGN_VIEW_CHANGE, "another view"), None
+            return R(P.NEW_VIEW_FOREIGN_VIEW_CHANGE), None
         if vc.replica in senders:
-            return R(P.NEW_VIEW_FOREIGN_VIEW_CHANGE, "a replica twice"), None
+            return R(P.NEW_VIEW_REPEATS), None
         why = view_change_error(keys, f, vc, log_size)
         if why:
             return R(P.NEW_VIEW_BAD_VIEW_CHANGE, f"{why.rule.label}: {why}"), None
         senders.add(vc.replica)
         vcs.append(vc)
     if len(senders) < quorum.view_change_quorum(f):
-        return R(P.NEW_VIEW_SHORT, f"{len(senders)} distinct VIEW-CHANGEs, needs {quorum.view_change_quorum(f)}"), None
+        return R(P.NEW_VIEW_SIZE, f"{len(senders)} distinct VIEW-CHANGEs, needs {quorum.view_change_quorum(f)}"), None
     plan = (plan_fn or plan_new_view)(vcs)
     if len(nv.pre_prepares) != len(plan.entries):
         return R(P.NEW_VIEW_WRONG_O), None

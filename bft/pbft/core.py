@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
-from dataclasses import dataclass, field
 
 import msgpack
 
-from ledger import quorum
 from bft.outputs import Action, AppendBlock, Broadcast, Persist, Send, ToClient
 from bft.pbft.batches import BatchFetchMixin
 from bft.pbft.checkpoints import CheckpointMixin
@@ -30,6 +28,7 @@ from bft.pbft.viewchange import ViewChangeMixin
 from bft.requests import (CACHED, KNOWN, NEW, REFUSED, STALE, RequestPool, busy_reply, cached_reply, is_duplicate,
                           stale_reply)
 from bft.pbft.rules import PbftRule
+from bft.pbft.slots import CommittedBatch, Phase, Slot
 from bft.skeleton import CoreSkeleton
 from bft.wire import (BatchRequest, BatchResponse, Checkpoint, Commit, Message, NewView, PrePrepare, Prepare,
                       PreparedCert, Request, StateRequest, StateResponse, Suspect, ViewChange)
@@ -43,19 +42,6 @@ log = logging.getLogger("bft.pbft")
 # While batches keep executing, a pending request may wait this many request timeouts
 # before the primary is suspected (bursts queue legitimately; censorship still shows).
 CENSOR_GRACE = 4
-
-
-@dataclass(slots=True)
-class Slot:
-    """Everything this replica knows about one (view, sequence number)."""
-    pre_prepare: PrePrepare | None = None
-    requests: list[Request] | None = field(default_factory=list)   # None: the batch is being fetched
-    prepares: dict[int, Prepare] = field(default_factory=dict)
-    commits: dict[int, Commit] = field(default_factory=dict)
-    prepared: bool = False
-    committed: bool = False
-    my_prepare: Prepare | None = None
-    my_commit: Commit | None = None
 
 
 class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMixin, CheckpointMixin,
@@ -86,7 +72,7 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
         self.log: dict[int, Slot] = {}               # seq -> slot, current view only
         self.votes: dict[tuple[int, int], bytes] = {}  # (view, seq) -> digest I pre-prepared/prepared
         self.prepared_certs: dict[int, PreparedCert] = {}
-        self.committed: dict[int, tuple[int, bytes, list[bytes], list[tuple[int, bytes]], list[Request]]] = {}
+        self.committed: dict[int, CommittedBatch] = {}   # committed-local, not yet executed
         self.checkpoint_votes: dict[int, dict[int, Checkpoint]] = {}
         self.my_checkpoint: Checkpoint | None = None
         self.batches: dict[bytes, tuple[int, list[bytes], list[Request]]] = {}   # digest -> (seq, batch, reqs)
@@ -371,6 +357,7 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
         the batch) and fetches the batch, which it needs only to execute."""
         slot = self._slot(pp.seq)
         slot.pre_prepare = pp
+        slot.advance(Phase.PRE_PREPARED)
         slot.requests = reqs
         self.votes[(pp.view, pp.seq)] = pp.digest
         if reqs is None:
@@ -415,15 +402,15 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
         self._check_prepared(p.seq, slot)
 
     def _check_prepared(self, seq: int, slot: Slot) -> None:
+        """Once prepared(m, v, n, i) holds: keep the certificate, multicast COMMIT (§4.2)."""
+        if slot.phase != Phase.PRE_PREPARED:
+            return
+        prepares = slot.prepared(self.leader, self.f)
+        if prepares is None:
+            return
+        slot.advance(Phase.PREPARED)
         pp = slot.pre_prepare
-        if pp is None or slot.prepared:
-            return
-        lead = self.leader
-        matching = [p for r, p in slot.prepares.items() if r != lead and p.digest == pp.digest]
-        if len(matching) < quorum.prepare_quorum(self.f):
-            return
-        slot.prepared = True
-        cert = PreparedCert(pp, sorted(matching, key=lambda p: p.replica)[: quorum.prepare_quorum(self.f)])
+        cert = PreparedCert(pp, prepares)
         self.prepared_certs[seq] = cert
         self._persist("pc", cert.encode())
         c = self._sign(Commit(pp.view, seq, pp.digest, self.id))
@@ -450,16 +437,16 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
         self._check_committed(c.seq, slot)
 
     def _check_committed(self, seq: int, slot: Slot) -> None:
-        if not slot.prepared or slot.committed:
+        """Once committed-local(m, v, n, i) holds: execute in sequence order (§4.2)."""
+        if slot.phase != Phase.PREPARED:
             return
+        cert = slot.committed_local(self.f)
+        if cert is None:
+            return
+        slot.advance(Phase.COMMITTED_LOCAL)
         pp = slot.pre_prepare
-        matching = sorted((r, c.sig) for r, c in slot.commits.items() if c.digest == pp.digest)
-        if len(matching) < quorum.commit_quorum(self.f):
-            return
-        slot.committed = True
         if seq > self.chain.height:
-            self.committed[seq] = (pp.view, pp.digest, pp.batch,
-                                   matching[: quorum.commit_quorum(self.f)], slot.requests)
+            self.committed[seq] = CommittedBatch(pp.view, pp.digest, pp.batch, cert, slot.requests)
             self._execute()
 
     # ------------------------------------------------------------------ execution
@@ -471,11 +458,14 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
             self.suspects.pop(self.id, None)
         while self.chain.height + 1 in self.committed:
             seq = self.chain.height + 1
-            if self.committed[seq][4] is None:        # committed, but its batch is still being fetched
-                self._want_batch(self.committed[seq][1])
+            if self.committed[seq].requests is None:   # committed, but its batch is still being fetched
+                self._want_batch(self.committed[seq].digest)
                 break
             view, _digest, batch, cert, reqs = self.committed.pop(seq)
             block = self.chain.execute(seq, view, batch, cert)
+            slot = self.log.get(seq)
+            if slot is not None and slot.phase == Phase.COMMITTED_LOCAL:
+                slot.advance(Phase.EXECUTED)
             self._out.append(AppendBlock(block))
             if self._after_execute(block, reqs):
                 progressed = True
@@ -546,7 +536,7 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
             # Also slots this replica already executed (in an earlier view, or through
             # state transfer): a peer may still need this view's votes for them, and with
             # exactly 2f+1 honest replicas every honest vote is needed (n=10 seed 164).
-            if slot.committed:
+            if slot.is_committed_local:
                 continue
             if self.is_primary and slot.pre_prepare is not None:
                 self._out.append(Broadcast(slot.pre_prepare))

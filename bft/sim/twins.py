@@ -22,6 +22,8 @@ twinned id are faulty) runs after every delivery.
 """
 from __future__ import annotations
 
+from bft.pbft.rules import PbftRule
+
 import random
 from dataclasses import dataclass, fields
 
@@ -108,7 +110,7 @@ def run_twins(seed: int, *, core_cls=PbftCore, trace: bool = False, scenario: Tw
     sim.run_until(t + SETTLE)
     base = _result(sim, seed, "pbft-twins", N, {sc.twin_of: "twin"}, f"python -m bft.sim --twins --seed {seed}")
     base.unacked = []               # Twins checks safety; liveness is the seeded runs' business
-    conflicts = sum(r.core.dropped["conflicting PRE-PREPARE for an accepted (view, sequence)"]
+    conflicts = sum(r.core.dropped[PbftRule.CONFLICTING_PRE_PREPARE]
                     for r in sim.replicas if r.honest)
     return TwinsResult(**{f.name: getattr(base, f.name) for f in fields(base)}, scenario=sc.describe(),
                        conflicts=conflicts)

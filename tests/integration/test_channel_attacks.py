@@ -3,6 +3,9 @@ processes on 127.0.0.1: handshake reflection, link eviction, idle-socket exhaust
 forged Paxos messages. Each test names the attack it performs."""
 from __future__ import annotations
 
+from bft.rules import StepRule
+from tests.integration.workload import dropped
+
 import trio
 
 import ledger.client
@@ -141,7 +144,7 @@ async def test_forged_paxos_nack_accepted_and_commit_from_a_non_replica_change_n
             assert s["promised"] == promised[i], s
             assert s["commit_index"] <= height, s
             assert s["internal_errors"] == 0
-        assert sum(s["dropped"].get("unexpected message from a client", 0) for s in st) >= 5 * lc.n
+        assert sum(dropped(s, StepRule.CLIENT_SENT_PROTOCOL) for s in st) >= 5 * lc.n
         r = await c.put("after", b"w")
         assert r.ok and r.height == height + 1
     st = await lc.converged()

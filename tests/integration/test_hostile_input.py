@@ -2,6 +2,9 @@
 it, and keeps serving puts. Never a crash."""
 from __future__ import annotations
 
+from bft.rules import RequestRule, StepRule
+from tests.integration.workload import dropped
+
 import random
 import ssl
 
@@ -142,9 +145,9 @@ async def test_flood_of_badly_signed_messages(running_pbft) -> None:
     await trio.aclose_forcefully(s)
     await _put_works(lc, "after-flood")
     st = await _status(lc, 1)
-    dropped = st["dropped"]
-    assert 8 <= dropped.get("request with a bad client signature", 0) <= 16, dropped
-    assert dropped.get("unexpected message from a client", 0) >= 300, dropped
+    assert 8 <= dropped(st, RequestRule.BAD_CLIENT_SIGNATURE) <= 16, st["dropped"]
+    assert dropped(st, StepRule.CLIENT_SENT_PROTOCOL) >= 300, st["dropped"]
+    assert st["dropped"][StepRule.CLIENT_SENT_PROTOCOL.label]["by_sender"]       # names the client
     assert st["throttled"]["clients_blacklisted"] >= 1 and st["throttled"]["blacklisted_frames_dropped"] >= 1
     assert st["internal_errors"] == 0
     assert sorted(lc.alive()) == [0, 1, 2, 3]

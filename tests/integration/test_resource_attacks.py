@@ -2,6 +2,9 @@
 each test is named after the attack and shows that no replica exits and the ledger goes on."""
 from __future__ import annotations
 
+from bft.rules import RequestRule
+from tests.integration.workload import dropped
+
 import trio
 
 import ledger.client
@@ -85,8 +88,7 @@ async def test_one_client_flooding_a_backup_with_largest_requests_is_bounded(mak
         peak = max(peak[0], _rss_mb(lc.pid(backup)))
         st = await lc.status()
         assert (await other.put("other-last", b"ok")).ok
-    dropped = st[backup]["dropped"]
-    assert dropped.get("refused: the client's quota of held requests is full", 0) > 0, dropped
+    assert dropped(st[backup], RequestRule.CLIENT_QUOTA_FULL) > 0, st[backup]["dropped"]
     assert sorted(lc.alive()) == list(range(lc.n))
     assert all(x["internal_errors"] == 0 for x in st)
     # what the flood wrote is the ledger's state now (kept in memory): count it out; the rest is
@@ -177,7 +179,7 @@ async def test_client_sending_bad_signatures_at_full_speed_is_blacklisted(make_c
     for x in st:
         th = x["throttled"]
         assert th["clients_blacklisted"] >= 1 and th["blacklisted_frames_dropped"] >= 1, th
-        assert x["dropped"]["request with a bad client signature"] <= 16, x["dropped"]
+        assert dropped(x, RequestRule.BAD_CLIENT_SIGNATURE) <= 16, x["dropped"]
         assert x["internal_errors"] == 0
 
 

@@ -52,3 +52,8 @@ async def under_load(lc, clients: int, seed: int, nemesis) -> list[Op]:
         finally:
             stop.set()
     return history
+
+
+def dropped(status: dict, rule) -> int:
+    """How many messages a replica's ``status --json`` says it dropped under ``rule``."""
+    return status["dropped"].get(rule.label, {}).get("total", 0)

@@ -15,6 +15,8 @@ from bft.sim.world import CLIENT
 from bft.wire import (Checkpoint, Commit, NewView, PrePrepare, Prepare, PreparedCert, Reply, Request, ViewChange)
 from crypto.merkle import root_of
 from ledger.certificate import certificate_error
+from ledger.rules import LedgerRule
+from bft.pbft.rules import PbftRule as P
 from ledger.chain import Chain
 from ledger.state import op_put
 
@@ -203,7 +205,7 @@ def test_restart_does_not_forget_a_vote() -> None:
     prepares = [a.msg for a in acts if isinstance(a, (Broadcast, Send)) and type(a.msg) is Prepare]
     assert all(p.digest == first.digest for p in prepares)
     assert core.log[1].pre_prepare.digest == first.digest
-    assert sum(v for k, v in core.dropped.items() if "PRE-PREPARE" in k) == 1
+    assert core.dropped[P.CONTRADICTS_OWN_VOTE] + core.dropped[P.CONFLICTING_PRE_PREPARE] == 1
 
     amnesiac = sim.make_core(2, Chain(), [], sim.now)                  # the bug: forget the vote log
     amnesiac.step(0, conflicting)
@@ -248,22 +250,23 @@ def test_duplicate_signers_do_not_make_a_quorum() -> None:
     one = [block.cert[0]] * 3
     assert certificate_error("pbft", f, keys.replicas, block.view, block.sequence, block.batch_root, block.cert,
                              keys.verifier) is None
-    assert "distinct" in certificate_error("pbft", f, keys.replicas, block.view, block.sequence, block.batch_root,
-                                           one, keys.verifier)
+    why = certificate_error("pbft", f, keys.replicas, block.view, block.sequence, block.batch_root, one,
+                            keys.verifier)
+    assert why.rule is LedgerRule.CERT_TOO_FEW_COMMITS
     # prepared certificate: one backup's PREPARE twice
     pp = PrePrepare(0, 3, root_of([]), [], 0).signed(rs[0])
     p1 = Prepare(0, 3, pp.digest, 1).signed(rs[1])
-    assert "repeats a replica" in prepared_cert_error(keys, f, PreparedCert(pp, [p1, p1]), 1, 2, 6)
+    assert prepared_cert_error(keys, f, PreparedCert(pp, [p1, p1]), 1, 2, 6).rule is P.PREPARED_CERT_REPEATS
     assert prepared_cert_error(keys, f, PreparedCert(pp, [p1, Prepare(0, 3, pp.digest, 2).signed(rs[2])]),
                                1, 2, 6) is None
     # checkpoint proof: one replica's CHECKPOINT three times
     proof = core.stable_proof
     assert checkpoint_proof_error(keys, f, 2, proof) is None
-    assert "repeats a replica" in checkpoint_proof_error(keys, f, 2, [proof[0]] * 3)
+    assert checkpoint_proof_error(keys, f, 2, [proof[0]] * 3).rule is P.CHECKPOINT_PROOF_REPEATS
     # NEW-VIEW: one VIEW-CHANGE three times
     vc = ViewChange(1, 2, proof, [], 2).signed(rs[2])
     nv = NewView(1, [vc, vc, vc], [], 1).signed(rs[1])
-    assert "repeats a replica" in new_view_error(keys, f, nv, 4)[0]
+    assert new_view_error(keys, f, nv, 4)[0].rule is P.NEW_VIEW_REPEATS
     # a client's reply quorum: replica 3 answers three times, nobody else gets through
     sim.drop_if = lambda s, d, m: type(m) is Reply and s != 3
     ts = sim.submit(0, "k9", b"v")
@@ -294,7 +297,7 @@ def test_stale_view_replay_is_ignored() -> None:
     assert sim.all_acked()
     honest = [1, 2, 4, 5, 6]
     assert {_core(sim, i).view for i in honest} == {1}
-    assert sum(_core(sim, i).dropped["message from another view"] for i in honest) > 0
+    assert sum(_core(sim, i).dropped[P.OTHER_VIEW] for i in honest) > 0
     _same_ledgers(sim, honest)
 
 
@@ -312,7 +315,7 @@ def test_stale_view_messages_have_no_effect_on_a_core() -> None:
     rs = sim.replica_signers
     req = Request(0, 99, op_put("stale", b"x")).signed(sim.client_signers[0])
     pp = PrePrepare(0, 9, root_of([req.encode()]), [req.encode()], 0).signed(rs[0])
-    before = (core.chain.height, dict(core.dropped))
+    before = (core.chain.height, core.dropped[P.OTHER_VIEW])
     core.step(0, pp)
     for r in (1, 3):
         core.step(r, Prepare(0, 9, pp.digest, r).signed(rs[r]))
@@ -322,4 +325,4 @@ def test_stale_view_messages_have_no_effect_on_a_core() -> None:
     acts = core.ready()
     assert not [a for a in acts if isinstance(a, Broadcast) and type(a.msg) in (Prepare, Commit)]
     assert core.chain.height == before[0] and 9 not in core.log
-    assert core.dropped["message from another view"] - before[1].get("message from another view", 0) == 6
+    assert core.dropped[P.OTHER_VIEW] - before[1] == 6

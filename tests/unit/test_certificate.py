@@ -8,6 +8,7 @@ import pytest
 from bft import wire
 from crypto.signing import Ed25519Signer, Ed25519Verifier, HashSigner, HashVerifier
 from ledger import certificate as certmod
+from ledger.rules import LedgerRule
 from ledger.certificate import (ACCEPT_DOMAIN, COMMIT_DOMAIN, accept_statement, certificate_error,
                                 commit_statement)
 
@@ -80,7 +81,7 @@ def test_pbft_quorum_of_distinct_valid_signatures(f, kind):
         assert _check(f, keys, v, [(i, sigs[i]) for i in ids]) is None, ids
     for ids in itertools.combinations(range(n), 2 * f):
         why = _check(f, keys, v, [(i, sigs[i]) for i in ids])
-        assert why is not None and f"needs {2 * f + 1}" in why, ids
+        assert why.rule is LedgerRule.CERT_TOO_FEW_COMMITS and f"needs {2 * f + 1}" in why.detail, ids
     assert _check(f, keys, v, [(i, sigs[i]) for i in range(n)]) is None
     assert _check(f, keys, v, []) is not None
 
@@ -189,7 +190,7 @@ def test_paxos_leader_signature_accepted_non_leader_rejected(f, kind):
         # every non-leader's own valid signature is rejected, alone or all together
         for i, s in others:
             why = _check(f, keys, v, [(i, s)], view=ballot, mode="paxos")
-            assert why is not None and f"replica {leader}" in why
+            assert why.rule is LedgerRule.CERT_NO_LEADER_ACCEPT and f"replica {leader}" in why.detail
         assert _check(f, keys, v, others, view=ballot, mode="paxos") is not None
         # a non-leader's signature presented under the leader's id
         for i, s in others:
@@ -220,7 +221,7 @@ def test_modes_do_not_cross():
     assert _check(f, keys, v, [(leader, _accept_sig(signers[leader], leader))], mode="pbft") is not None
     commits = [(i, _commit_sig(signers[i], i)) for i in range(4)]
     assert _check(f, keys, v, commits, mode="paxos") is not None
-    assert "unknown mode" in _check(f, keys, v, commits, mode="raft")
+    assert _check(f, keys, v, commits, mode="raft").rule is LedgerRule.CERT_UNKNOWN_MODE
 
 
 def test_attestation_statement_is_the_wire_encoding():

@@ -2,9 +2,11 @@
 signature blacklist, the post-paid intake, and the monitor's rules on a hand-driven clock."""
 from __future__ import annotations
 
+from bft.rules import RequestRule
+
 from bft.pbft.certs import Keys
 from bft.pbft.monitor import CALIBRATION, CENSORSHIP, HEARTBEAT, THROUGHPUT, MonitorConfig, PrimaryMonitor
-from bft.requests import (BAD_SIGNATURE_BURST, BLACKLIST_SECONDS, CLIENT_SHARE, NEW, REFUSED, FairQueue,
+from bft.requests import (BAD_SIGNATURE_BURST, BLACKLIST_SECONDS, CLIENT_SHARE, DROP, NEW, REFUSED, FairQueue,
                           RequestPool)
 from bft.runtime.admission import Intake
 from bft.wire import MAX_OP, Request
@@ -60,8 +62,8 @@ def test_bad_signatures_blacklist_their_client_for_a_while() -> None:
     p = pool()
     garbage = bytes(64)
     verdicts = [p.admit(0, req(0, ts, sig=garbage), 0.0)[1] for ts in range(int(BAD_SIGNATURE_BURST) + 1)]
-    assert verdicts[0] == "request with a bad client signature" and p.blacklisted == 1
-    assert p.admit(0, req(0, 100), 1.0) == ("drop", "request from a blacklisted client (it sent bad signatures)")
+    assert verdicts[0] is RequestRule.BAD_CLIENT_SIGNATURE and p.blacklisted == 1
+    assert p.admit(0, req(0, 100), 1.0) == (DROP, RequestRule.BLACKLISTED)
     assert p.admit(1, req(1, 100), 1.0)[0] == NEW                  # others are not touched
     assert p.admit(0, req(0, 101), BLACKLIST_SECONDS + 0.1)[0] == NEW
     # a relayed request with a bad signature is the relaying replica's doing, not the client's

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bft.outputs import Send
+from bft.pbft.rules import PbftRule as P
+from bft.rules import RequestRule
 from bft.wire import PrePrepare, Request
 from test_pbft_rules import Cluster, drops, out, sent
 
@@ -38,7 +40,8 @@ def test_a_relayed_request_with_a_forged_signature_is_dropped(cl):
     primary = cl.core(0)
     forged = Request(0, 99, cl.req().op, b"\x01" * 64)
     primary.step(2, forged)
-    assert drops(primary, "relayed request with a bad client signature") == 1
+    assert drops(primary, RequestRule.BAD_CLIENT_SIGNATURE) == 1
+    assert primary.drops.by_sender[RequestRule.BAD_CLIENT_SIGNATURE] == {"r2": 1}     # the relaying replica
     assert not [m for m in sent(out(primary)) if type(m) is PrePrepare]
 
 
@@ -78,7 +81,7 @@ def test_state_transfer_pinned_by_one_byzantine_peer_moves_on(cl, answer):
         asked.append(nxt[0])
     assert all(a != b for a, b in zip(asked, asked[1:])), asked       # never the same peer twice in a row
     assert set(asked) == {0, 2}
-    assert core.transfer is None and drops(core, "state transfer abandoned") == 1
+    assert core.transfer is None and drops(core, P.STATE_NOBODY_SERVED) == 1
 
 
 def test_one_client_cannot_fill_the_pool_and_is_told_busy(cl):
@@ -92,13 +95,13 @@ def test_one_client_cannot_fill_the_pool_and_is_told_busy(cl):
         core.step(0, cl.req(0), True)
     busy = [a.msg for a in out(core) if isinstance(a, ToClient)]
     assert len(busy) == 2 and all(m.height == 0 and decode_result(m.result)[0] == BUSY for m in busy)
-    assert drops(core, "client's quota") == 2
+    assert drops(core, RequestRule.CLIENT_QUOTA_FULL) == 2
     core.step(2, cl.req(2), True)                          # another client still gets in
     assert len(core.pending) == 4 and not [a for a in out(core) if isinstance(a, ToClient)]
     big = cl.core(client_bytes=300_000)                    # the byte quota: 64 KiB requests, 2x held
     for _ in range(3):
         big.step(0, cl.req(0, value=b"x" * 60_000), True)
-    assert len(big.pending) == 2 and drops(big, "client's quota") == 1
+    assert len(big.pending) == 2 and drops(big, RequestRule.CLIENT_QUOTA_FULL) == 1
 
 
 def retained(core) -> int:
@@ -173,7 +176,7 @@ def test_a_request_in_a_non_canonical_encoding_is_refused_in_a_batch(cl):
     assert decode(raw) == r and raw != r.encode()          # same request, a 'array 16' header
     core = cl.core()
     core.step(0, PrePrepare(0, 1, root_of([raw]), [raw], 0).signed(cl.rs[0]))
-    assert drops(core, "non-canonical encoding") == 1
+    assert drops(core, P.BATCH_MALFORMED_REQUEST) == 1
 
 
 def test_status_alerts_name_a_lone_view_change_and_a_replica_behind():

@@ -8,6 +8,7 @@ import pytest
 from bft.outputs import AppendBlock, Send
 from bft.pbft.certs import view_change_error
 from bft.pbft.config import PbftConfig
+from bft.pbft.rules import PbftRule as P
 from bft.wire import MAX_BATCH, BatchRequest, BatchResponse, NewView, PrePrepare, PreparedCert
 from crypto.merkle import root_of
 from ledger.state import op_get
@@ -43,9 +44,9 @@ def test_padded_view_change_is_refused(cl):
     with_batch = PreparedCert(cl.pp(0, 1, [cl.req()]), good.prepares)
     for cert in (padded, repeated, with_batch):
         core.step(3, core_vc(cl, core, 3, 1, prepared=[cert]))
-    assert drops(core, "needs exactly") == 1
-    assert drops(core, "repeats a replica") == 1
-    assert drops(core, "carries a batch") == 1
+    assert drops(core, P.PREPARED_CERT_SIZE) == 1
+    assert drops(core, P.PREPARED_CERT_REPEATS) == 1
+    assert drops(core, P.PREPARED_CERT_CARRIES_BATCH) == 1
     assert 3 not in core.view_changes.get(1, {})
     core.step(3, core_vc(cl, core, 3, 1, prepared=[good]))
     assert 3 in core.view_changes[1]
@@ -73,12 +74,12 @@ def test_a_replica_that_lacks_a_batch_fetches_it_and_then_executes(cl):
     for b in (0, 2):
         core.step(b, cl.commit(2, 1, digest, b))
     acts = out(core)
-    assert core.log[1].committed
+    assert core.log[1].is_committed_local
     assert not [a for a in acts if isinstance(a, AppendBlock)]     # committed, waiting for its batch
     core.step(0, BatchResponse(digest, [cl.req().encode()], 0))     # a lying peer: refused
     core.step(3, BatchResponse(root_of([]), [], 3))                 # unsolicited: refused
-    assert drops(core, "batch response: batch does not match its digest") == 1
-    assert drops(core, "unsolicited batch") == 1
+    assert drops(core, P.BATCH_DIGEST) == 1
+    assert drops(core, P.UNSOLICITED_BATCH) == 1
     core.tick(core.now + 0.3)                                      # asks the next peer
     acts = out(core)
     again = [a for a in acts if isinstance(a, Send) and type(a.msg) is BatchRequest]
@@ -97,9 +98,9 @@ def test_batch_requests_are_served_and_rate_limited(cl):
         core.step(3, BatchRequest(digest, 3))
     answers = [m for m in sent(out(core)) if type(m) is BatchResponse]
     assert 1 <= len(answers) <= 16 and answers[0].batch == [r.encode() for r in reqs]
-    assert drops(core, "over the rate limit") == 40 - len(answers)
+    assert drops(core, P.BATCH_FETCH_RATE) == 40 - len(answers)
     core.step(3, BatchRequest(root_of([b"unknown"]), 3))
-    assert drops(core, "does not hold") == 1
+    assert drops(core, P.UNHELD_BATCH) == 1
 
 
 def test_batches_are_capped_by_weight_at_the_primary_and_at_backups(cl):
@@ -113,7 +114,7 @@ def test_batches_are_capped_by_weight_at_the_primary_and_at_backups(cl):
     assert [len(p.batch) for p in pps] == [1, 1, 1]               # a get may return a whole value
     backup = cl.core(batch_bytes=cap)
     backup.step(0, cl.pp(0, 1, gets))
-    assert drops(backup, "over the byte cap") == 1
+    assert drops(backup, P.BATCH_OVER_CAP) == 1
 
 
 def test_config_refuses_a_batch_size_the_wire_cannot_carry():

@@ -23,6 +23,9 @@ from bft.wire import (Checkpoint, Commit, NewView, PrePrepare, Prepare, Prepared
 from crypto.merkle import root_of
 from crypto.signing import Ed25519Signer, Ed25519Verifier, HashSigner, HashVerifier
 from ledger.certificate import certificate_error
+from ledger.rules import Rule
+from bft.pbft.rules import PbftRule as P
+from bft.rules import RequestRule, StepRule
 from ledger.chain import Chain
 from ledger.state import DUPLICATE, decode_result, op_put
 
@@ -115,8 +118,8 @@ def blocks(actions) -> list:
     return [a.block for a in actions if isinstance(a, AppendBlock)]
 
 
-def drops(core: PbftCore, text: str) -> int:
-    return sum(v for k, v in core.dropped.items() if text in k)
+def drops(core: PbftCore, rule: Rule) -> int:
+    return core.dropped[rule]
 
 
 def prepare_and_commit(cl: Cluster, core: PbftCore, view: int, seq: int, reqs: list[Request]) -> list:
@@ -197,8 +200,8 @@ def test_pre_prepare_rejected_outside_watermarks(cl):
     for seq in (0, 1, 2, 7, 11, 100):
         core.step(0, cl.pp(0, seq, [cl.req()]))
         assert not sent(out(core), Prepare), seq
-    assert drops(core, "outside the watermarks") == 5
-    assert drops(core, "above the high watermark") == 1        # 7: held, see the next test
+    assert drops(core, P.OUTSIDE_WATERMARKS) == 5
+    assert drops(core, P.ABOVE_WATERMARK) == 1        # 7: held, see the next test
     assert 7 not in core.log
 
 
@@ -219,9 +222,9 @@ def test_pre_prepare_above_H_held_until_the_window_moves(cl):
     run_to(cl, core, 4)
     make_stable(cl, core, 2)                           # h = 2, H = 6: 5 and 6 now inside
     assert core.log[5].pre_prepare.digest == pp5.digest
-    assert sorted(core.log[5].prepares) == [1, 2] and core.log[5].prepared
+    assert sorted(core.log[5].prepares) == [1, 2] and core.log[5].is_prepared
     assert 6 not in core.log or core.log[6].pre_prepare is None
-    assert drops(core, "PRE-PREPARE with a bad signature") == 1
+    assert drops(core, P.BAD_SIGNATURE) == 1
     assert not core.ahead
 
 
@@ -238,7 +241,7 @@ def test_pre_prepare_rejected_from_non_primary(cl):
     core = cl.core()
     core.step(2, cl.pp(0, 1, [cl.req()], by=2))
     assert not sent(out(core))
-    assert drops(core, "not from the primary") == 1
+    assert drops(core, P.NOT_FROM_PRIMARY) == 1
 
 
 def test_pre_prepare_rejected_wrong_view(cl):
@@ -246,7 +249,7 @@ def test_pre_prepare_rejected_wrong_view(cl):
     core.step(2, cl.pp(2, 1, [cl.req()]))             # future views, each from its own primary
     core.step(3, cl.pp(3, 1, [cl.req()]))
     assert not sent(out(core), Prepare)
-    assert drops(core, "another view") == 2
+    assert drops(core, P.OTHER_VIEW) == 2
     assert core.view == 0 and not core.log.get(1)
 
 
@@ -259,7 +262,7 @@ def test_pre_prepare_rejected_from_an_older_view(cl):
     assert core.view == 1 and not core.in_view_change
     core.step(0, cl.pp(0, 1, [cl.req()]))
     assert not sent(out(core), Prepare)
-    assert drops(core, "another view") == 1
+    assert drops(core, P.OTHER_VIEW) == 1
 
 
 @pytest.mark.parametrize("scheme", ["hash", "ed25519"])
@@ -271,7 +274,7 @@ def test_pre_prepare_rejected_bad_primary_signature(scheme):
     tampered.sig = bytes(64)
     core.step(0, tampered)
     assert not sent(out(core))
-    assert drops(core, "PRE-PREPARE with a bad signature") == 2
+    assert drops(core, P.BAD_SIGNATURE) == 2
 
 
 @pytest.mark.parametrize("scheme", ["hash", "ed25519"])
@@ -282,7 +285,7 @@ def test_pre_prepare_rejected_bad_client_signature_in_batch(scheme):
     forged.sig = cl.cs[0].sign(forged.DOMAIN, forged.signable())     # client 1's request, client 0's key
     core.step(0, cl.pp(0, 1, [good, forged]))
     assert not sent(out(core))
-    assert drops(core, "bad client signature") == 1
+    assert drops(core, P.BATCH_BAD_CLIENT_SIGNATURE) == 1
 
 
 def test_pre_prepare_rejected_request_from_unknown_client(cl):
@@ -290,7 +293,7 @@ def test_pre_prepare_rejected_request_from_unknown_client(cl):
     stranger = Request(9, 1, op_put("k", b"v")).signed(HashSigner(b"stranger"))
     core.step(0, cl.pp(0, 1, [stranger]))
     assert not sent(out(core))
-    assert drops(core, "bad client signature") == 1
+    assert drops(core, P.BATCH_BAD_CLIENT_SIGNATURE) == 1
 
 
 def test_pre_prepare_rejected_malformed_or_non_request_in_batch(cl):
@@ -299,7 +302,7 @@ def test_pre_prepare_rejected_malformed_or_non_request_in_batch(cl):
         batch = [cl.req().encode(), junk]
         core.step(0, PrePrepare(0, 1 + i, root_of(batch), batch, 0).signed(cl.rs[0]))
     assert not sent(out(core))
-    assert drops(core, "malformed request") == 1 and drops(core, "non-request") == 1
+    assert drops(core, P.BATCH_MALFORMED_REQUEST) == 2
 
 
 def test_pre_prepare_rejected_digest_mismatch(cl):
@@ -308,7 +311,7 @@ def test_pre_prepare_rejected_digest_mismatch(cl):
     pp = cl.pp(0, 1, [r1], digest=root_of([r2.encode()]))      # signed digest of another batch
     core.step(0, pp)
     assert not sent(out(core))
-    assert drops(core, "batch does not match its digest") == 1
+    assert drops(core, P.BATCH_DIGEST) == 1
 
 
 def test_pre_prepare_rejected_conflicting_digest_same_view_seq(cl):
@@ -320,14 +323,14 @@ def test_pre_prepare_rejected_conflicting_digest_same_view_seq(cl):
     assert sent(out(core), Prepare) == []
     assert [p.digest for p in first] == [a.digest]
     assert core.log[1].pre_prepare.digest == a.digest
-    assert drops(core, "conflicting PRE-PREPARE") == 1
+    assert drops(core, P.CONFLICTING_PRE_PREPARE) == 1
 
 
 def test_pre_prepare_sender_field_must_match_authenticated_sender(cl):
     core = cl.core()
     core.step(2, cl.pp(0, 1, [cl.req()]))             # replica 0's message, relayed by replica 2
     assert not sent(out(core))
-    assert drops(core, "sender field differs") == 1
+    assert drops(core, StepRule.SENDER_MISMATCH) == 1
 
 
 def test_pre_prepare_rejected_during_view_change(cl):
@@ -336,7 +339,7 @@ def test_pre_prepare_rejected_during_view_change(cl):
     out(core)
     core.step(0, cl.pp(0, 1, [cl.req()]))
     assert not sent(out(core), Prepare)
-    assert drops(core, "another view") == 1
+    assert drops(core, P.OTHER_VIEW) == 1
 
 
 def test_primary_assigns_consecutive_sequence_numbers_and_batches(cl):
@@ -363,8 +366,8 @@ def test_prepare_from_primary_ignored(cl):
     core.step(0, pp)
     core.step(0, cl.prepare(0, 1, pp.digest, 0))      # the primary's PREPARE would be the 2nd
     assert not sent(out(core), Commit)
-    assert not core.log[1].prepared
-    assert drops(core, "PREPARE from the primary") == 1
+    assert not core.log[1].is_prepared
+    assert drops(core, P.PREPARE_FROM_PRIMARY) == 1
 
 
 def test_prepare_duplicate_replica_counts_once(cl):
@@ -375,7 +378,7 @@ def test_prepare_duplicate_replica_counts_once(cl):
     p2 = cl.prepare(0, 1, pp.digest, 2)
     for _ in range(3):
         core.step(2, p2)
-    assert core.log[1].prepared                        # own + replica 2 = 2f: prepared, once
+    assert core.log[1].is_prepared                        # own + replica 2 = 2f: prepared, once
     acts = out(core)
     assert len([a for a in acts if isinstance(a, Broadcast) and type(a.msg) is Commit]) == 1
     assert len(core.log[1].prepares) == 2
@@ -386,7 +389,7 @@ def test_prepare_duplicate_replica_counts_once(cl):
     fresh.step(3, cl.prepare(0, 1, bytes(32), 3))     # wrong digest
     fresh.step(2, p2)
     fresh.step(2, p2)
-    assert fresh.log[1].prepared and len(fresh.log[1].prepares) == 3
+    assert fresh.log[1].is_prepared and len(fresh.log[1].prepares) == 3
 
 
 def test_prepare_same_replica_repeated_does_not_reach_quorum_alone(cl):
@@ -401,9 +404,9 @@ def test_prepare_same_replica_repeated_does_not_reach_quorum_alone(cl):
     for _ in range(10):
         core.step(2, Prepare(0, 1, pp.digest, 2).signed(rs[2]))
         core.step(3, Prepare(0, 1, pp.digest, 3).signed(rs[3]))
-    assert not core.log[1].prepared
+    assert not core.log[1].is_prepared
     core.step(4, Prepare(0, 1, pp.digest, 4).signed(rs[4]))
-    assert core.log[1].prepared
+    assert core.log[1].is_prepared
 
 
 def test_prepare_sender_field_must_match_authenticated_sender(cl):
@@ -411,8 +414,8 @@ def test_prepare_sender_field_must_match_authenticated_sender(cl):
     pp = cl.pp(0, 1, [cl.req()])
     core.step(0, pp)
     core.step(3, cl.prepare(0, 1, pp.digest, 2))       # replica 2's PREPARE, relayed by 3
-    assert not core.log[1].prepared
-    assert drops(core, "sender field differs") == 1
+    assert not core.log[1].is_prepared
+    assert drops(core, StepRule.SENDER_MISMATCH) == 1
 
 
 def test_prepare_bad_signature_rejected(cl):
@@ -420,10 +423,10 @@ def test_prepare_bad_signature_rejected(cl):
     pp = cl.pp(0, 1, [cl.req()])
     core.step(0, pp)
     core.step(2, cl.prepare(0, 1, pp.digest, 2, signer=cl.rs[3]))
-    assert not core.log[1].prepared
-    assert drops(core, "PREPARE with a bad signature") == 1
+    assert not core.log[1].is_prepared
+    assert drops(core, P.BAD_SIGNATURE) == 1
     core.step(2, cl.prepare(0, 1, pp.digest, 2))      # the genuine one still counts afterwards
-    assert core.log[1].prepared
+    assert core.log[1].is_prepared
 
 
 def test_prepare_for_another_digest_does_not_count(cl):
@@ -432,7 +435,7 @@ def test_prepare_for_another_digest_does_not_count(cl):
     core.step(0, pp)
     core.step(2, cl.prepare(0, 1, root_of([b"other"]), 2))
     core.step(3, cl.prepare(0, 1, root_of([b"other"]), 3))
-    assert not core.log[1].prepared and not sent(out(core), Commit)
+    assert not core.log[1].is_prepared and not sent(out(core), Commit)
 
 
 def test_prepare_second_conflicting_vote_of_one_replica_ignored(cl):
@@ -441,8 +444,8 @@ def test_prepare_second_conflicting_vote_of_one_replica_ignored(cl):
     core.step(2, cl.prepare(0, 1, root_of([b"other"]), 2))   # arrives first, for another digest
     core.step(2, cl.prepare(0, 1, pp.digest, 2))
     core.step(0, pp)
-    assert not core.log[1].prepared
-    assert drops(core, "second PREPARE from one replica") == 1
+    assert not core.log[1].is_prepared
+    assert drops(core, P.DUPLICATE_VOTE) == 1
 
 
 def test_prepare_wrong_view_or_outside_watermarks_rejected(cl):
@@ -451,10 +454,10 @@ def test_prepare_wrong_view_or_outside_watermarks_rejected(cl):
     core.step(0, pp)
     core.step(2, cl.prepare(1, 1, pp.digest, 2))
     core.step(2, cl.prepare(0, 1 + L, pp.digest, 2))
-    assert not core.log[1].prepared
-    assert drops(core, "another view") == 1 and drops(core, "above the high watermark") == 1
+    assert not core.log[1].is_prepared
+    assert drops(core, P.OTHER_VIEW) == 1 and drops(core, P.ABOVE_WATERMARK) == 1
     core.step(2, cl.prepare(0, 100, pp.digest, 2))
-    assert drops(core, "outside the watermarks") == 1
+    assert drops(core, P.OUTSIDE_WATERMARKS) == 1
 
 
 def test_prepared_needs_the_pre_prepare(cl):
@@ -465,7 +468,7 @@ def test_prepared_needs_the_pre_prepare(cl):
     assert not sent(out(core), Commit)                # 2f PREPAREs, but no PRE-PREPARE yet
     core.step(0, pp)
     acts = out(core)
-    assert len(sent(acts, Commit)) == 1 and core.log[1].prepared
+    assert len(sent(acts, Commit)) == 1 and core.log[1].is_prepared
     # the prepared certificate is persisted before the COMMIT leaves
     kinds = [type(a) for a in acts]
     persisted = [decode(msgpack.unpackb(a.record)[1]).NAME for a in acts if type(a) is Persist]
@@ -481,7 +484,7 @@ def test_commit_needs_2f_plus_1_distinct(scheme):
     pp = cl.pp(0, 1, [cl.req()])
     core.step(0, pp)
     core.step(2, cl.prepare(0, 1, pp.digest, 2))
-    assert core.log[1].prepared
+    assert core.log[1].is_prepared
     c2 = cl.commit(0, 1, pp.digest, 2)
     for _ in range(5):
         core.step(2, c2)                               # own + 2 (many times) = 2 distinct
@@ -524,7 +527,7 @@ def test_commit_bad_signature_or_sender_rejected(cl):
     core.step(3, cl.commit(0, 1, pp.digest, 3, signer=cl.rs[2]))
     core.step(2, cl.commit(0, 1, pp.digest, 3))         # 3's COMMIT relayed by 2
     assert core.chain.height == 0
-    assert drops(core, "COMMIT with a bad signature") == 1 and drops(core, "sender field differs") == 1
+    assert drops(core, P.BAD_SIGNATURE) == 1 and drops(core, StepRule.SENDER_MISMATCH) == 1
 
 
 def test_commit_for_another_digest_does_not_count(cl):
@@ -588,9 +591,9 @@ def test_checkpoint_bad_signature_sender_or_alignment_rejected(cl):
     core.step(2, forged)
     core.step(3, relayed)
     core.step(2, misaligned)
-    assert drops(core, "CHECKPOINT with a bad signature") == 1
-    assert drops(core, "sender field differs") == 1
-    assert drops(core, "misaligned CHECKPOINT") == 1
+    assert drops(core, P.BAD_SIGNATURE) == 1
+    assert drops(core, StepRule.SENDER_MISMATCH) == 1
+    assert drops(core, P.STALE_CHECKPOINT) == 1
     assert core.h == 0
 
 
@@ -696,27 +699,27 @@ def test_request_with_bad_client_signature_dropped(scheme):
     r.sig = cl.cs[1].sign(r.DOMAIN, r.signable())
     core.step(0, r, True)
     assert not sent(out(core)) and not core.pending
-    assert drops(core, "bad client signature") == 1
+    assert drops(core, RequestRule.BAD_CLIENT_SIGNATURE) == 1
 
 
 def test_request_for_another_client_dropped(cl):
     core = cl.core(0)
     core.step(1, cl.req(0), True)                       # client 1's channel carries client 0's request
     assert not sent(out(core)) and not core.pending
-    assert drops(core, "another or an unknown client") == 1
+    assert drops(core, RequestRule.UNKNOWN_CLIENT) == 1
 
 
 def test_message_from_a_client_other_than_request_dropped(cl):
     core = cl.core()
     core.step(0, cl.prepare(0, 1, bytes(32), 2), True)
-    assert drops(core, "unexpected message from a client") == 1
+    assert drops(core, StepRule.CLIENT_SENT_PROTOCOL) == 1
 
 
 def test_message_from_non_member_or_self_dropped(cl):
     core = cl.core()
     core.step(7, cl.prepare(0, 1, bytes(32), 2))
     core.step(ME, cl.prepare(0, 1, bytes(32), ME))
-    assert drops(core, "non-member") == 2
+    assert drops(core, StepRule.NOT_A_MEMBER) == 2
 
 
 # ============================================================================ view change rules
@@ -758,11 +761,12 @@ def test_view_change_with_forged_prepared_certificate_rejected(cl):
     forged = PreparedCert(cert.pre_prepare, [cl.prepare(0, 1, cert.pre_prepare.digest, b, signer=cl.rs[3])
                                              for b in (1, 2)])     # replica 3 signs in 1's and 2's names
     dup = PreparedCert(cert.pre_prepare, [cert.prepares[0], cert.prepares[0]])
-    not_primary = PreparedCert(cl.pp(0, 1, [cl.req()], by=3, signer=cl.rs[3]), cert.prepares)
+    not_primary = PreparedCert(strip(cl.pp(0, 1, [cl.req()], by=3, signer=cl.rs[3])), cert.prepares)
     for bad in (forged, dup, not_primary):
         core.step(3, core_vc(cl, core, 3, 1, prepared=[bad]))
         assert 3 not in core.view_changes.get(1, {})
-    assert drops(core, "VIEW-CHANGE: prepared certificate") == 3
+    assert drops(core, P.PREPARED_CERT_SIGNATURE) == drops(core, P.PREPARED_CERT_REPEATS) == 1
+    assert drops(core, P.PREPARED_CERT_NOT_PRIMARY) == 1
     core.step(3, core_vc(cl, core, 3, 1, prepared=[cert]))
     assert 3 in core.view_changes[1]
 
@@ -774,7 +778,7 @@ def test_view_change_with_bogus_checkpoint_proof_rejected(cl):
     repeated = [Checkpoint(2, head, 2, head, 3).signed(cl.rs[3])] * 3
     for proof in (forged, repeated, []):
         core.step(3, core_vc(cl, core, 3, 1, stable=2, proof=proof))
-    assert drops(core, "VIEW-CHANGE: checkpoint proof") == 3
+    assert drops(core, P.CHECKPOINT_PROOF_SIGNATURE) == drops(core, P.CHECKPOINT_PROOF_REPEATS) == drops(core, P.CHECKPOINT_PROOF_SIZE) == 1
     assert 3 not in core.view_changes.get(1, {})
 
 
@@ -805,11 +809,11 @@ def test_new_view_with_wrong_O_or_too_few_view_changes_rejected(cl):
     right[0] = PrePrepare(1, 1, cert.pre_prepare.digest, [], 1).signed(cl.rs[1])
     null = PrePrepare(1, 1, root_of([]), [], 1).signed(cl.rs[1])
     assert new_view_error(keys, F, NewView(1, vcs, right, 1).signed(cl.rs[1]), L)[0] is None
-    assert "differs" in new_view_error(keys, F, NewView(1, vcs, [null], 1).signed(cl.rs[1]), L)[0]
-    assert "differs" in new_view_error(keys, F, NewView(1, vcs, [], 1).signed(cl.rs[1]), L)[0]
+    assert new_view_error(keys, F, NewView(1, vcs, [null], 1).signed(cl.rs[1]), L)[0].rule is P.NEW_VIEW_WRONG_O
+    assert new_view_error(keys, F, NewView(1, vcs, [], 1).signed(cl.rs[1]), L)[0].rule is P.NEW_VIEW_WRONG_O
     dup = [vcs[0], vcs[0], vcs[0]]
-    assert "repeats a replica" in new_view_error(keys, F, NewView(1, dup, right, 1).signed(cl.rs[1]), L)[0]
+    assert new_view_error(keys, F, NewView(1, dup, right, 1).signed(cl.rs[1]), L)[0].rule is P.NEW_VIEW_REPEATS
     padded = vcs + [vcs[0]]                           # a valid V padded with a copy: surplus, refused
-    assert "needs exactly" in new_view_error(keys, F, NewView(1, padded, right, 1).signed(cl.rs[1]), L)[0]
-    assert "needs exactly" in new_view_error(keys, F, NewView(1, vcs[:2], right, 1).signed(cl.rs[1]), L)[0]
-    assert "not signed" in new_view_error(keys, F, NewView(1, vcs, right, 2).signed(cl.rs[2]), L)[0]
+    assert new_view_error(keys, F, NewView(1, padded, right, 1).signed(cl.rs[1]), L)[0].rule is P.NEW_VIEW_SIZE
+    assert new_view_error(keys, F, NewView(1, vcs[:2], right, 1).signed(cl.rs[1]), L)[0].rule is P.NEW_VIEW_SIZE
+    assert new_view_error(keys, F, NewView(1, vcs, right, 2).signed(cl.rs[2]), L)[0].rule is P.NEW_VIEW_NOT_PRIMARY

@@ -1,0 +1,155 @@
+"""Writes docs/rules.md, the table of every rule: name, what it rejects, source, where it is
+checked, which tests exercise it.
+
+The table is computed, never written by hand, so that it cannot drift from the code: the
+rules come from the enums, and "where" and "which tests" from the source itself (every
+``Family.MEMBER`` reference, found with ``ast``, and every rule label quoted in a
+data-driven script under tests/testdata). ``make test`` runs a test that fails when
+docs/rules.md is not what this module writes.
+
+    python -m bft.app.rules_table            # print the table
+    python -m bft.app.rules_table --write    # rewrite docs/rules.md
+    python -m bft.app.rules_table --check    # exit 1 when docs/rules.md is stale
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import importlib.util
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from ledger.rules import Rule
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "rules.md"
+FAMILIES = [("ledger.rules", "LedgerRule"), ("bft.rules", "StepRule"), ("bft.rules", "RequestRule"),
+            ("bft.rules", "WireRule"), ("bft.pbft.rules", "PbftRule"), ("bft.paxos.rules", "PaxosRule")]
+CODE_DIRS = ("bft", "ledger", "crypto")
+
+
+def families() -> list[type[Rule]]:
+    out = []
+    for module, name in FAMILIES:
+        if importlib.util.find_spec(module) is None:
+            continue
+        cls = getattr(importlib.import_module(module), name, None)
+        if cls is not None:
+            out.append(cls)
+    return out
+
+
+def _python_files(*dirs: str) -> list[Path]:
+    return sorted(p for d in dirs for p in (ROOT / d).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _references(path: Path, classes: dict[str, type[Rule]]) -> list[tuple[Rule, str]]:
+    """(rule, enclosing function) for each ``Family.MEMBER`` in ``path``, aliases resolved."""
+    tree = ast.parse(path.read_text(), str(path))
+    names: dict[str, type[Rule]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            for a in node.names:
+                if a.name in classes:
+                    names[a.asname or a.name] = classes[a.name]
+        elif isinstance(node, ast.ClassDef) and node.name in classes:
+            names[node.name] = classes[node.name]
+    if not names:
+        return []
+    found: list[tuple[Rule, str]] = []
+
+    def visit(node: ast.AST, where: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                visit(child, f"{where}.{child.name}" if where else child.name)
+                continue
+            if (isinstance(child, ast.Attribute) and isinstance(child.value, ast.Name)
+                    and child.value.id in names):
+                member = names[child.value.id].__members__.get(child.attr)
+                if member is not None:
+                    found.append((member, where))
+            visit(child, where)
+
+    visit(tree, "")
+    return found
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
+def collect() -> tuple[list[type[Rule]], dict[Rule, set[str]], dict[Rule, set[str]]]:
+    fams = families()
+    classes = {c.__name__: c for c in fams}
+    checked: dict[Rule, set[str]] = defaultdict(set)
+    tested: dict[Rule, set[str]] = defaultdict(set)
+    for path in _python_files(*CODE_DIRS):
+        if path.name == "rules.py" or path == Path(__file__).resolve():
+            continue                       # where a rule is defined is not where it is checked
+        for rule, where in _references(path, classes):
+            checked[rule].add(f"{_module_name(path)}.{where}" if where else _module_name(path))
+    for path in _python_files("tests"):
+        for rule, where in _references(path, classes):
+            tested[rule].add(f"{path.relative_to(ROOT)}::{where.split('.')[0]}" if where else str(path.relative_to(ROOT)))
+    labels = {r.label: r for c in fams for r in c}
+    for script in sorted((ROOT / "tests" / "testdata").rglob("*.txt")):
+        text = script.read_text()
+        for label, rule in labels.items():
+            if label in text:
+                tested[rule].add(str(script.relative_to(ROOT)))
+    return fams, checked, tested
+
+
+def _cell(items: set[str], limit: int = 4) -> str:
+    shown = sorted(items)[:limit]
+    more = len(items) - len(shown)
+    return "<br>".join(f"`{s}`" for s in shown) + (f"<br>and {more} more" if more > 0 else "") if shown else "-"
+
+
+def render() -> str:
+    fams, checked, tested = collect()
+    lines = ["# Rules", "",
+             "Every reason a replica, a client or an auditor rejects a message, a block or a proof.",
+             "Drop counters and `bftledger status --json` name them by label (`dropped`: "
+             "`{label: {total, by_sender}}`).",
+             "Generated by `python -m bft.app.rules_table --write` from the enums; `make test` checks it is current.",
+             ""]
+    for fam in fams:
+        doc = (fam.__doc__ or "").strip().splitlines()[0] if fam.__doc__ else ""
+        lines += [f"## {fam.__name__} (`{fam.__module__}`)", ""]
+        if doc and doc != Rule.__doc__.strip().splitlines()[0]:
+            lines += [doc, ""]
+        lines += ["| rule | rejects | source | checked in | tests |", "|---|---|---|---|---|"]
+        for r in fam:
+            text = r.text.replace("|", "\\|")
+            lines.append(f"| `{r.label}` | {text} | {r.source} | {_cell(checked.get(r, set()))} | "
+                         f"{_cell(tested.get(r, set()))} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bft.app.rules_table", description=__doc__.splitlines()[0])
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--write", action="store_true", help=f"rewrite {DOC.relative_to(ROOT)}")
+    g.add_argument("--check", action="store_true", help=f"exit 1 when {DOC.relative_to(ROOT)} is not current")
+    a = ap.parse_args(argv)
+    text = render()
+    if a.write:
+        DOC.parent.mkdir(exist_ok=True)
+        DOC.write_text(text)
+        print(f"wrote {DOC.relative_to(ROOT)}")
+    elif a.check:
+        if not DOC.exists() or DOC.read_text() != text:
+            print(f"error: {DOC.relative_to(ROOT)} is stale; run: python -m bft.app.rules_table --write")
+            return 1
+        print(f"{DOC.relative_to(ROOT)} is current")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
