@@ -34,10 +34,7 @@ NOT_COUNTED_BY_A_CORE = {
 # Scripts whose expected output shows a core raising on peer input (a core bug; "RAISED" in
 # the output). Strict: once the core is fixed the test fails until the entry goes and the
 # script is rewritten.
-KNOWN_CORE_BUGS = {
-    "paxos/bad_state_transfer_answers": "PaxosCore._on_state_response concatenates a str and a "
-                                        "Rejection for an uncertified block (TypeError)",
-}
+KNOWN_CORE_BUGS: dict[str, str] = {}      # script name -> the core bug its output records (strict xfail)
 
 
 def _param(p: Path):
