@@ -284,10 +284,6 @@ class RequestPool:
         self.queue.clear()
         self.queue.extend((k for k in self.pending if k not in self.in_batch), now)
 
-    def forget_batches(self) -> None:
-        self.queue.clear()
-        self.in_batch.clear()
-
     def executed(self, key: Key) -> tuple[bytes, float, Request] | None:
         """The request executed: stop holding it; returns what was held, if anything."""
         self.in_batch.discard(key)

@@ -29,6 +29,7 @@ from bft.requests import (CACHED, KNOWN, NEW, REFUSED, STALE, RequestPool, busy_
                           stale_reply)
 from bft.pbft.rules import PbftRule
 from bft.pbft.slots import CommittedBatch, Phase, Slot
+from bft.pbft.viewstate import Normal, ViewState
 from bft.skeleton import CoreSkeleton
 from bft.wire import (BatchRequest, BatchResponse, Checkpoint, Commit, Message, NewView, PrePrepare, Prepare,
                       PreparedCert, Request, StateRequest, StateResponse, Suspect, ViewChange)
@@ -64,8 +65,7 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
         self._init_skeleton(log)
         self._out: list[Action] = []
 
-        self.view = 0
-        self.in_view_change = False
+        self.vstate: ViewState = Normal(0, now)     # the view, and whether this replica is changing it
         self.h = 0                                   # low watermark = stable checkpoint
         self.stable_proof: list[Checkpoint] = []
         self.next_seq = 1
@@ -99,9 +99,6 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
         self.my_view_change: ViewChange | None = None
         self.new_view_msg: NewView | None = None
         self.vc_attempts = 0
-        self.vc_deadline: float | None = None        # while in a view change: when to try the next view
-        self.vc_since = now                          # when the current view change started
-        self.view_started = now
         self.last_progress = now                     # when this replica last executed a batch
         self.lag: tuple[int, list[int], float] | None = None   # (checkpoint seq above us, its signers, since)
         self.next_retransmit = now + cfg.retransmit_interval
@@ -148,9 +145,9 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
             arrival = self.requests.oldest_arrival()
             if now - self.last_progress < patience:
                 patience *= CENSOR_GRACE
-                if now >= max(arrival, self.view_started) + patience:
+                if now >= max(arrival, self.vstate.since) + patience:
                     arrival = self._oldest_not_flooding(now, patience)
-            if now >= max(arrival, self.view_started) + patience:
+            if now >= max(arrival, self.vstate.since) + patience:
                 self._suspect("request timer")
             elif now >= self.monitor.next_check and self.cfg.monitor.enabled and not self.is_primary:
                 self._watch_primary()
@@ -182,6 +179,19 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
         return out
 
     @property
+    def view(self) -> int:
+        return self.vstate.view
+
+    @property
+    def in_view_change(self) -> bool:
+        return self.vstate.in_view_change
+
+    @property
+    def vc_deadline(self) -> float | None:
+        """While changing views: when to move on to the next one (None until 2f+1 are changing)."""
+        return self.vstate.deadline
+
+    @property
     def is_primary(self) -> bool:
         return primary(self.view, self.n) == self.id
 
@@ -198,7 +208,7 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
         st["primary_monitor"] = {"required_tps": round(m.required(self.now), 1), "last_tps": m.last_rate,
                                  "records_tps": [round(x, 1) for x in m.records]}
         if self.in_view_change:
-            st["view_change_seconds"] = round(self.now - self.vc_since, 3)
+            st["view_change_seconds"] = round(self.now - self.vstate.since, 3)
             st["view_change_joined"] = len(self.view_changes.get(self.view, {}))
         return st
 

@@ -10,6 +10,8 @@ import msgpack
 
 from ledger import quorum
 from bft.pbft.certs import EMPTY_ROOT
+from bft.pbft.slots import Phase
+from bft.pbft.viewstate import Changing, Normal
 from bft.wire import DecodeError, PrePrepare, Prepare, Request, ViewChange, decode
 
 
@@ -29,11 +31,12 @@ class RecoveryMixin:
     def _recover(self, records: list[bytes]) -> None:
         """Rebuild votes from the vote log so a restarted replica never signs a conflicting vote."""
         pps: list[PrePrepare] = []
+        view, changing = 0, False
         for raw in records:
             try:
                 kind, payload = msgpack.unpackb(raw, raw=False)
                 if kind == "view":
-                    self.view, self.in_view_change = payload[0], bool(payload[1])
+                    view, changing = payload[0], bool(payload[1])
                 elif kind == "stable":
                     proof = [decode(b) for b in payload]
                     self.h, self.stable_proof = proof[0].seq, proof[: quorum.checkpoint_quorum(self.f)]
@@ -47,7 +50,9 @@ class RecoveryMixin:
                 raise ValueError("vote log record is malformed") from None
         for pp in pps:
             self.votes[(pp.view, pp.seq)] = pp.digest
-            self.view = max(self.view, pp.view)
+            view = max(view, pp.view)
+        # rebuilt from the log, not a transition: the state this replica was in when it stopped
+        self.vstate = Changing(view, self.now) if changing else Normal(view, self.now)
         self.prepared_certs = {s: c for s, c in self.prepared_certs.items() if s > self.h}
         self.next_seq = max([self.h, self.chain.height] + [s for (v, s) in self.votes if v == self.view]) + 1
         for pp in pps:
@@ -61,6 +66,8 @@ class RecoveryMixin:
                 if slot.pre_prepare is None or (slot.requests is None and reqs is not None):
                     first = slot.pre_prepare is None
                     slot.pre_prepare = pp
+                    if first:
+                        slot.advance(Phase.PRE_PREPARED)
                     slot.requests = reqs
                     if reqs is None:
                         self.missing.setdefault(pp.digest, 0)
@@ -71,5 +78,5 @@ class RecoveryMixin:
             self.my_view_change = self._sign(ViewChange(
                 self.view, self.h, list(self.stable_proof), self._prepared_digests(), self.id))
             self.view_changes.setdefault(self.view, {})[self.id] = self.my_view_change
-            self.vc_deadline = None     # re-armed once 2f+1 VIEW-CHANGEs are seen again
+            # the timer is re-armed once 2f+1 VIEW-CHANGEs are seen again (Changing starts unarmed)
 

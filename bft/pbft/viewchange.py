@@ -11,6 +11,7 @@ import logging
 from ledger import quorum
 from bft.outputs import Broadcast
 from bft.pbft.certs import EMPTY_ROOT, checkpoint_proof_error, new_view_error, primary, strip, view_change_error
+from bft.pbft import viewstate
 from bft.pbft.rules import PbftRule
 from bft.wire import NewView, PrePrepare, PreparedCert, ViewChange
 
@@ -28,12 +29,9 @@ class ViewChangeMixin:
             return
         if new_view < self.view:
             return
-        self.view = new_view
-        self.in_view_change = True
-        self.vc_since = self.now
+        self.vstate = viewstate.start_change(self.vstate, new_view, self.now)
         self._clear_suspicion()
         self.vc_attempts += 1
-        self.vc_deadline = None     # armed by _arm_view_change_timer once 2f+1 replicas are changing
         self.log.clear()
         self.ahead.clear()
         self.early.clear()
@@ -61,7 +59,7 @@ class ViewChangeMixin:
             return
         asking = {r for v, vcs in self.view_changes.items() if v >= self.view for r in vcs}
         if len(asking) >= quorum.view_change_quorum(self.f):
-            self.vc_deadline = self.now + self._timeout()
+            self.vstate = viewstate.arm(self.vstate, self.now + self._timeout())
 
     def _on_view_change(self, sender: int, vc: ViewChange) -> None:
         if vc.new_view < self.view or (vc.new_view == self.view and not self.in_view_change):
@@ -121,8 +119,7 @@ class ViewChangeMixin:
         v = nv.view
         if v > self.view or self.in_view_change:
             self._persist("view", [v, False])
-        self.view = v
-        self.in_view_change = False
+        self.vstate = viewstate.enter(self.vstate, v, self.now)
         self._clear_suspicion()
         self.new_view_msg = nv
         self.my_view_change = None
@@ -146,8 +143,6 @@ class ViewChangeMixin:
                 self._accept_pre_prepare(pp, None)
             else:
                 self._accept_pre_prepare(PrePrepare(pp.view, pp.seq, pp.digest, have[1], pp.replica, pp.sig), have[2])
-        self.vc_deadline = None
-        self.view_started = self.now
         self.monitor.start_view(self.now)
         if self.is_primary or self.cfg.monitor.enabled:
             self.requests.requeue(self.now)      # the primary serves them; backups watch them

@@ -15,10 +15,6 @@ from ledger import tx as txmod
 from ledger.state import DUPLICATE, INVALID, decode_result
 
 
-class Violation(Exception):
-    pass
-
-
 class Checker:
     def __init__(self, sim) -> None:
         self.sim = sim
