@@ -7,6 +7,7 @@ import trio
 
 import ledger.client
 from bft import hostile
+from bft.rules import StepRule
 from bft.runtime.channel import ROLE_CLIENT, ROLE_REPLICA, channels_for
 from bft.wire import PxAccepted, PxHeartbeat, PxNack, PxPrepare, frame
 
@@ -141,7 +142,7 @@ async def test_forged_paxos_nack_accepted_and_commit_from_a_non_replica_change_n
             assert s["promised"] == promised[i], s
             assert s["commit_index"] <= height, s
             assert s["internal_errors"] == 0
-        assert sum(s["dropped"].get("unexpected message from a client", 0) for s in st) >= 5 * lc.n
+        assert sum(s["dropped"].get(StepRule.CLIENT_SENT_PROTOCOL.label, {}).get("total", 0) for s in st) >= 5 * lc.n
         r = await c.put("after", b"w")
         assert r.ok and r.height == height + 1
     st = await lc.converged()
