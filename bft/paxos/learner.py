@@ -5,17 +5,17 @@ learner); the others learn the commit index from the next ACCEPT or HEARTBEAT. A
 executes slot ``s`` only when the leader of ballot ``b`` said ``s`` is chosen and its own
 accepted value for ``s`` was accepted in ``b`` (that value is the leader's proposal, hence
 the chosen one); anything else it fetches with state transfer (StateRequest /
-StateResponse), checking every block's certificate and executing it itself.
+StateResponse, the machine ``bft.transfer`` shared with pbft), checking every block's
+certificate and executing it itself.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bft.catchup import SKIP, execute_served
-from bft.outputs import AppendBlock, CompactVotes, ServeBlocks
+from bft.outputs import AppendBlock, CompactVotes
 from bft.paxos.ballots import Role, leader_of
 from bft.paxos.rules import PaxosRule
+from bft.transfer import StateTransfer, Transfer, TransferHooks, TransferRules
 from bft.wire import PxHeartbeat, StateRequest, StateResponse
 from ledger import tx as txmod
 from ledger.block import Block
@@ -24,13 +24,8 @@ if TYPE_CHECKING:
     from bft.paxos.core import PaxosCore
 
 
-@dataclass(slots=True)
-class Transfer:
-    target: int
-    peers: list[int]
-    turn: int
-    deadline: float
-    failures: int = 0
+RULES = TransferRules(unsolicited=PaxosRule.UNSOLICITED_STATE, wrong_header=PaxosRule.STATE_WRONG_HEADER,
+                      no_new_block=None, nobody_served=None)
 
 
 class Learner:
@@ -43,8 +38,12 @@ class Learner:
         self.commit_ballot = -1
         self._commit_index = height
         self.stable = height - height % core.cfg.checkpoint_interval
-        self.transfer: Transfer | None = None
-        self.lag_since: float | None = None
+        self.lag_since: float | None = None         # since when this replica is behind the commit index
+        self._transfer = StateTransfer(core, RULES, TransferHooks(
+            executed=lambda block: self._after_execute(block, reply_all=False),
+            finished=self._check_lag, abandoned=self._transfer_abandoned,
+            answered=self.learn),           # values accepted in the commit ballot may follow on
+            answer_empty=True)
 
     @property
     def commit_index(self) -> int:
@@ -116,82 +115,34 @@ class Learner:
             self.lag_since = None
 
     # ------------------------------------------------------------------ state transfer
+    @property
+    def transfer(self) -> Transfer | None:
+        """The state transfer in progress, if any."""
+        return self._transfer.current
+
     def tick(self, now: float) -> None:
-        t = self.transfer
-        if t is not None and now >= t.deadline:
-            self._transfer_failed()
-        elif t is None and self.lag_since is not None and now >= self.lag_since + self._core.cfg.transfer_timeout:
+        if self._transfer.current is not None:
+            self._transfer.tick(now)
+        elif self.lag_since is not None and now >= self.lag_since + self._core.cfg.transfer_timeout:
             self._start_transfer()
 
     def _start_transfer(self) -> None:
+        """Behind the commit index for a while: fetch the chosen prefix, asking first the replica
+        most likely to hold it (the leader; a new leader, the acceptor ahead of it)."""
         core = self._core
         self.lag_since = None
         if core.chain.height >= self._commit_index:
             return
         proposer = core.proposer
         first = proposer.catchup_peer if proposer.role is Role.LEADER else leader_of(self.commit_ballot, core.n)
-        peers = [r for r in range(core.n) if r != core.id]
-        if first is not None and first in peers:
-            peers.remove(first)
-            peers.insert(0, first)
-        if not peers:
-            return
-        self.transfer = Transfer(self._commit_index, peers, 0, 0.0)
-        self._request_blocks()
+        self._transfer.start(self._commit_index, [r for r in range(core.n) if r != core.id], first)
 
-    def _request_blocks(self) -> None:
-        core, t = self._core, self.transfer
-        t.deadline = core.now + core.cfg.transfer_timeout
-        frm = core.chain.height + 1
-        to = min(max(t.target, frm), frm + core.cfg.transfer_chunk - 1)
-        core.send(t.peers[t.turn % len(t.peers)], StateRequest(frm, to, core.id))
-
-    def _transfer_failed(self) -> None:
-        t = self.transfer
-        t.turn += 1
-        t.failures += 1
-        if t.failures >= len(t.peers):
-            self.transfer = None            # nobody could help now; lag detection tries again later
-            self.lag_since = None
-            self._check_lag()
-        else:
-            self._request_blocks()
+    def _transfer_abandoned(self) -> None:
+        self.lag_since = None               # nobody could help now; lag detection tries again later
+        self._check_lag()
 
     def on_state_request(self, sender: int, m: StateRequest) -> None:
-        core = self._core
-        to = min(m.to_height, core.chain.height, m.from_height + core.cfg.transfer_chunk - 1)
-        if m.from_height < 1 or m.from_height > to:
-            core.send(sender, StateResponse(core.id, [], []))
-            return
-        core.emit(ServeBlocks(sender, m.from_height, to))
+        self._transfer.serve(sender, m)
 
     def on_state_response(self, sender: int, m: StateResponse) -> None:
-        core = self._core
-        t = self.transfer
-        if t is None or sender != t.peers[t.turn % len(t.peers)]:
-            core._drop(PaxosRule.UNSOLICITED_STATE, sender)
-            return
-        before = core.chain.height
-        for raw in m.blocks:
-            block, why = execute_served(core.chain, "paxos", core.f, core.keys, raw)
-            if why == SKIP:
-                continue
-            if block is None:
-                core._drop(why, sender)
-                break
-            if why:
-                core._drop(PaxosRule.STATE_WRONG_HEADER, sender)
-            core.emit(AppendBlock(block))
-            self._after_execute(block, reply_all=False)
-        if core.chain.height > before:
-            t.failures = 0
-        self.learn()                        # values accepted in the commit ballot may follow on
-        if self.transfer is not t:
-            return
-        if core.chain.height >= t.target:
-            self.transfer = None
-            self._check_lag()
-        elif core.chain.height > before:
-            self._request_blocks()
-        else:
-            self._transfer_failed()
+        self._transfer.on_response(sender, m)
