@@ -733,3 +733,17 @@ def test_prevote_is_granted_only_without_a_live_leader_and_teaches_the_ballot() 
     p.step(2, PxNack(b, 11, 2))
     p.tick(p.proposer.deadline)
     assert sends(p.ready(), PxPreVote)[0].msg.ballot == 12 and p.acceptor.promised == 0
+
+
+def test_an_illegal_local_transition_raises_a_typed_error() -> None:
+    """Peer input never raises; a replica that tries to lead without a majority of promises
+    (a bug of its own) does, with PaxosStateError, instead of going on silently."""
+    c = core(1)
+    c.campaign()
+    c.ready()
+    assert c.role is Role.CANDIDATE and len(c.proposer.promises) == 1
+    with pytest.raises(PaxosStateError):
+        c.proposer._become_leader()
+    assert c.role is Role.CANDIDATE
+    with pytest.raises(PaxosStateError):
+        AcceptorState.recover([msgpack.packb(["promise", 5])], 0).promise(5)
