@@ -31,7 +31,7 @@ from bft.pbft.core import PbftCore
 from bft.pbft.monitor import MonitorConfig
 from bft.wire import (BatchRequest, BatchResponse, Checkpoint, Commit, NewView, PrePrepare, Prepare, PreparedCert,
                       PxAccept, PxAccepted, PxHeartbeat, PxNack, PxPrepare, PxPreVote, PxPreVoteGrant, PxPromise,
-                      Redirect, Reply, Request, StateRequest, StateResponse, Suspect, ViewChange, decode)
+                      Redirect, Reply, Request, StateRequest, StateResponse, Suspect, ViewChange)
 from crypto.merkle import root_of
 from crypto.signing import HashSigner, HashVerifier
 from ledger.block import Block

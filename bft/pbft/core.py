@@ -23,7 +23,7 @@ from bft.pbft.suspicion import SuspicionMixin
 from bft.pbft.certs import Keys, batch_error, plan_new_view, primary
 from bft.pbft.config import PbftConfig
 from bft.pbft.monitor import PrimaryMonitor
-from bft.pbft.transfer import StateTransferMixin, Transfer
+from bft.pbft.transfer import StateTransferMixin
 from bft.pbft.viewchange import ViewChangeMixin
 from bft.requests import (CACHED, KNOWN, NEW, REFUSED, STALE, RequestPool, busy_reply, cached_reply, is_duplicate,
                           stale_reply)
@@ -103,7 +103,7 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
         self.lag: tuple[int, list[int], float] | None = None   # (checkpoint seq above us, its signers, since)
         self.next_retransmit = now + cfg.retransmit_interval
         self.helped: dict[int, float] = {}
-        self.transfer: Transfer | None = None
+        self._init_transfer()                        # self.transfer: the state transfer in progress
         self.stats = Counter()
         # Normal-case messages just above H, held until the window moves: a backup learns
         # that a checkpoint is stable a little after the primary does, and the primary
@@ -159,9 +159,9 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
                 # committed here but an earlier sequence number is missing (missed while cut
                 # off): fetch the certified blocks in between from the others
                 self.lag = (first - 1, [r for r in range(self.n) if r != self.id], now)
-        if self.transfer is not None and now >= self.transfer.deadline:
-            self._next_transfer_peer(False)
-        elif self.transfer is None and self.lag is not None:
+        if self.transfer is not None:
+            self.state_transfer.tick(now)
+        elif self.lag is not None:
             seq, peers, since = self.lag
             if self.chain.height >= seq:
                 self.lag = None

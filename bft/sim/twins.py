@@ -21,13 +21,11 @@ twinned id are faulty) runs after every delivery.
 ``python -m bft.sim --twins --seed SEED``.
 """
 from __future__ import annotations
-
-from bft.pbft.rules import PbftRule
-
 import random
 from dataclasses import dataclass, fields
 
 from bft.pbft.core import PbftCore
+from bft.pbft.rules import PbftRule
 from bft.sim.scenario import RunResult, _result, build_pbft
 from bft.sim.world import CLIENT, NetworkModel
 

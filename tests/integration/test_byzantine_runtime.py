@@ -5,14 +5,12 @@ completes, and a replica that restarts far behind catches up, whatever the fault
 Killing the primary is a fault too: with padded VIEW-CHANGEs (refused by everyone) the
 faulty backup takes no part in the view change, so that case runs with f = 2 (n = 7)."""
 from __future__ import annotations
-
-from bft.pbft.rules import PbftRule as P
-from tests.integration.workload import dropped
-
 import pytest
 
 import ledger.client
 from tests.integration.conftest import settle
+from bft.pbft.rules import PbftRule as P
+from tests.integration.workload import dropped
 
 # what the honest replicas count when the strategy is at work (where it shows in their counters)
 SEEN = {"state-flood": [P.STATE_REQUEST_RATE], "descending-vc": [P.VIEW_CHANGE_REGRESSES],

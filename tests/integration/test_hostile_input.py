@@ -1,10 +1,6 @@
 """Hostile bytes at a live replica's port: it drops the connection (or the message), counts
 it, and keeps serving puts. Never a crash."""
 from __future__ import annotations
-
-from bft.rules import RequestRule, StepRule
-from tests.integration.workload import dropped
-
 import random
 import ssl
 
@@ -15,6 +11,8 @@ from bft.runtime.channel import ROLE_CLIENT, ROLE_REPLICA, channels_for
 from bft.wire import FrameDecoder, PrePrepare, Request, StatusRequest, StatusResponse, decode, frame
 from crypto import keys, tls
 from ledger.state import op_put
+from bft.rules import RequestRule, StepRule
+from tests.integration.workload import dropped
 
 
 async def _connect(lc, replica: int = 0) -> trio.SocketStream:

@@ -1,10 +1,6 @@
 """Issue 11's attacks by an ordinary client or one faulty peer against real replica processes:
 each test is named after the attack and shows that no replica exits and the ledger goes on."""
 from __future__ import annotations
-
-from bft.rules import RequestRule
-from tests.integration.workload import dropped
-
 import trio
 
 import ledger.client
@@ -13,6 +9,8 @@ from bft.wire import MAX_OP
 from ledger.store import BlockStore
 from ledger.state import op_put
 from tests.integration.conftest import settle, wait_for
+from bft.rules import RequestRule
+from tests.integration.workload import dropped
 
 LARGEST_VALUE = len(hostile.largest_value("big-000"))       # the largest put a client may send
 

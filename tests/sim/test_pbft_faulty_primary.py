@@ -10,21 +10,20 @@ NEW-VIEW ignores P, which the checker must catch.
 """
 from __future__ import annotations
 
-from bft.pbft.rules import PbftRule as P
-from ledger.rules import Rule
-
-PREPARED_CERT_RULES = [r for r in P if r.name.startswith("PREPARED_CERT_")]
-CHECKPOINT_PROOF_RULES = [r for r in P if r.name.startswith("CHECKPOINT_PROOF_")]
-
 import pytest
 
 from bft.adversary import Byzantine
 from bft.pbft.certs import NewViewPlan, plan_new_view
 from bft.pbft.core import PbftCore
+from bft.pbft.rules import PbftRule as P
 from bft.sim.scenario import build_pbft, run_pbft
 from bft.sim.world import CLIENT
 from bft.wire import decode
 from crypto.merkle import root_of
+from ledger.rules import Rule
+
+PREPARED_CERT_RULES = [r for r in P if r.name.startswith("PREPARED_CERT_")]
+CHECKPOINT_PROOF_RULES = [r for r in P if r.name.startswith("CHECKPOINT_PROOF_")]
 
 
 def _core(sim, i: int) -> PbftCore:

@@ -164,7 +164,7 @@ def test_paxos_leader_certificates(tmp_path: Path) -> None:
     with BlockStore.open(ledger.cluster.data_dir(0), fsync=False) as store:
         store.append(bad)
     r = audit(d, 0)
-    assert not r.ok and r.first_bad_height == 4 and "leader (replica 1)" in r.reason
+    assert not r.ok and r.first_bad_height == 4 and "leader is replica 1" in r.reason
 
 
 # ----------------------------------------------------------------------------- the real CLI

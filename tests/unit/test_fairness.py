@@ -1,14 +1,12 @@
 """Issue 12 at the unit level: fair rounds and the per-client share of a batch, the bad
 signature blacklist, the post-paid intake, and the monitor's rules on a hand-driven clock."""
 from __future__ import annotations
-
-from bft.rules import RequestRule
-
 from bft.pbft.certs import Keys
 from bft.pbft.monitor import CALIBRATION, CENSORSHIP, HEARTBEAT, THROUGHPUT, MonitorConfig, PrimaryMonitor
 from bft.requests import (BAD_SIGNATURE_BURST, BLACKLIST_SECONDS, CLIENT_SHARE, DROP, NEW, REFUSED, FairQueue,
                           RequestPool)
 from bft.runtime.admission import Intake
+from bft.rules import RequestRule
 from bft.wire import MAX_OP, Request
 from crypto.signing import HashSigner, HashVerifier
 from ledger.chain import Chain

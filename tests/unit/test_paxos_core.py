@@ -10,7 +10,12 @@ import pytest
 
 from bft.outputs import (AppendBlock, Broadcast, CompactVotes, Persist, Send, ServeBlocks, ToClient)
 from bft.paxos.config import PaxosConfig
-from bft.paxos.core import FOLLOWER, NOOP_DIGEST, Acceptor, PaxosCore, next_ballot
+from bft.paxos.acceptor import AcceptorState
+from bft.paxos.ballots import NOOP_DIGEST, PaxosStateError, Role, next_ballot
+from bft.paxos.core import PaxosCore
+from bft.paxos.rules import PaxosRule
+from bft.rules import RequestRule, StepRule
+from ledger.rules import LedgerRule
 from bft.pbft.certs import Keys
 from bft.wire import (Commit, PxAccept, PxAccepted, PxHeartbeat, PxNack, PxPrepare, PxPreVote, PxPreVoteGrant,
                       PxPromise, Redirect,
@@ -188,7 +193,7 @@ def test_fresh_replica_zero_campaigns_at_once_with_a_phase_1_and_a_restarted_one
     assert len(prepares) == 1 and prepares[0].msg.ballot > 0 and not c0.is_primary
     restarted = core(0, records=[msgpack.packb(["promise", 0])])
     restarted.tick(0.0)
-    assert not sends(restarted.ready(), PxPreVote) and restarted.role == FOLLOWER
+    assert not sends(restarted.ready(), PxPreVote) and restarted.role is Role.FOLLOWER
     cl = Cluster()                                       # the election completes in one round trip
     c0 = cl.cores[0]
     assert c0.is_primary and c0.leader == 0 and not c0.in_view_change
@@ -239,13 +244,13 @@ def test_acceptor_accepts_only_at_or_above_promised() -> None:
 
 
 def test_acceptor_class_refuses_contrary_votes() -> None:
-    a = Acceptor()
+    a = AcceptorState()
     a.promise(3)
     assert not a.may_promise(3) and not a.may_promise(2) and a.may_promise(4)
     assert not a.may_accept(2) and a.may_accept(3)
-    with pytest.raises(ValueError):
+    with pytest.raises(PaxosStateError):
         a.promise(3)
-    with pytest.raises(ValueError):
+    with pytest.raises(PaxosStateError):
         a.accept(accept(2, 1, []))
 
 
@@ -290,7 +295,7 @@ def test_restart_from_vote_records_never_contradicts() -> None:
     votes += records_of(c.ready())
     r = core(1, records=votes)
     assert r.acceptor.promised == 3 and r.acceptor.accepted[1].digest == root_of(value)
-    assert r.role == FOLLOWER and r.ballot == 3
+    assert r.role is Role.FOLLOWER and r.ballot == 3
     r.step(2, accept(2, 2, [req(0, 2).encode()]))          # below the promise it forgot nothing of
     out = r.ready()
     assert sends(out, PxNack) and not sends(out, PxAccepted)
@@ -339,7 +344,7 @@ def test_new_leader_fills_gaps_with_no_ops() -> None:
     assert props == [(1, b, root_of(x), x), (2, b, NOOP_DIGEST, []), (3, b, root_of(y), y)]
     for a in sends(out, PxAccept):
         assert a.msg.replica == 1 and a.msg.verify(HashVerifier(RS[:3]), RS[1].public_key)
-    assert c.next_slot == 4
+    assert c.proposer.next_slot == 4
 
 
 def test_new_leader_re_proposes_the_value_of_the_highest_ballot() -> None:
@@ -374,12 +379,16 @@ def test_promises_with_bad_values_are_dropped() -> None:
     c.ready()
     forged = PxAccept(0, 1, root_of([b"x"]), [b"x"], 0, 0).signed(RS[2])   # not ballot 0's leader's key
     c.step(2, _promise_from(2, c.ballot, 0, [forged]))
-    assert not c.is_primary and any("bad leader signature" in k for k in c.dropped)
+    assert not c.is_primary and c.dropped[PaxosRule.PROMISE_VALUE_SIGNATURE] == 1
     wrong_digest = PxAccept(0, 1, root_of([b"y"]), [b"x"], 0, 0).signed(RS[0])
     c.step(2, _promise_from(2, c.ballot, 0, [wrong_digest]))
-    assert not c.is_primary
+    assert not c.is_primary and c.dropped[PaxosRule.PROMISE_VALUE_FOREIGN] == 1
+    c.step(2, _promise_from(2, c.ballot, 0, [accept(c.ballot, 1, [b"x"])]))
+    assert not c.is_primary and c.dropped[PaxosRule.PROMISE_VALUE_ABOVE_BALLOT] == 1
+    c.step(2, _promise_from(2, c.ballot, 0, [accept(0, 1, [b"x"]), accept(0, 1, [b"x"])]))
+    assert not c.is_primary and c.dropped[PaxosRule.PROMISE_SLOT_NOT_ASKED] == 1
     c.step(2, _promise_from(2, c.ballot + 3, 0, []))
-    assert not c.is_primary and any("not running" in k for k in c.dropped)
+    assert not c.is_primary and c.dropped[PaxosRule.PROMISE_NOT_RUNNING] == 1
 
 
 def test_leader_behind_the_promises_fetches_the_chosen_prefix() -> None:
@@ -395,7 +404,7 @@ def test_leader_behind_the_promises_fetches_the_chosen_prefix() -> None:
     cl.cores[2].campaign()
     cl.run()
     c2 = cl.cores[2]
-    assert c2.is_primary and c2.chain.height == 0 and c2.commit_index == 3 and c2.catchup_peer == 1
+    assert c2.is_primary and c2.chain.height == 0 and c2.commit_index == 3 and c2.proposer.catchup_peer == 1
     assert not [m for _s, _d, m in cl.net if type(m) is PxAccept]  # nothing to re-propose above 3
     for _ in range(3):
         cl.tick(0.1)
@@ -461,7 +470,9 @@ def test_bad_client_input_is_dropped() -> None:
     c.step(9, Request(9, 1, b"x", bytes(64)), from_client=True)
     c.step(0, PxHeartbeat(0, 0, 0), from_client=True)
     assert not [a for a in c.ready() if type(a) is Broadcast and type(a.msg) is PxAccept]
-    assert sum(c.dropped.values()) == 4
+    assert c.dropped.total() == 4
+    assert c.dropped[RequestRule.BAD_CLIENT_SIGNATURE] == 1 and c.dropped[RequestRule.UNKNOWN_CLIENT] == 2
+    assert c.dropped[StepRule.CLIENT_SENT_PROTOCOL] == 1
 
 
 # ============================================================================ learners
@@ -519,13 +530,13 @@ def test_lagging_replica_catches_up_and_checks_certificates() -> None:
     forged.cert = [(0, bytes(64))]
     d.step(0, StateResponse(0, [forged.encode()], []))
     rq = sends(d.ready(), StateRequest)
-    assert d.chain.height == 0 and any("leader" in k for k in d.dropped)
+    assert d.chain.height == 0 and d.dropped[LedgerRule.CERT_NO_LEADER_ACCEPT] == 1
     assert rq and rq[-1].to == 1                          # tries the next peer at once
     d.step(1, StateResponse(1, [b.encode() for b in cl.blocks[1][:2]], []))
     d.ready()
     assert d.chain.height == 2
     d.step(0, StateResponse(0, [], []))                   # nothing asked of replica 0 now
-    assert any("unsolicited" in k for k in d.dropped)
+    assert d.dropped[PaxosRule.UNSOLICITED_STATE] == 1
 
 
 def test_state_request_is_served_from_the_store() -> None:
@@ -571,16 +582,16 @@ def test_pre_empted_proposer_backs_off_and_naive_one_retries_at_once() -> None:
         out = c.ready()
         assert sends(out, PxPromise)
         if backoff:
-            assert c.role == FOLLOWER and c.attempts == 1 and c.stats["elections"] == 1
-            assert c.deadline - c.now >= 0.3
+            assert c.role is Role.FOLLOWER and c.proposer.attempts == 1 and c.stats["elections"] == 1
+            assert c.proposer.deadline - c.now >= 0.3
         else:
             assert c.stats["elections"] == 2 and c.ballot == 4 and sends(out, PxPrepare)
     # timeouts grow with consecutive failures, capped
     c = core(1, backoff=True, backoff_multiplier=2.0, backoff_cap=4.0)
-    c.attempts = 10
-    assert all(0.3 * 4 <= c._election_timeout() <= 0.6 * 4 for _ in range(50))
+    c.proposer.attempts = 10
+    assert all(0.3 * 4 <= c.proposer.election_timeout() <= 0.6 * 4 for _ in range(50))
     c.step(0, PxHeartbeat(0, 0, 0))                       # a live leader resets the backoff
-    assert c.attempts == 0
+    assert c.proposer.attempts == 0
 
 
 def test_nack_steps_a_stale_leader_down() -> None:
@@ -589,7 +600,7 @@ def test_nack_steps_a_stale_leader_down() -> None:
     c.ready()
     c.step(1, PxNack(3, 7, 1))
     c.ready()
-    assert not c.is_primary and c.max_seen == 7 and not c.pending
+    assert not c.is_primary and c.proposer.max_seen == 7 and not c.pending
     c.campaign()
     assert c.ballot == 9
 
@@ -597,7 +608,7 @@ def test_nack_steps_a_stale_leader_down() -> None:
 # ============================================================================ dropped, never raised
 def test_malformed_and_out_of_ballot_input_is_counted_and_dropped() -> None:
     c = core(1)
-    before = sum(c.dropped.values())
+    before = c.dropped.total()
     c.step(7, PxHeartbeat(0, 0, 7))                                   # non-member
     c.step(1, PxHeartbeat(1, 0, 1))                                   # from myself
     c.step(0, PxHeartbeat(0, 0, 2))                                   # sender field differs
@@ -615,7 +626,13 @@ def test_malformed_and_out_of_ballot_input_is_counted_and_dropped() -> None:
     c.step(0, PxNack(3, 9, 0))                                        # not proposing
     c.step(0, StateResponse(0, [b"garbage"], []))                     # unsolicited
     c.step(0, PxPrepare(2, 0, 0))                                     # ballot 2 is not replica 0's
-    assert sum(c.dropped.values()) - before == 15
+    assert c.dropped.total() - before == 15
+    assert c.dropped[StepRule.NOT_A_MEMBER] == 2 and c.dropped[StepRule.SENDER_MISMATCH] == 1
+    assert c.dropped[StepRule.UNEXPECTED_TYPE] == 2 and c.dropped[PaxosRule.NOT_BALLOT_OWNER] == 2
+    for rule in (PaxosRule.ACCEPT_SIGNATURE, PaxosRule.ACCEPT_DIGEST, PaxosRule.ACCEPT_SLOT_ZERO,
+                 PaxosRule.ACCEPT_FAR_AHEAD, PaxosRule.ACCEPTED_NOT_LEADING, PaxosRule.PROMISE_NOT_RUNNING,
+                 PaxosRule.NACK_NOT_RUNNING, PaxosRule.UNSOLICITED_STATE):
+        assert c.dropped[rule] == 1, rule
     assert c.chain.height == 0 and not c.acceptor.accepted and c.acceptor.promised == 0
 
 
@@ -688,7 +705,7 @@ def test_isolated_follower_rejoins_without_deposing_the_leader(prevote: bool) ->
         assert not leader.is_primary or leader.ballot != ballot
         return
     assert leader.is_primary and leader.ballot == ballot and leader.stats["pre-empted"] == 0
-    assert cut.leader == 0 and cut.role == FOLLOWER and not cut.in_view_change
+    assert cut.leader == 0 and cut.role is Role.FOLLOWER and not cut.in_view_change
     assert cut.chain.height == leader.chain.height == 120
 
 
@@ -698,7 +715,7 @@ def test_prevote_is_granted_only_without_a_live_leader_and_teaches_the_ballot() 
     c.step(2, PxHeartbeat(2, 0, 2))
     c.ready()
     c.step(0, PxPreVote(3, 0))                                # the leader (2) spoke just now
-    assert not sends(c.ready(), PxPreVoteGrant) and c.dropped["PX-PREVOTE while the leader is alive"] == 1
+    assert not sends(c.ready(), PxPreVoteGrant) and c.dropped[PaxosRule.LEADER_ALIVE] == 1
     c.tick(c.now + 0.35)
     c.step(0, PxPreVote(3, 0))
     assert sends(c.ready(), PxPreVoteGrant) and c.ballot == 2 and c.acceptor.promised == 2   # nothing changed
@@ -706,13 +723,27 @@ def test_prevote_is_granted_only_without_a_live_leader_and_teaches_the_ballot() 
     nack = sends(c.ready(), PxNack)
     assert nack and nack[0].msg.promised == 2
     c.step(2, PxPreVote(4, 2))                                # ballot 4 is not replica 2's
-    assert c.dropped["PX-PREVOTE for a ballot that is not its sender's"] == 1
+    assert c.dropped[PaxosRule.NOT_BALLOT_OWNER] == 1
     # the pre-candidate: grants for another ballot are dropped, a NACK raises its next ballot
     p = core(0)
     p.tick(0.0)
     b = sends(p.ready(), PxPreVote)[0].msg.ballot
     p.step(1, PxPreVoteGrant(b + 3, 1))
-    assert p.dropped["PX-PREVOTE-GRANT for a pre-vote I am not running"] == 1 and p.role == FOLLOWER
+    assert p.dropped[PaxosRule.PREVOTE_GRANT_NOT_RUNNING] == 1 and p.role is Role.PRE_CANDIDATE
     p.step(2, PxNack(b, 11, 2))
-    p.tick(p.deadline)
+    p.tick(p.proposer.deadline)
     assert sends(p.ready(), PxPreVote)[0].msg.ballot == 12 and p.acceptor.promised == 0
+
+
+def test_an_illegal_local_transition_raises_a_typed_error() -> None:
+    """Peer input never raises; a replica that tries to lead without a majority of promises
+    (a bug of its own) does, with PaxosStateError, instead of going on silently."""
+    c = core(1)
+    c.campaign()
+    c.ready()
+    assert c.role is Role.CANDIDATE and len(c.proposer.promises) == 1
+    with pytest.raises(PaxosStateError):
+        c.proposer._become_leader()
+    assert c.role is Role.CANDIDATE
+    with pytest.raises(PaxosStateError):
+        AcceptorState.recover([msgpack.packb(["promise", 5])], 0).promise(5)
