@@ -204,6 +204,26 @@ def fmt_action(a) -> str:
     return t.__name__
 
 
+def summarize(lines: list[str]) -> list[str]:
+    """Actions counted by kind (`  r1: 4097 x broadcast px-accept`), in order of first
+    appearance; drops and RAISED lines stay as they are, one per line."""
+    counts: dict[str, int] = {}
+    out: list[str] = []
+    for line in lines:
+        who, _, what = line.partition(": ")
+        words = what.split()
+        if not words or words[0] in ("drop", "RAISED"):
+            out.append(line)
+            continue
+        n = {"broadcast": 2, "send": 3, "to": 3}.get(words[0], 1)
+        key = f"{who}: {' '.join(words[:n])}"
+        if key not in counts:
+            out.append(key)
+        counts[key] = counts.get(key, 0) + 1
+    return [f"{ln.partition(': ')[0]}: {counts[ln]} x {ln.partition(': ')[2]}" if ln in counts else ln
+            for ln in out]
+
+
 def drop_counts(core) -> dict[str, tuple[int, dict]]:
     """{rule label (or, for a core without a rule vocabulary, its prose): (total, by sender)}."""
     d = getattr(core, "drops", None)
@@ -571,7 +591,7 @@ class Harness:
 
     # ------------------------------------------------------------------ crafted messages
     def cmd_inject(self, pos, kw, out) -> None:
-        """inject <type> from=r2|c0 to=r1|all [fields] [signer=] [badsig] [sender=] [dup] [repeat=]"""
+        """inject <type> from=r2|c0 to=r1|all [fields] [signer=] [badsig] [sender=] [dup] [repeat=] [quiet]"""
         if not pos:
             raise ScriptError("inject needs a message type")
         kind = pos[0]
@@ -597,7 +617,9 @@ class Harness:
                 msg.signed(signer)
             for _ in range(times):
                 out.append(f"{src}->r{dst} {fmt_msg(msg)}")
-                self._step(dst, sender, msg, from_client, out, "  ")
+                sink: list[str] = []
+                self._step(dst, sender, msg, from_client, sink, "  ")
+                out.extend(summarize(sink) if "quiet" in flags else sink)
 
     # -- field helpers
     def _v(self, dst: int, kw: dict) -> int:
@@ -821,9 +843,11 @@ class Harness:
     def _px_accept(self, ballot: int, slot: int, kw: dict, flags) -> PxAccept:
         batch = self.batch(kw.get("batch", "c0:1"))
         d = hashlib.sha256(kw["d"].encode()).digest() if "d" in kw else root_of(batch)
-        leader = ballot % self.n
-        acc = PxAccept(ballot, slot, d, batch, self.num(kw, "ci", 0), leader)
-        return acc.signed(FORGER if "badsig" in flags else self.rs[leader])
+        proposer = ballot % self.n
+        if "foreign" in flags:                  # named and signed by a replica that does not lead the ballot
+            proposer = (proposer + 1) % self.n
+        acc = PxAccept(ballot, slot, d, batch, self.num(kw, "ci", 0), proposer)
+        return acc.signed(FORGER if "badsig" in flags else self.rs[proposer])
 
     def msg_px_accept(self, by, dst, kw, flags):
         batch = self.batch(kw.get("batch", "c0:1"))
@@ -831,12 +855,17 @@ class Harness:
         return PxAccept(self.num(kw, "b", 0), self.num(kw, "slot", 1), d, batch, self.num(kw, "ci", 0), by)
 
     def msg_px_promise(self, by, dst, kw, flags):
-        """accepted=slot@ballot,...  (each the ballot leader's signed ACCEPT of batch=; !sig: forged)"""
+        """accepted=slot@ballot[!sig|!foreign],...  (each the ballot leader's signed ACCEPT of
+        batch=; !sig: a forged signature; !foreign: named and signed by another replica)"""
         accepted = []
         for item in (x for x in kw.get("accepted", "").split(",") if x):
             head, _, mods = item.partition("!")
             s, _, b = head.partition("@")
-            accepted.append(self._px_accept(int(b or 0), int(s), kw, {"badsig"} if mods == "sig" else set()))
+            mods_set = set(mods.split("+")) if mods else set()
+            if mods_set - {"sig", "foreign"}:
+                raise ScriptError(f"unknown px-promise value modifier in {item!r}")
+            flags_ = {"badsig"} if "sig" in mods_set else set()
+            accepted.append(self._px_accept(int(b or 0), int(s), kw, flags_ | (mods_set & {"foreign"})))
         return PxPromise(self.num(kw, "b", 0), by, self.num(kw, "ci", 0), accepted)
 
     def msg_px_accepted(self, by, dst, kw, flags):
