@@ -225,12 +225,8 @@ def summarize(lines: list[str]) -> list[str]:
 
 
 def drop_counts(core) -> dict[str, tuple[int, dict]]:
-    """{rule label (or, for a core without a rule vocabulary, its prose): (total, by sender)}."""
-    d = getattr(core, "drops", None)
-    if d is not None and hasattr(d, "as_json"):
-        return {k: (v["total"], v.get("by_sender", {})) for k, v in d.as_json().items()}
-    counter = core.dropped
-    return {str(getattr(k, "label", k)): (v, {}) for k, v in sorted(counter.items(), key=lambda kv: str(kv[0]))}
+    """{rule label: (total, by sender)}."""
+    return {k: (v["total"], v.get("by_sender", {})) for k, v in core.drops.as_json().items()}
 
 
 # ============================================================================ the cluster

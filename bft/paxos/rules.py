@@ -14,11 +14,15 @@ from enum import unique
 
 from ledger.rules import LAMPORT01, ONGARO14, OURS, Rule
 
-PHASE1 = f"{LAMPORT01}, §2.2 (phase 1)"
-PHASE2 = f"{LAMPORT01}, §2.2 (phase 2)"
-LEARN = f"{LAMPORT01}, §2.3"
-SMR = f"{LAMPORT01}, §3"
-PREVOTE = f"{ONGARO14}, §9.6"
+
+
+def _lamport(section: str) -> str:
+    return f"{LAMPORT01}, {section}"
+
+
+PHASE1, PHASE2 = _lamport("§2.2 (phase 1)"), _lamport("§2.2 (phase 2)")
+LEARN, SMR = _lamport("§2.3"), _lamport("§3")
+PREVOTE = ONGARO14 + ", §9.6"
 
 
 @unique
