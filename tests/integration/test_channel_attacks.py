@@ -6,7 +6,7 @@ from __future__ import annotations
 import trio
 
 import ledger.client
-from bft import hostile
+from bft.app import hostile
 from bft.runtime.channel import ROLE_CLIENT, ROLE_REPLICA, channels_for
 from bft.wire import PxAccepted, PxHeartbeat, PxNack, PxPrepare, frame
 

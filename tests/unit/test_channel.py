@@ -11,8 +11,8 @@ import pytest
 import trio
 import trio.testing
 
-from bft import hostile
-from bft.clusterinit import init_cluster
+from bft.app import hostile
+from bft.app.clusterinit import init_cluster
 from bft.runtime.channel import (DIALLER, HANDSHAKE_MAX_FRAME, ROLE_CLIENT, ROLE_REPLICA, HandshakeError,
                                  PlaintextChannels, TlsChannels, channels_for)
 from bft.wire import Auth, FrameDecoder, Hello, StatusRequest, decode, frame

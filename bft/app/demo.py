@@ -20,7 +20,7 @@ from typing import Callable
 
 import trio
 
-from bft.clusterinit import init_cluster
+from bft.app.clusterinit import init_cluster
 from bft.runtime.procs import LocalCluster
 
 LOAD = 500             # concurrent puts from one client object, per cluster

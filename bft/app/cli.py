@@ -82,7 +82,7 @@ def _add_init(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from bft.clusterinit import MAX_F, ephemeral_range, init_cluster
+    from bft.app.clusterinit import MAX_F, ephemeral_range, init_cluster
 
     if args.f > MAX_F:
         raise UsageError(f"--f {args.f} is more than this tool supports ({MAX_F})")
@@ -463,10 +463,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.offline:
-        from bft import demo_offline
+        from bft.app import demo_offline
 
         return demo_offline.run()
-    from bft import demo
+    from bft.app import demo
 
     return demo.run(lambda line: print(line, flush=True))
 
@@ -509,7 +509,7 @@ def _fail(message: str, code: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; returns the exit code (never raises SystemExit or a user error)."""
-    from bft.clusterinit import InitError
+    from bft.app.clusterinit import InitError
     from bft.runtime.factory import PaxosUnavailable
     from ledger.client import LedgerError
     from ledger.receipt import ReceiptError
