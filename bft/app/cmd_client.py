@@ -113,7 +113,7 @@ def add_status(sub: Subparsers) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from ledger.client import _resolve
-    from bft.runtime.client import query_status
+    from ledger.net.session import query_status
 
     cluster, cid, signer = _resolve(args.dir, args.client)
     st = run_async(query_status, cluster, cid, signer, args.timeout)

@@ -7,7 +7,7 @@ import trio
 
 import ledger.client
 from bft.app import hostile
-from bft.runtime.channel import ROLE_CLIENT, ROLE_REPLICA, channels_for
+from ledger.net.channel import ROLE_CLIENT, ROLE_REPLICA, channels_for
 from bft.wire import PxAccepted, PxHeartbeat, PxNack, PxPrepare, frame
 
 import pytest

@@ -13,7 +13,7 @@ import trio.testing
 
 from bft.app import hostile
 from bft.app.clusterinit import init_cluster
-from bft.runtime.channel import (DIALLER, HANDSHAKE_MAX_FRAME, ROLE_CLIENT, ROLE_REPLICA, HandshakeError,
+from ledger.net.channel import (DIALLER, HANDSHAKE_MAX_FRAME, ROLE_CLIENT, ROLE_REPLICA, HandshakeError,
                                  PlaintextChannels, TlsChannels, channels_for)
 from bft.wire import Auth, FrameDecoder, Hello, StatusRequest, decode, frame
 from crypto import keys
