@@ -46,7 +46,7 @@ class OfflineLedger:
                     signers: list[int] | None = None) -> list[tuple[int, bytes]]:
         """pbft: COMMITs of ``signers`` (default: the first 2f+1); paxos: the ballot leader's ACCEPT."""
         c = self.cluster
-        if c.mode == "pbft":
+        if c.protocol.byzantine:
             ids = list(range(c.quorums.certificate)) if signers is None else signers
             return [(i, self.replicas[i].sign(COMMIT_DOMAIN, commit_statement(view, seq, batch_root, i)))
                     for i in ids]

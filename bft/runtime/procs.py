@@ -223,7 +223,7 @@ def run_up(cluster: Cluster) -> int:
         for p in procs:
             p.start()
         print(f"bftledger: starting {cluster.n} {cluster.mode} replicas of {cluster.directory} "
-              f"(tolerates f={cluster.f} {'Byzantine' if cluster.mode == 'pbft' else 'crashed'})", flush=True)
+              f"(tolerates f={cluster.f} {'Byzantine' if cluster.protocol.byzantine else 'crashed'})", flush=True)
         ready = False
         deadline = time.monotonic() + 30
         reported: set[int] = set()
