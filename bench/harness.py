@@ -101,7 +101,7 @@ def _counter(st: list[dict], key: str) -> int | None:
 def run(cfg: Config, workdir: Path) -> dict:
     if cfg.mode == "pysyncobj":
         return _run_pysyncobj(cfg, workdir)
-    from bft.clusterinit import init_cluster
+    from bft.app.clusterinit import init_cluster
 
     d = tempfile.mkdtemp(prefix=f"{cfg.mode}-", dir=workdir)
     loadgens = 1 if cfg.in_flight <= 16 else 2
@@ -205,7 +205,7 @@ def _figures(cfg: Config, completed: list, cpu: float, st0: list[dict], st1: lis
 
 
 def _run_pysyncobj(cfg: Config, workdir: Path) -> dict:
-    from bft.clusterinit import free_ports
+    from bft.app.clusterinit import free_ports
 
     ports = free_ports("127.0.0.1", 2 * cfg.n)
     raft = ",".join(f"127.0.0.1:{p}" for p in ports[: cfg.n])

@@ -1,7 +1,7 @@
 """A hostile client beside the benchmark's honest load (``python -m bench --attacks``).
 
 One process, one client key of the cluster (or none: idle sockets need no key), attacking
-every replica at once for ``--duration`` seconds with one of ``bft.hostile``'s tools:
+every replica at once for ``--duration`` seconds with one of ``bft.app.hostile``'s tools:
 
 - ``bad-signatures``: requests whose signatures are garbage, as fast as each replica reads;
 - ``max-size``: validly signed puts of the largest size, as fast as each replica reads,
@@ -15,7 +15,7 @@ import sys
 
 import trio
 
-from bft import hostile
+from bft.app import hostile
 from ledger.cluster import load
 
 KINDS = ("bad-signatures", "max-size", "idle-sockets")

@@ -1,4 +1,4 @@
 """``python -m bft``: the same as the ``bftledger`` console script."""
-from bft.cli import main
+from bft.app.cli import main
 
 raise SystemExit(main())

@@ -1,257 +1,34 @@
-"""The wire format: every message of both modes as a msgpack array.
+"""The consensus messages of both modes (PBFT's and Multi-Paxos'), on ``ledger.wire``'s codec.
 
-A message encodes as ``[tag, version, field...]``; nested messages (a CHECKPOINT inside a
-VIEW-CHANGE) encode the same way. Decoding validates the tag, version, arity and every
-field's type, range and size, and maps every failure to ``DecodeError`` so that callers
-handle exactly one exception for anything a peer can send.
+The codec (the ``Message`` base class, the tag registry, ``decode``/``DecodeError``,
+framing, signing and the size caps) and the messages a client exchanges with a replica
+(REQUEST, REPLY, REDIRECT, receipts, attestations, status, HELLO/AUTH) are in
+``ledger.wire``, because they do not depend on the consensus protocol and the client
+(``ledger.client``) must not import ``bft``. This module registers the messages replicas
+exchange among themselves in the same registry, so once it is imported ``decode`` reads
+every message, and re-exports ``ledger.wire`` so that ``bft.wire`` remains the one import
+the protocol cores, the runtime and the tests need.
 
-A signed message's signature covers a domain tag naming its type plus the encoding of
-its fields except the signature and the fields listed in ``UNSIGNED`` (a PRE-PREPARE
-signs the batch digest, not the batch, so that certificates stay small).
+See ``ledger.wire`` for the encoding: ``[tag, version, field...]`` as a msgpack array; a
+signature covers a domain tag naming the type plus the fields except the signature and
+those in ``UNSIGNED``.
 """
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass, fields as dc_fields
-from typing import Any, Callable, ClassVar
+from ledger.wire import (DOMAIN_PREFIX, MAX_BLOCK, MAX_FRAME, MAX_LIST, MAX_OP, MAX_U32, MAX_U64, VERSION,
+                         AttestRequest, Attestation, Auth, DecodeError, FrameDecoder, Hello, Kind, Message,
+                         ReceiptRequest, ReceiptResponse, Redirect, Reply, Request, StatusRequest, StatusResponse,
+                         blob, block_bytes, decode, digest, frame, message, message_types, op_bytes, sig_kind,
+                         small_bytes, u8, u32, u64)
+from ledger.wire import list_of as _list
+from ledger.wire import nested as _nested
+from ledger.wire import tuple_of as _tuple
 
-import msgpack
-
-from crypto.signing import SIGNATURE_SIZE, Signer, Verifier
-
-VERSION = 1
-MAX_FRAME = 8 * 1024 * 1024          # hard cap on one frame's body, checked before reading it
-MAX_OP = 64 * 1024                   # a client operation
 MAX_BATCH = 4096                     # requests in one PRE-PREPARE / ACCEPT
 MAX_BATCH_BYTES = 3 * 1024 * 1024    # a batch's weight (requests plus results); a block stays under MAX_BLOCK
-MAX_LIST = 4096                      # any other list
-MAX_BLOCK = 4 * 1024 * 1024          # one encoded block in a state-transfer response
-MAX_U64 = (1 << 64) - 1
-MAX_U32 = (1 << 32) - 1
-DOMAIN_PREFIX = b"bftledger/v1/"
 
-
-class DecodeError(ValueError):
-    """Anything malformed that came from outside: the one error a decoder raises."""
-
-
-# ----------------------------------------------------------------------------- field kinds
-Kind = Callable[[Any], Any]
-
-
-def _uint(limit: int) -> Kind:
-    def check(v: Any) -> int:
-        if type(v) is not int or v < 0 or v > limit:
-            raise DecodeError(f"expected an integer in 0..{limit}, got {type(v).__name__}")
-        return v
-    return check
-
-
-def _bytes(max_len: int, exact: int | None = None) -> Kind:
-    def check(v: Any) -> bytes:
-        if type(v) is not bytes:
-            raise DecodeError(f"expected bytes, got {type(v).__name__}")
-        if exact is not None and len(v) != exact:
-            raise DecodeError(f"expected {exact} bytes, got {len(v)}")
-        if len(v) > max_len:
-            raise DecodeError(f"field of {len(v)} bytes exceeds {max_len}")
-        return v
-    return check
-
-
-def _list(item: Kind, max_len: int = MAX_LIST) -> Kind:
-    def check(v: Any) -> list:
-        if type(v) is not list:
-            raise DecodeError(f"expected a list, got {type(v).__name__}")
-        if len(v) > max_len:
-            raise DecodeError(f"list of {len(v)} exceeds {max_len}")
-        return [item(x) for x in v]
-    return check
-
-
-def _tuple(*items: Kind) -> Kind:
-    def check(v: Any) -> tuple:
-        if type(v) is not list or len(v) != len(items):
-            raise DecodeError(f"expected a {len(items)}-tuple")
-        return tuple(k(x) for k, x in zip(items, v))
-    return check
-
-
-def _nested(name: str) -> Kind:
-    def check(v: Any) -> "Message":
-        cls = _BY_NAME[name]
-        return cls.from_list(v)
-    return check
-
-
-u64 = _uint(MAX_U64)
-u32 = _uint(MAX_U32)
-u8 = _uint(255)
-digest = _bytes(32, exact=32)
-sig_kind = _bytes(SIGNATURE_SIZE, exact=SIGNATURE_SIZE)
-op_bytes = _bytes(MAX_OP)
-small_bytes = _bytes(MAX_OP)
-request_bytes = _bytes(MAX_OP + 256)
-block_bytes = _bytes(MAX_BLOCK)
+request_bytes = blob(MAX_OP + 256)                   # an encoded REQUEST inside a batch
 signer_pair = _tuple(u32, sig_kind)                  # (replica id, signature) in a certificate
-
-
-# ----------------------------------------------------------------------------- the base
-class Message:
-    """Base of every wire message. Subclasses are slotted dataclasses with a SCHEMA."""
-
-    TAG: ClassVar[int]
-    NAME: ClassVar[str]
-    SCHEMA: ClassVar[tuple[Kind, ...]]
-    SIGNED: ClassVar[bool] = False
-    UNSIGNED: ClassVar[frozenset[str]] = frozenset()
-    _FIELD_NAMES: ClassVar[tuple[str, ...]]
-    _SIGN_INDEX: ClassVar[tuple[int, ...]]
-    DOMAIN: ClassVar[bytes]
-
-    def __init_subclass__(cls, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
-
-    # -- encoding
-    def to_list(self) -> list:
-        out: list[Any] = [self.TAG, VERSION]
-        for name in self._FIELD_NAMES:
-            out.append(_to_wire(getattr(self, name)))
-        return out
-
-    def encode(self) -> bytes:
-        return msgpack.packb(self.to_list(), use_bin_type=True)
-
-    @classmethod
-    def from_list(cls, v: Any) -> "Message":
-        if type(v) is not list or len(v) < 2:
-            raise DecodeError("a message is an array [tag, version, ...]")
-        if v[0] != cls.TAG or type(v[0]) is not int:
-            raise DecodeError(f"expected a {cls.NAME} message")
-        if v[1] != VERSION or type(v[1]) is not int:
-            raise DecodeError(f"unsupported version {v[1]!r} of {cls.NAME}")
-        if len(v) != 2 + len(cls.SCHEMA):
-            raise DecodeError(f"{cls.NAME} has {len(cls.SCHEMA)} fields, got {len(v) - 2}")
-        return cls(*[k(x) for k, x in zip(cls.SCHEMA, v[2:])])
-
-    # -- signatures
-    def signable(self) -> bytes:
-        """The bytes a signature covers: the fields minus the signature and UNSIGNED ones."""
-        vals = [self.TAG, VERSION]
-        names = self._FIELD_NAMES
-        for i in self._SIGN_INDEX:
-            vals.append(_to_wire(getattr(self, names[i])))
-        return msgpack.packb(vals, use_bin_type=True)
-
-    def signed(self, signer: Signer) -> "Message":
-        self.sig = signer.sign(self.DOMAIN, self.signable())  # type: ignore[attr-defined]
-        return self
-
-    def verify(self, verifier: Verifier, public_key: bytes) -> bool:
-        return verifier.verify(public_key, self.DOMAIN, self.signable(), self.sig)  # type: ignore[attr-defined]
-
-
-def _to_wire(v: Any) -> Any:
-    if isinstance(v, Message):
-        return v.to_list()
-    if type(v) is list or type(v) is tuple:
-        return [_to_wire(x) for x in v]
-    return v
-
-
-_BY_TAG: dict[int, type[Message]] = {}
-_BY_NAME: dict[str, type[Message]] = {}
-
-
-def message(tag: int, name: str, *, unsigned: tuple[str, ...] = ()) -> Callable[[type], type]:
-    """Register a slotted dataclass as a wire message; its annotations' order is the wire order."""
-
-    def wrap(cls: type) -> type:
-        dc = dataclass(slots=True)(cls)
-        names = tuple(f.name for f in dc_fields(dc))
-        schema = tuple(getattr(dc, "_kinds")[n] for n in names)
-        signed = bool(names) and names[-1] == "sig"
-        dc.TAG, dc.NAME, dc.SCHEMA, dc.SIGNED = tag, name, schema, signed
-        dc.UNSIGNED = frozenset(unsigned)
-        dc._FIELD_NAMES = names
-        dc._SIGN_INDEX = tuple(i for i, n in enumerate(names) if n != "sig" and n not in unsigned)
-        dc.DOMAIN = DOMAIN_PREFIX + name.encode()
-        if tag in _BY_TAG or name in _BY_NAME:
-            raise RuntimeError(f"duplicate message tag {tag} or name {name}")
-        _BY_TAG[tag] = dc
-        _BY_NAME[name] = dc
-        return dc
-
-    return wrap
-
-
-# ----------------------------------------------------------------------------- client <-> replica
-@message(1, "request")
-class Request(Message):
-    """REQUEST <op, timestamp, client>, signed by the client; its encoding is a ledger leaf."""
-    client: int
-    timestamp: int
-    op: bytes
-    sig: bytes = b""
-    _kinds = dict(client=u32, timestamp=u64, op=op_bytes, sig=sig_kind)
-
-
-@message(2, "reply")
-class Reply(Message):
-    """REPLY; unsigned because it travels on a channel authenticated to the replica."""
-    view: int
-    client: int
-    timestamp: int
-    replica: int
-    height: int
-    index: int
-    result: bytes
-    _kinds = dict(view=u64, client=u32, timestamp=u64, replica=u32, height=u64, index=u32, result=small_bytes)
-
-
-@message(3, "redirect")
-class Redirect(Message):
-    """Paxos follower's answer to a client: not the leader; try ``leader``."""
-    client: int
-    timestamp: int
-    replica: int
-    leader: int
-    _kinds = dict(client=u32, timestamp=u64, replica=u32, leader=u32)
-
-
-@message(4, "receipt-request")
-class ReceiptRequest(Message):
-    height: int
-    index: int
-    _kinds = dict(height=u64, index=u32)
-
-
-@message(5, "receipt-response")
-class ReceiptResponse(Message):
-    """The material of a receipt; self-certifying, so any replica may serve it."""
-    height: int
-    index: int
-    block: bytes          # the encoded block (header, transactions, results, certificate)
-    _kinds = dict(height=u64, index=u32, block=block_bytes)
-
-
-@message(6, "attest-request")
-class AttestRequest(Message):
-    """A client asks a replica to sign the hash of the block it executed at ``height``."""
-    height: int
-    _kinds = dict(height=u64)
-
-
-@message(7, "attestation")
-class Attestation(Message):
-    """A replica's signature on an executed block's hash and its number of transactions
-    (see ledger.certificate)."""
-    height: int
-    block_hash: bytes
-    batch_size: int
-    replica: int
-    sig: bytes = b""
-    _kinds = dict(height=u64, block_hash=digest, batch_size=u32, replica=u32, sig=sig_kind)
 
 
 # ----------------------------------------------------------------------------- pbft
@@ -460,116 +237,16 @@ class PxPreVoteGrant(Message):
     _kinds = dict(ballot=u64, replica=u32)
 
 
-# ----------------------------------------------------------------------------- transport
-@message(50, "hello")
-class Hello(Message):
-    """First frame each side sends on a plaintext link: a fresh nonce for the transcript."""
-    nonce: bytes
-    _kinds = dict(nonce=digest)
-
-
-@message(51, "auth")
-class Auth(Message):
-    """Proof of identity on a plaintext link (role 0 replica, 1 client).
-
-    It names the signer, the peer it is meant for, the direction (0: from the side that
-    dialled, 1: from the side that accepted) and both sides' nonces, so that it can be
-    neither reflected back, nor relayed to a third node, nor replayed on another
-    connection. It cannot bind the TCP channel itself: see ``bft.runtime.channel``."""
-    role: int
-    ident: int
-    peer_role: int
-    peer_ident: int
-    direction: int
-    dialler_nonce: bytes
-    listener_nonce: bytes
-    sig: bytes = b""
-    _kinds = dict(role=u8, ident=u32, peer_role=u8, peer_ident=u32, direction=u8, dialler_nonce=digest,
-                  listener_nonce=digest, sig=sig_kind)
-
-
-@message(52, "status-request")
-class StatusRequest(Message):
-    nonce: int
-    _kinds = dict(nonce=u64)
-
-
-@message(53, "status-response")
-class StatusResponse(Message):
-    """A replica's self-report for ``bftledger status`` (msgpack-encoded map in ``info``)."""
-    nonce: int
-    info: bytes
-    _kinds = dict(nonce=u64, info=small_bytes)
-
-
-# ----------------------------------------------------------------------------- entry points
-def decode(data: bytes) -> Message:
-    """Decode one frame body. Raises DecodeError, and only DecodeError, on bad input."""
-    if type(data) is not bytes:
-        data = bytes(data)
-    if len(data) > MAX_FRAME:
-        raise DecodeError(f"message of {len(data)} bytes exceeds {MAX_FRAME}")
-    try:
-        v = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
-    except Exception as e:  # msgpack raises several types (ExtraData, FormatError, ValueError, ...)
-        raise DecodeError(f"not a msgpack value: {type(e).__name__}") from None
-    if type(v) is not list or len(v) < 2:
-        raise DecodeError("a message is an array [tag, version, ...]")
-    tag = v[0]
-    if type(tag) is not int:
-        raise DecodeError("message tag is not an integer")
-    cls = _BY_TAG.get(tag)
-    if cls is None:
-        raise DecodeError(f"unknown message tag {tag}")
-    try:
-        return cls.from_list(v)
-    except DecodeError:
-        raise
-    except RecursionError:
-        raise DecodeError("message nested too deeply") from None
-
-
-def message_types() -> list[type[Message]]:
-    return [_BY_TAG[t] for t in sorted(_BY_TAG)]
-
-
-_LEN = struct.Struct(">I")
-
-
-def frame(body: bytes) -> bytes:
-    """Length-prefix a body; refuses to build a frame the receiver would reject."""
-    if len(body) > MAX_FRAME:
-        raise ValueError(f"frame of {len(body)} bytes exceeds {MAX_FRAME}")
-    return _LEN.pack(len(body)) + body
-
-
-class FrameDecoder:
-    """Splits a byte stream into frame bodies; the length cap is checked before buffering a body."""
-
-    __slots__ = ("_buf", "max_frame")
-
-    def __init__(self, max_frame: int = MAX_FRAME) -> None:
-        self._buf = bytearray()
-        self.max_frame = max_frame
-
-    def feed(self, data: bytes) -> list[bytes]:
-        buf = self._buf
-        buf += data
-        out: list[bytes] = []
-        pos = 0
-        n = len(buf)
-        while n - pos >= 4:
-            (length,) = _LEN.unpack_from(buf, pos)
-            if length > self.max_frame:
-                raise DecodeError(f"frame length {length} exceeds the cap of {self.max_frame}")
-            if n - pos - 4 < length:
-                break
-            out.append(bytes(buf[pos + 4: pos + 4 + length]))
-            pos += 4 + length
-        if pos:
-            del buf[:pos]
-        return out
-
-    @property
-    def pending(self) -> int:
-        return len(self._buf)
+__all__ = [
+    # re-exported from ledger.wire
+    "DOMAIN_PREFIX", "MAX_BLOCK", "MAX_FRAME", "MAX_LIST", "MAX_OP", "MAX_U32", "MAX_U64", "VERSION", "Kind",
+    "AttestRequest", "Attestation", "Auth", "DecodeError", "FrameDecoder", "Hello", "Message", "ReceiptRequest",
+    "ReceiptResponse", "Redirect", "Reply", "Request", "StatusRequest", "StatusResponse", "decode", "frame",
+    "message", "message_types", "blob", "block_bytes", "digest", "op_bytes", "sig_kind", "small_bytes", "u8",
+    "u32", "u64",
+    # the consensus messages
+    "MAX_BATCH", "MAX_BATCH_BYTES", "request_bytes", "signer_pair",
+    "PrePrepare", "Prepare", "Commit", "Checkpoint", "PreparedCert", "ViewChange", "NewView", "StateRequest",
+    "StateResponse", "BatchRequest", "BatchResponse", "Suspect", "PxPrepare", "PxPromise", "PxNack", "PxAccept",
+    "PxAccepted", "PxHeartbeat", "PxPreVote", "PxPreVoteGrant",
+]

@@ -15,11 +15,12 @@ cluster's public keys (its certificate and Merkle roots), holding the client's o
 signed request and the result the replicas replied; the block comes from a replica that
 replied, or another one if that fails.
 
-This is the only module of ``ledger`` that uses ``bft`` (the wire protocol and the
-transport): ``ledger`` sits below the protocols (crypto <- ledger <- bft) so that the
-audit, the store and receipts never depend on a protocol core. The ``bft`` imports are
-therefore made inside functions, at call time: importing ``ledger.client`` (or any other
-ledger module) never imports a protocol package, and there is no import cycle.
+The network session under it is ``ledger.net.session.ClientSession`` (authenticated
+connections, ``ledger.net.channel``/``transport``), whose decisions about replies,
+redirects and retransmission are made by the sans-I/O ``ledger.clientcore``; the messages
+are ``ledger.wire``'s. None of them depends on a consensus protocol, so this module, like
+all of ``ledger``, imports nothing from ``bft`` (the layers are crypto <- ledger <- bft;
+``tests/unit/test_layers.py`` checks it).
 """
 from __future__ import annotations
 
@@ -36,8 +37,12 @@ from crypto.merkle import MerkleTree
 from ledger import state
 from ledger.block import Block, BlockFormatError
 from ledger.certificate import certificate_error
-from ledger.cluster import Cluster, load
+from ledger.clientcore import Outcome
+from ledger.cluster import Cluster, ClusterError, load
+from ledger.net.session import ClientSession, query_status
+from ledger.net.session import Unavailable as _SessionUnavailable
 from ledger.receipt import Receipt, ReceiptError
+from ledger.wire import MAX_OP
 
 DEFAULT_TIMEOUT = 60.0
 RECEIPT_FETCH_TIMEOUT = 2.0
@@ -79,7 +84,7 @@ def _check_key(key: str) -> str:
 class Client:
     """Made by ``connect``; every method may be called from many tasks at once."""
 
-    def __init__(self, cluster: Cluster, session, timeout: float | None) -> None:
+    def __init__(self, cluster: Cluster, session: ClientSession, timeout: float | None) -> None:
         self.cluster = cluster
         self.id = session.id
         self.timeout = timeout
@@ -114,20 +119,16 @@ class Client:
 
     async def status(self, timeout: float = 2.0) -> list[dict]:
         """Every replica's self-report (see ``bftledger status``)."""
-        from bft.runtime.client import query_status
-
         return await query_status(self.cluster, self.id, self._session.signer, timeout,
                                   channels=self._session.channels)
 
     # ------------------------------------------------------------------ internals
-    async def _submit(self, op: bytes):
-        from bft.runtime.client import Unavailable as _Unavailable
-
-        if len(op) > 64 * 1024:
+    async def _submit(self, op: bytes) -> Outcome:
+        if len(op) > MAX_OP:
             raise ValueError("the operation is larger than 64 KiB")
         try:
             out = await self._session.submit(op, self.timeout)
-        except _Unavailable as e:
+        except _SessionUnavailable as e:
             raise Unavailable(str(e)) from None
         if out.height == 0:                       # no block: f+1 replicas (the leader in paxos) refused it
             _status, why = _decode(out.result)
@@ -139,7 +140,7 @@ class Client:
         out = await self._submit(op)
         return await self._receipt(out)
 
-    async def _receipt(self, out) -> Receipt:
+    async def _receipt(self, out: Outcome) -> Receipt:
         tx = out.request.encode()
         n = self.cluster.n
         candidates = list(out.replicas) + [r for r in range(n) if r not in out.replicas]
@@ -181,7 +182,7 @@ class Client:
                 break
             await ev.wait()
         c = self.cluster
-        need = c.reply_quorum
+        need = c.quorums.attest
         block_hash = block.hash()
         good: dict[int, bytes] = {}
         done = self._attesting[height] = trio.Event()
@@ -260,8 +261,6 @@ def _decode(result: bytes) -> tuple[int, bytes | None]:
 
 def _resolve(cluster_dir: str | os.PathLike[str], client: int | None):
     """Load the cluster and the client's key; errors are ClusterError / KeyFileError (one line each)."""
-    from ledger.cluster import ClusterError
-
     cluster = load(cluster_dir)
     cid = 0 if client is None else client
     if type(cid) is not int or not 0 <= cid < len(cluster.clients):
@@ -282,8 +281,6 @@ async def connect(cluster_dir: str | os.PathLike[str], client: int | None = None
     Each operation raises ``Unavailable`` when it has not committed within ``timeout``
     seconds (None: wait for ever). Connections are made in the background and remade
     when they break."""
-    from bft.runtime.client import ClientSession
-
     cluster, cid, signer = _resolve(cluster_dir, client)
     session = ClientSession(cluster, cid, signer)
     try:

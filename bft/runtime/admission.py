@@ -3,7 +3,7 @@
 Before authentication nothing is known of a connection but its source address, so:
 
 - At most ``PREAUTH_PER_SOURCE`` handshakes per source address and ``PREAUTH_MAX`` in
-  all are pending at once, each for at most ``bft.runtime.transport.HANDSHAKE_TIMEOUT``.
+  all are pending at once, each for at most ``ledger.net.transport.HANDSHAKE_TIMEOUT``.
 - A newcomer over either budget is admitted and an older pending handshake is evicted
   instead: first one that has not sent a byte yet, then the oldest. Refusing the
   newcomer would let whoever holds idle sockets lock everybody out; evicting the idlest

@@ -159,7 +159,7 @@ def status(cluster: Cluster, timeout: float = 2.0, client: int = 0) -> list[dict
     """``bftledger status`` as a function (runs its own event loop)."""
     import trio
 
-    from bft.runtime.client import query_status
+    from ledger.net.session import query_status
 
     signer = cluster.load_client_key(client)
     return trio.run(query_status, cluster, client, signer, timeout)
@@ -184,7 +184,7 @@ def wait_ready(cluster: Cluster, ids: list[int] | None = None, timeout: float = 
 
 
 async def status_async(cluster: Cluster, timeout: float = 2.0, client: int = 0) -> list[dict]:
-    from bft.runtime.client import query_status
+    from ledger.net.session import query_status
 
     return await query_status(cluster, client, cluster.load_client_key(client), timeout)
 
@@ -223,7 +223,7 @@ def run_up(cluster: Cluster) -> int:
         for p in procs:
             p.start()
         print(f"bftledger: starting {cluster.n} {cluster.mode} replicas of {cluster.directory} "
-              f"(tolerates f={cluster.f} {'Byzantine' if cluster.mode == 'pbft' else 'crashed'})", flush=True)
+              f"(tolerates f={cluster.f} {'Byzantine' if cluster.protocol.byzantine else 'crashed'})", flush=True)
         ready = False
         deadline = time.monotonic() + 30
         reported: set[int] = set()

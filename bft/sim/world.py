@@ -18,8 +18,8 @@ from bft.sim.invariants import Checker
 from bft.wire import Message, Redirect, Reply, Request, StateResponse
 from crypto.signing import Signer
 from ledger.chain import Chain
-from ledger.quorum import Quorums
-from ledger.state import BUSY, decode_result, op_put
+from ledger.clientcore import EVERY_REPLICA, ClientCore, Pending
+from ledger.state import op_put
 
 
 @dataclass
@@ -55,12 +55,20 @@ class ReplicaNode:
 
 @dataclass
 class ClientNode:
+    """A simulated client: the real client core (``ledger.clientcore``) and its timestamps."""
     id: int
     signer: Signer
+    core: ClientCore
     next_ts: int = 1
-    outstanding: dict[int, tuple[bytes, float, Request]] = field(default_factory=dict)
-    replies: dict[int, dict[int, tuple]] = field(default_factory=dict)
-    leader: int = 0
+
+    @property
+    def outstanding(self) -> dict[int, Pending]:
+        """Timestamp -> request not yet answered."""
+        return self.core.pending
+
+    @property
+    def leader(self) -> int:
+        return self.core.leader
 
 
 CLIENT = 1 << 20            # addresses >= CLIENT are clients in the event queue
@@ -96,7 +104,9 @@ class Simulation:
         self._by_id = {i: [r for r in self.nodes if r.id == i] for i in range(n)}
         self.client_targets: list[int] | None = None     # pbft clients send only here (Twins rounds)
         self.drop_if: Callable[[int, int, Message], bool] | None = None  # test hook: (src, dst, msg) -> drop
-        self.clients = [ClientNode(i, s) for i, s in enumerate(client_signers)]
+        self.clients = [ClientNode(i, s, ClientCore(mode, f, n, i, retransmit_first=client_timeout,
+                                                    retransmit_max=client_timeout))
+                        for i, s in enumerate(client_signers)]
         self.checker = Checker(self)
         self.sent = {}                      # message name -> count (pattern tests)
         self.trace: list[str] | None = [] if trace else None
@@ -221,50 +231,42 @@ class Simulation:
         ts = c.next_ts
         c.next_ts += 1
         req = Request(client, ts, op).signed(c.signer)
-        c.outstanding[ts] = (req.encode(), self.now, req)
-        self.checker.on_submit(client, ts, req.encode(), self.now)
-        self._client_send(c, req, first=True)
-        self._schedule(self.now + self.client_timeout, ("client-timer", client, ts))
+        p = c.core.add(req, self.now)
+        self.checker.on_submit(client, ts, p.encoded, self.now)
+        self._client_send(c, p)
         return ts
 
-    def _client_send(self, c: ClientNode, req: Request, first: bool) -> None:
-        if self.mode == "pbft" or not first:
+    def _client_send(self, c: ClientNode, p: Pending) -> None:
+        """A (re)transmission where the client core says, then its retransmission timer."""
+        target = c.core.transmit(p)
+        if target is EVERY_REPLICA:
             targets = self.client_targets if self.client_targets is not None else range(len(self.nodes))
             for dst in targets:
-                self._send(CLIENT + c.id, dst, req)
+                self._send(CLIENT + c.id, dst, p.request)
         else:
-            self._send(CLIENT + c.id, c.leader, req)
+            self._send(CLIENT + c.id, target, p.request)
+        self._schedule(self.now + c.core.retransmit_after(p), ("client-timer", c.id, p.request.timestamp))
 
     def _client_timer(self, client: int, ts: int) -> None:
         c = self.clients[client]
-        if ts not in c.outstanding:
-            return
-        self._client_send(c, c.outstanding[ts][2], first=False)
-        self._schedule(self.now + self.client_timeout, ("client-timer", client, ts))
+        p = c.core.pending.get(ts)
+        if p is not None:
+            self._client_send(c, p)
 
     def _client_receive(self, c: ClientNode, src: int, msg: Message) -> None:
         src = self.nodes[src].id                    # a reply authenticates its replica id (twins share one)
         if type(msg) is Redirect:
-            if msg.timestamp in c.outstanding and msg.replica == src:
-                c.leader = msg.leader
-                self._send(CLIENT + c.id, msg.leader, c.outstanding[msg.timestamp][2])
+            target = c.core.on_redirect(src, msg)
+            if target is not None:
+                self._send(CLIENT + c.id, target, c.core.pending[msg.timestamp].request)
             return
-        if type(msg) is not Reply or msg.client != c.id or msg.replica != src:
+        if type(msg) is not Reply:
             return
-        if msg.timestamp not in c.outstanding:
-            return
-        if msg.height == 0 and decode_result(msg.result)[0] == BUSY:
-            return                                  # a hint to back off, never an outcome: retransmit later
-        votes = c.replies.setdefault(msg.timestamp, {})
-        votes[src] = (msg.height, msg.index, msg.result)
-        need = Quorums(self.mode, self.f).reply
-        same = [r for r, v in votes.items() if v == votes[src]]
-        if len(same) >= need:
-            if self.mode == "paxos":
-                c.leader = src
-            raw, t0, _ = c.outstanding.pop(msg.timestamp)
-            c.replies.pop(msg.timestamp, None)
-            self.checker.on_ack(c.id, msg.timestamp, raw, msg.height, msg.index, msg.result, self.now - t0)
+        p = c.core.on_reply(src, msg)
+        if p is not None:
+            c.core.remove(msg.timestamp)
+            self.checker.on_ack(c.id, msg.timestamp, p.encoded, msg.height, msg.index, msg.result,
+                                self.now - p.started)
 
     def all_acked(self) -> bool:
         return all(not c.outstanding for c in self.clients)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from bft.clusterinit import init_cluster
+from bft.app.clusterinit import init_cluster
 from bft.runtime.procs import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]

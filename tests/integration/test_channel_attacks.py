@@ -2,12 +2,13 @@
 processes on 127.0.0.1: handshake reflection, link eviction, idle-socket exhaustion and
 forged Paxos messages. Each test names the attack it performs."""
 from __future__ import annotations
+
 import trio
 
 import ledger.client
-from bft import hostile
+from bft.app import hostile
 from bft.rules import StepRule
-from bft.runtime.channel import ROLE_CLIENT, ROLE_REPLICA, channels_for
+from ledger.net.channel import ROLE_CLIENT, ROLE_REPLICA, channels_for
 from bft.wire import PxAccepted, PxHeartbeat, PxNack, PxPrepare, frame
 from tests.integration.workload import dropped
 

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from bft.clusterinit import init_cluster
+from bft.app.clusterinit import init_cluster
 from ledger.store import BlockStore
 
 from .conftest import cli, one_error_line

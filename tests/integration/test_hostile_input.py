@@ -7,7 +7,7 @@ import ssl
 import trio
 
 import ledger.client
-from bft.runtime.channel import ROLE_CLIENT, ROLE_REPLICA, channels_for
+from ledger.net.channel import ROLE_CLIENT, ROLE_REPLICA, channels_for
 from bft.wire import FrameDecoder, PrePrepare, Request, StatusRequest, StatusResponse, decode, frame
 from crypto import keys, tls
 from ledger.state import op_put

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 import ledger.client
-from bft.clusterinit import init_cluster
+from bft.app.clusterinit import init_cluster
 from bft.runtime.procs import LocalCluster
 from tests.integration.conftest import settle
 from tests.integration.netns import Hosts, tag

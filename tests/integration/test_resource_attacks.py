@@ -4,7 +4,7 @@ from __future__ import annotations
 import trio
 
 import ledger.client
-from bft import hostile
+from bft.app import hostile
 from bft.wire import MAX_OP
 from ledger.store import BlockStore
 from ledger.state import op_put

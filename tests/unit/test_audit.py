@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from bft import wire
-from bft.clusterinit import PORT_HIGH, init_cluster
-from bft.demo_offline import OfflineLedger
+from bft.app.clusterinit import PORT_HIGH, init_cluster
+from bft.app.demo_offline import OfflineLedger
 from crypto.merkle import root_of
 from ledger import state
 from ledger.audit import audit
@@ -309,7 +309,7 @@ def test_cli_demo_and_help() -> None:
 
 
 def test_init_force_refuses_while_a_replica_runs(pbft_dir: Path) -> None:
-    from bft.clusterinit import InitError
+    from bft.app.clusterinit import InitError
     c = load(pbft_dir)
     with BlockStore.open(c.data_dir(2), fsync=False):          # replica 2 holds its store lock
         with pytest.raises(InitError, match="replica-2 of .* is running"):

@@ -11,9 +11,9 @@ import pytest
 import trio
 import trio.testing
 
-from bft import hostile
-from bft.clusterinit import init_cluster
-from bft.runtime.channel import (DIALLER, HANDSHAKE_MAX_FRAME, ROLE_CLIENT, ROLE_REPLICA, HandshakeError,
+from bft.app import hostile
+from bft.app.clusterinit import init_cluster
+from ledger.net.channel import (DIALLER, HANDSHAKE_MAX_FRAME, ROLE_CLIENT, ROLE_REPLICA, HandshakeError,
                                  PlaintextChannels, TlsChannels, channels_for)
 from bft.wire import Auth, FrameDecoder, Hello, StatusRequest, decode, frame
 from crypto import keys

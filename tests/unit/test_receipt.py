@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bft.clusterinit import init_cluster
-from bft.demo_offline import OfflineLedger
+from bft.app.clusterinit import init_cluster
+from bft.app.demo_offline import OfflineLedger
 from ledger import state
 from crypto.merkle import MerkleTree, leaf_hash
 from ledger.certificate import ATTEST_DOMAIN, attestation_statement

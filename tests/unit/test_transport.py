@@ -4,8 +4,8 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from bft.runtime.channel import HANDSHAKE_MAX_FRAME
-from bft.runtime.transport import ROLE_CLIENT, Connection, Problems, SendQueue
+from ledger.net.channel import HANDSHAKE_MAX_FRAME
+from ledger.net.transport import ROLE_CLIENT, Connection, Problems, SendQueue
 from bft.wire import FrameDecoder, Hello, frame
 
 

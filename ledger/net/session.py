@@ -1,19 +1,18 @@
-"""The client side of the transport: signed requests, reply quorums, retransmission.
+"""The client's network session (trio): one authenticated connection per replica.
 
-``ClientSession`` keeps one authenticated connection per replica (reconnecting on its
-own) and carries any number of concurrent requests. A request's timestamp comes from a
-per-session counter that starts at the current time in microseconds and then counts up
-by one, so a restarted client never reuses one. Two processes must not use one client
-key at the same time: the ledger executes a client's timestamps only within a window of
-4096 below its highest, so the later-started process would make the other's stale.
+``ClientSession`` keeps one connection per replica (reconnecting on its own) and carries
+any number of concurrent requests. What to do with replies, redirects and timeouts
+(reply quorums, the paxos leader, retransmission) is decided by the sans-I/O
+``ledger.clientcore.ClientCore``, the same code the simulator's clients run; this module
+only carries frames and waits. A request's timestamp comes from a per-session counter
+that starts at the current time in microseconds and then counts up by one, so a
+restarted client never reuses one. Two processes must not use one client key at the
+same time: the ledger executes a client's timestamps only within a window of 4096 below
+its highest, so the later-started process would make the other's stale.
 
-pbft: every request goes to every replica; the answer is accepted once f+1 replicas
-(counted by the authenticated connection they arrived on, never by a field of the
-reply) sent the same (height, index, result). paxos: a request goes to the believed
-leader; a Redirect is followed, a timeout moves on to another replica, and one reply
-is enough (crash faults only: replicas do not lie).
-
-``ledger.client`` builds the public API (receipts, put/get/...) on top of this.
+It lives in ``ledger.net`` with the channel and the transport it runs on (which the
+replicas' runtime, ``bft.runtime``, uses too) so that ``ledger.client`` builds the public
+API (receipts, put/get/...) on it without importing ``bft``.
 """
 from __future__ import annotations
 
@@ -25,19 +24,16 @@ from contextlib import nullcontext
 import msgpack
 import trio
 
-from bft.runtime.channel import Channels, channels_for
-from bft.runtime.transport import (CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, ROLE_CLIENT,
-                                   ROLE_REPLICA, Connection, HandshakeError, Link,
-                                   Problems, SendQueue, describe_error)
-from bft.wire import (AttestRequest, Attestation, DecodeError, FrameDecoder, ReceiptRequest, ReceiptResponse,
-                      Redirect, Reply, Request,
-                      StatusRequest, StatusResponse, decode, frame, MAX_FRAME)
 from crypto.signing import Signer
+from ledger.clientcore import EVERY_REPLICA, ClientCore, Outcome, Pending
 from ledger.cluster import Cluster
-from ledger.state import BUSY
+from ledger.net.channel import Channels, channels_for
+from ledger.net.transport import (CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, ROLE_CLIENT, ROLE_REPLICA, Connection,
+                                  HandshakeError, Link, Problems, SendQueue, describe_error)
+from ledger.wire import (MAX_FRAME, AttestRequest, Attestation, DecodeError, FrameDecoder, ReceiptRequest,
+                         ReceiptResponse, Redirect, Reply, Request, StatusRequest, StatusResponse, decode, frame)
 
-log = logging.getLogger("bft.runtime.client")
-_BUSY_PREFIX = msgpack.packb([BUSY, b""])[:2]
+log = logging.getLogger("ledger.net.session")
 
 MAX_IN_FLIGHT = 2048          # well inside the ledger's window of 4096 timestamps per client
 RETRANSMIT_FIRST = 1.0
@@ -46,32 +42,6 @@ RETRANSMIT_MAX = 4.0
 
 class Unavailable(Exception):
     """No answer in time; the message says what was reachable."""
-
-
-class Outcome:
-    """A committed request as f+1 replicas (pbft) or the leader (paxos) reported it."""
-
-    __slots__ = ("request", "height", "index", "result", "replicas")
-
-    def __init__(self, request: Request, height: int, index: int, result: bytes, replicas: list[int]) -> None:
-        self.request = request
-        self.height = height
-        self.index = index
-        self.result = result
-        self.replicas = replicas
-
-
-class _Pending:
-    __slots__ = ("req", "frame", "votes", "done", "outcome", "redirects", "busy")
-
-    def __init__(self, req: Request, fr: bytes) -> None:
-        self.req = req
-        self.frame = fr
-        self.votes: dict[int, tuple[int, int, bytes]] = {}
-        self.done = trio.Event()
-        self.outcome: Outcome | None = None
-        self.redirects = 0
-        self.busy = 0                 # BUSY answers: replicas that would not hold it (a hint, not an outcome)
 
 
 class ClientSession:
@@ -83,16 +53,15 @@ class ClientSession:
         self.cluster = cluster
         self.id = client_id
         self.signer = signer
-        self.mode = cluster.mode
-        self.quorum = cluster.reply_quorum
+        self.core = ClientCore(cluster.mode, cluster.f, cluster.n, client_id,
+                               retransmit_first=RETRANSMIT_FIRST, retransmit_max=RETRANSMIT_MAX)
         self.problems = Problems(log)
         self.channels = channels_for(cluster, ROLE_CLIENT, client_id, signer)
         self.links = [Link(self.channels, r.id, r.host, r.port, self._on_frames, self.problems,
                            queue=SendQueue(f"replica {r.id}", max_bytes=64 * 1024 * 1024, max_frames=65536),
                            on_down=self._on_link_down)
                       for r in cluster.replicas]
-        self.pending: dict[int, _Pending] = {}
-        self.leader = 0
+        self._waiting: dict[int, tuple[trio.Event, bytes]] = {}      # timestamp -> (answered, frame)
         self._ts = time.time_ns() // 1000
         self._slots = trio.Semaphore(MAX_IN_FLIGHT)
         self._blocks: dict[tuple[int, int], list[trio.Event | bytes]] = {}
@@ -103,6 +72,9 @@ class ClientSession:
         async with trio.open_nursery() as nursery:
             for link in self.links:
                 nursery.start_soon(link.run)
+
+    def _reachable(self, replica: int) -> bool:
+        return self.links[replica].connected
 
     # ------------------------------------------------------------------ input
     def _on_frames(self, conn: Connection, bodies: list[bytes]) -> bool:
@@ -117,9 +89,13 @@ class ClientSession:
                 return False
             t = type(msg)
             if t is Reply:
-                self._on_reply(src, msg)
+                p = self.core.on_reply(src, msg)
+                if p is not None:
+                    self._waiting[msg.timestamp][0].set()
             elif t is Redirect:
-                self._on_redirect(src, msg)
+                target = self.core.on_redirect(src, msg, self._reachable)
+                if target is not None:
+                    self.links[target].send(self._waiting[msg.timestamp][1])
             elif t is ReceiptResponse:
                 w = self._blocks.get((src, msg.height))
                 if w is not None and len(w) == 1:
@@ -134,45 +110,14 @@ class ClientSession:
                 self.problems.note(f"unexpected {msg.NAME} from a replica")
         return True
 
-    def _on_reply(self, src: int, r: Reply) -> None:
-        p = self.pending.get(r.timestamp)
-        if p is None or r.client != self.id or p.outcome is not None:
-            return
-        if r.height == 0 and r.result[:2] == _BUSY_PREFIX:
-            p.busy += 1                # the retransmission timer backs off; the replica may hold it later
-            return
-        vote = (r.height, r.index, r.result)
-        p.votes[src] = vote
-        same = [rid for rid, v in p.votes.items() if v == vote]
-        if len(same) >= self.quorum:
-            if self.mode == "paxos":
-                self.leader = src
-            p.outcome = Outcome(p.req, r.height, r.index, r.result, sorted(same))
-            p.done.set()
-
-    def _on_redirect(self, src: int, m: Redirect) -> None:
-        p = self.pending.get(m.timestamp)
-        if p is None or m.client != self.id or p.outcome is not None:
-            return
-        if not 0 <= m.leader < len(self.links) or m.leader == src:
-            return
-        self.leader = m.leader
-        target = self._pick_leader()          # the named leader, or the next reachable replica
-        if target != src and p.redirects < len(self.links):
-            p.redirects += 1
-            self.links[target].send(p.frame)
-
     def _on_link_down(self, replica: int) -> None:
         """paxos: the believed leader's connection broke; re-send what waits on it to another replica."""
-        if self.mode != "paxos" or replica != self.leader:
+        target = self.core.on_link_down(replica, self._reachable)
+        if target is None:
             return
-        link = self.links[replica]
-        link.queue.clear()
-        self.leader = (replica + 1) % len(self.links)
-        target = self.links[self._pick_leader()]
-        for p in self.pending.values():
-            if p.outcome is None:
-                target.send(p.frame)
+        self.links[replica].queue.clear()
+        for p in self.core.unanswered():
+            self.links[target].send(self._waiting[p.request.timestamp][1])
 
     # ------------------------------------------------------------------ requests
     def next_timestamp(self) -> int:
@@ -183,46 +128,31 @@ class ClientSession:
         self._ts += 1
         return self._ts
 
-    def _pick_leader(self) -> int:
-        """The believed leader, or the next connected replica when its link is down."""
-        n = len(self.links)
-        for k in range(n):
-            r = (self.leader + k) % n
-            if self.links[r].connected:
-                if r != self.leader:
-                    self.leader = r
-                return r
-        return self.leader
-
-    def _send(self, p: _Pending, attempt: int) -> None:
-        if self.mode == "pbft":
+    def _transmit(self, p: Pending) -> None:
+        fr = self._waiting[p.request.timestamp][1]
+        target = self.core.transmit(p, self._reachable)
+        if target is EVERY_REPLICA:
             for link in self.links:
-                link.send(p.frame)
-            return
-        if attempt > 0:
-            self.leader = (self.leader + 1) % len(self.links)
-        p.redirects = 0
-        self.links[self._pick_leader()].send(p.frame)
+                link.send(fr)
+        else:
+            self.links[target].send(fr)
 
     async def submit(self, op: bytes, timeout: float | None = None) -> Outcome:
         """Sign and send one operation; returns once it is committed, retransmitting as needed."""
         async with self._slots:
             ts = self.next_timestamp()
             req = Request(self.id, ts, op).signed(self.signer)
-            p = _Pending(req, frame(req.encode()))
-            self.pending[ts] = p
+            p = self.core.add(req)
+            done = trio.Event()
+            self._waiting[ts] = (done, frame(p.encoded))
             try:
                 with trio.fail_after(timeout) if timeout is not None else nullcontext():
-                    wait = RETRANSMIT_FIRST
-                    attempt = 0
                     while True:
-                        self._send(p, attempt)
-                        with trio.move_on_after(wait):
-                            await p.done.wait()
+                        self._transmit(p)
+                        with trio.move_on_after(self.core.retransmit_after(p)):
+                            await done.wait()
                         if p.outcome is not None:
                             return p.outcome
-                        attempt += 1
-                        wait = min(wait * 2, RETRANSMIT_MAX)
             except trio.TooSlowError:
                 why = self.describe_unavailable(timeout)
                 if p.busy:
@@ -230,11 +160,12 @@ class ClientSession:
                            f"client, or in all, as they allow); slow down or retry later. {why}")
                 raise Unavailable(why) from None
             finally:
-                del self.pending[ts]
+                self.core.remove(ts)
+                del self._waiting[ts]
 
     def describe_unavailable(self, timeout: float | None) -> str:
         up = [link.replica for link in self.links if link.connected]
-        need = self.quorum if self.mode == "pbft" else 1
+        need = self.core.need
         if not up:
             by_error: dict[str, list[str]] = {}
             for link in self.links:

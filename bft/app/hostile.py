@@ -11,8 +11,8 @@ import time
 
 import trio
 
-from bft.runtime.channel import ROLE_CLIENT, ROLE_REPLICA, channels_for
-from bft.wire import MAX_OP, Request, frame
+from ledger.net.channel import ROLE_CLIENT, ROLE_REPLICA, channels_for
+from ledger.wire import MAX_OP, Request, frame
 from ledger.cluster import Cluster
 from ledger.state import op_put
 

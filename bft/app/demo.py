@@ -20,8 +20,9 @@ from typing import Callable
 
 import trio
 
-from bft.clusterinit import init_cluster
+from bft.app.clusterinit import init_cluster
 from bft.runtime.procs import LocalCluster
+from ledger.quorum import protocol
 
 LOAD = 500             # concurrent puts from one client object, per cluster
 WORKERS = 8            # closed-loop writers while a leader is killed
@@ -45,7 +46,7 @@ def _pct(xs: list[float], p: float) -> float:
 
 
 def _fmt_status(st: list[dict], mode: str) -> list[str]:
-    word = "view" if mode == "pbft" else "ballot"
+    word = protocol(mode).round_word
     lines = []
     for s in st:
         if not s.get("reachable"):
@@ -114,8 +115,8 @@ class Load:
 
 
 async def _kill_leader_under_load(lc: LocalCluster, client, out, mode: str) -> dict:
-    word = "view" if mode == "pbft" else "ballot"
-    role = "primary" if mode == "pbft" else "leader"
+    word = protocol(mode).round_word
+    role = protocol(mode).leader_word
     load = Load(client, f"{mode}-load-")
     res: dict = {}
     async with trio.open_nursery() as nursery:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from bft import wire
-from bft.clusterinit import init_cluster
+from bft.app.clusterinit import init_cluster
 from crypto.merkle import root_of
 from crypto.signing import Ed25519Signer
 from ledger import state
@@ -46,7 +46,7 @@ class OfflineLedger:
                     signers: list[int] | None = None) -> list[tuple[int, bytes]]:
         """pbft: COMMITs of ``signers`` (default: the first 2f+1); paxos: the ballot leader's ACCEPT."""
         c = self.cluster
-        if c.mode == "pbft":
+        if c.protocol.byzantine:
             ids = list(range(c.quorums.certificate)) if signers is None else signers
             return [(i, self.replicas[i].sign(COMMIT_DOMAIN, commit_statement(view, seq, batch_root, i)))
                     for i in ids]
@@ -158,7 +158,7 @@ def _run(d: Path, out: Callable[[str], None]) -> int:
     return 0
 
 
-def main() -> int:  # pragma: no cover - convenience for `python -m bft.demo_offline`
+def main() -> int:  # pragma: no cover - convenience for `python -m bft.app.demo_offline`
     return run()
 
 
