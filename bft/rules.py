@@ -3,9 +3,9 @@
 ``StepRule``: what the common ``step`` skeleton checks before a protocol handler sees a
 message (membership, the message types a peer may send, the sender field against the
 authenticated sender). ``RequestRule``: the admission of a client's signed request.
-``WireRule``: what the runtime rejects before a message reaches a core (frames,
-handshakes, rates). The protocols' own rules are in ``bft.pbft.rules`` and
-``bft.paxos.rules``; the base class and the ledger's rules in ``ledger.rules``.
+The protocols' own rules are in ``bft.pbft.rules`` and ``bft.paxos.rules``; the base
+class, the ledger's rules and ``WireRule`` (what the channels reject before a message
+reaches a core; ``ledger.net`` runs them for clients too) in ``ledger.rules``.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from enum import unique
 
 from ledger.rules import CL99, OURS, Rejection, Rule
 
-__all__ = ["Drops", "Rejection", "RequestRule", "Rule", "StepRule", "WireRule"]
+__all__ = ["Drops", "Rejection", "RequestRule", "Rule", "StepRule"]
 
 SENDERS_PER_RULE = 64      # distinct senders named per rule; the rest count under "others"
 
@@ -44,21 +44,6 @@ class RequestRule(Rule):
     CLIENT_QUOTA_FULL = ("refused: the client's quota of held requests is full",
                          f"{OURS}: bounded resources, one client cannot spend another's share")
     POOL_FULL = ("refused: the pool of held requests is full", f"{OURS}: bounded resources")
-
-
-@unique
-class WireRule(Rule):
-    """Rejected by the runtime before any core sees it."""
-
-    MALFORMED = ("malformed message (not a well-formed, well-typed wire message)",
-                 f"{OURS}: decoding validates types, ranges and sizes")
-    OVERSIZED_FRAME = ("frame over the size cap", f"{OURS}: the cap is checked before decoding")
-    HANDSHAKE_FAILED = ("channel handshake failed (unknown key, bad proof or wrong cluster)",
-                        f"{OURS}: authenticated channels (mutual TLS 1.3 or signed hello)")
-    HANDSHAKE_TIMEOUT = ("channel handshake timed out", f"{OURS}: bounded pre-authentication state")
-    HANDSHAKE_AFTER_AUTH = ("handshake message after authentication", OURS)
-    SERVE_RATE = ("receipt or attestation requests over the rate limit", f"{OURS}: bounded work per peer")
-    UNEXPECTED_REPLY = ("unexpected message from a replica (a client takes only replies)", OURS)
 
 
 class Drops:

@@ -74,3 +74,38 @@ class LedgerRule(Rule):
                   f"{OURS}: hash-linked blocks over an append-only log, {RFC9162}, §2.1.4")
     ATTEST_TOO_FEW = ("too few valid execution attestations of distinct replicas on the block hash",
                       f"{CL99}, §4.1 (f+1 matching replies hold an honest one)")
+
+
+@unique
+class WireRule(Rule):
+    """What a channel rejects before any core sees it (replicas and clients alike)."""
+
+    MALFORMED = ("malformed message (not a well-formed, well-typed wire message)",
+                 f"{OURS}: decoding validates types, ranges and sizes")
+    OVERSIZED_FRAME = ("frame over the size cap", f"{OURS}: the cap is checked before decoding")
+    UNEXPECTED_FROM_REPLICA = ("message a client does not take from a replica (only replies)", OURS)
+    SERVE_RATE = ("receipt or attestation requests over the rate limit", f"{OURS}: bounded work per peer")
+    HANDSHAKE_AFTER_AUTH = ("handshake message after authentication", OURS)
+    # the handshake: mutual TLS 1.3 with pinned keys, or a signed hello (plaintext-insecure)
+    HANDSHAKE_TIMEOUT = ("channel handshake timed out", f"{OURS}: bounded pre-authentication state")
+    HANDSHAKE_CLOSED = ("connection closed during the handshake", OURS)
+    HANDSHAKE_MALFORMED = ("malformed handshake message", OURS)
+    HANDSHAKE_OVERSIZED = ("frame over the handshake's size cap", f"{OURS}: a tiny cap before authentication")
+    HANDSHAKE_UNEXPECTED = ("unexpected message during the handshake", OURS)
+    NOT_WHO_WE_DIALLED = ("the peer is not who we dialled", f"{OURS}: pinned identities")
+    NOT_ACCEPTING = ("this node does not accept connections", OURS)
+    NO_CERTIFICATE = ("the peer presented no certificate or a non-Ed25519 one", "RFC 8446, §4.4.2; RFC 8410")
+    TLS_FAILED = ("TLS handshake failed", "RFC 8446")
+    UNKNOWN_IDENTITY = ("handshake from an identity not in cluster.toml", f"{OURS}: a fixed membership")
+    CLAIMS_TO_BE_ME = ("a connection claiming to be this node", OURS)
+    REFLECTED = ("handshake from the wrong direction (a reflected Auth)",
+                 f"{OURS}: the signed Auth names its direction")
+    RELAYED = ("handshake meant for another node (a relayed Auth)", f"{OURS}: the signed Auth names both ends")
+    WRONG_CHALLENGE = ("handshake answered a different challenge", f"{OURS}: fresh nonces on both sides")
+    HANDSHAKE_SIGNATURE = ("handshake with a bad signature", OURS)
+    # connection budgets
+    EVICTED_PER_SOURCE = ("handshake evicted: the per-source budget of pending handshakes is full",
+                          f"{OURS}: bounded pre-authentication state")
+    EVICTED_TOTAL = ("handshake evicted: the total budget of pending handshakes is full", OURS)
+    CLIENTS_PER_SOURCE = ("client connection refused: the per-source budget is full", OURS)
+    CLIENTS_TOTAL = ("client connection refused: the total budget is full", OURS)

@@ -29,6 +29,8 @@ from collections import Counter
 
 import trio
 
+from ledger.rules import WireRule
+
 PREAUTH_MAX = 128
 PREAUTH_PER_SOURCE = 64
 PER_CLIENT = 8
@@ -60,7 +62,7 @@ class Admission:
         self._serial = 0
         self.clients_by_source: Counter[str] = Counter()
         self.clients_total = 0
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[WireRule] = Counter()
 
     # ------------------------------------------------------------------ before authentication
     def begin(self, source: str, deadline: float) -> Pending:
@@ -69,14 +71,14 @@ class Admission:
         p = Pending(source, self._serial, trio.CancelScope(deadline=deadline))
         mine = self._by_source.setdefault(source, {})
         if len(mine) >= self.preauth_per_source:
-            self._evict(mine, "handshakes evicted (per-source budget)")
+            self._evict(mine, WireRule.EVICTED_PER_SOURCE)
         elif len(self.pending) >= self.preauth_max:
-            self._evict(self.pending, "handshakes evicted (total budget)")
+            self._evict(self.pending, WireRule.EVICTED_TOTAL)
         mine[p.serial] = p
         self.pending[p.serial] = p
         return p
 
-    def _evict(self, among: dict[int, Pending], kind: str) -> None:
+    def _evict(self, among: dict[int, Pending], kind: WireRule) -> None:
         # dicts keep insertion order, so the first match is the oldest of its kind
         victim = next((p for p in among.values() if not p.heard), None) or next(iter(among.values()))
         self._drop(victim)
@@ -97,10 +99,10 @@ class Admission:
     # ------------------------------------------------------------------ authenticated clients
     def admit_client(self, source: str) -> bool:
         if self.clients_total >= self.clients_max:
-            self.counts["client connections refused (total budget)"] += 1
+            self.counts[WireRule.CLIENTS_TOTAL] += 1
             return False
         if self.clients_by_source[source] >= self.clients_per_source:
-            self.counts["client connections refused (per-source budget)"] += 1
+            self.counts[WireRule.CLIENTS_PER_SOURCE] += 1
             return False
         self.clients_total += 1
         self.clients_by_source[source] += 1
@@ -114,7 +116,7 @@ class Admission:
 
     def status(self) -> dict:
         return {"pending_handshakes": len(self.pending), "client_connections": self.clients_total,
-                **{k: v for k, v in sorted(self.counts.items())}}
+                **{k.label: v for k, v in sorted(self.counts.items(), key=lambda kv: kv[0].label)}}
 
 
 class RateLimit:

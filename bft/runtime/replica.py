@@ -26,10 +26,10 @@ import trio
 from bft.outputs import Broadcast, Send, ServeBlocks, Step, ToClient, plan
 from bft.runtime import factory
 from bft.runtime.admission import PER_CLIENT, Admission, Heard, Intake, RateLimit, unwrap_heard
-from bft.runtime.channel import channels_for
-from bft.runtime.transport import (CLIENT_MAX_FRAME, HANDSHAKE_TIMEOUT, ROLE_CLIENT,
-                                   ROLE_REPLICA, Connection, HandshakeError, Link,
-                                   Problems, SendQueue, fail_fast, peer_name)
+from ledger.net.channel import channels_for
+from ledger.net.transport import (CLIENT_MAX_FRAME, HANDSHAKE_TIMEOUT, ROLE_CLIENT, ROLE_REPLICA, Connection,
+                                  HandshakeError, Link, LocalFault, Problems, SendQueue, fail_fast, peer_name)
+from ledger.rules import WireRule
 from bft.wire import (MAX_FRAME, AttestRequest, Attestation, Auth, DecodeError, FrameDecoder, Hello, ReceiptRequest,
                       ReceiptResponse, Request,
                       StateResponse, StatusRequest, StatusResponse, decode, frame)
@@ -179,7 +179,7 @@ class Replica:
                 try:
                     stream = await listener.accept()
                 except OSError as e:   # EMFILE and friends: back off instead of spinning
-                    self.problems.note("accept failed", str(e))
+                    self.problems.note(LocalFault.ACCEPT_FAILED, str(e))
                     await trio.sleep(0.1)
                     continue
                 nursery.start_soon(self._incoming, stream)
@@ -197,13 +197,13 @@ class Replica:
                     role, ident, stream, leftover = await self.channels.accept(Heard(stream, pending))
                     stream = unwrap_heard(stream)
             except HandshakeError as e:
-                self.problems.note(e.kind, "incoming connection")
+                self.problems.note(e.rule, "incoming connection")
                 return
             finally:
                 self.admission.end(pending)
             if pending.scope.cancelled_caught:
                 if trio.current_time() >= pending.scope.deadline:
-                    self.problems.note("handshake timed out", "incoming connection")
+                    self.problems.note(WireRule.HANDSHAKE_TIMEOUT, "incoming connection")
                 return                       # evicted: counted by the admission budget
             if role == ROLE_CLIENT:
                 if not self.admission.admit_client(source):
@@ -281,7 +281,7 @@ class Replica:
             try:
                 msg = decode(body)
             except DecodeError as e:
-                self.problems.note("malformed message", f"from {conn.name}: {e}")
+                self.problems.note(WireRule.MALFORMED, f"from {conn.name}: {e}")
                 ok = False
                 break
             t = type(msg)
@@ -292,14 +292,14 @@ class Replica:
             if t is ReceiptRequest or t is AttestRequest:
                 cost = self._query_cost(msg)
                 if cost and not self.queries.allow((conn.role, conn.ident), trio.current_time(), cost):
-                    self.problems.note("receipt or attestation requests over the rate limit", conn.name)
+                    self.problems.note(WireRule.SERVE_RATE, conn.name)
                 elif t is ReceiptRequest:
                     self._serve_receipt(conn, msg)
                 else:
                     self._attest(conn, msg)
                 continue
             if t is Hello or t is Auth:
-                self.problems.note("handshake message after authentication", conn.name)
+                self.problems.note(WireRule.HANDSHAKE_AFTER_AUTH, conn.name)
                 ok = False
                 break
             if debug:
@@ -344,7 +344,7 @@ class Replica:
             body = block.encode()
             conn.send(frame(ReceiptResponse(m.height, m.index, body).encode()))
         except ValueError as e:     # a block too big for one frame, or StoreCorrupt under us
-            self.problems.note("cannot serve a receipt", str(e))
+            self.problems.note(LocalFault.CANNOT_SERVE_RECEIPT, str(e))
 
     def _attest(self, conn: Connection, m: AttestRequest) -> None:
         """Sign "I executed block ``height`` and its hash is H" (cached: one signature per block)."""
@@ -356,7 +356,7 @@ class Replica:
             try:
                 block = store.read(m.height)
             except ValueError as e:
-                self.problems.note("cannot attest a block", str(e))
+                self.problems.note(LocalFault.CANNOT_ATTEST, str(e))
                 return
             block_hash = block.hash()
             if self._lies("lying-receipts"):
@@ -426,7 +426,7 @@ class Replica:
             return frame(msg.encode())
         except ValueError as e:
             self.internal_errors += 1
-            self.problems.note("oversized outgoing message (a bug; dropped)", f"{msg.NAME}: {e}")
+            self.problems.note(LocalFault.OVERSIZED_OUTGOING, f"{msg.NAME}: {e}")
             return None
 
     def _send_replica(self, to: int, fr: bytes) -> None:
@@ -467,7 +467,7 @@ class Replica:
         try:
             fr = frame(StateResponse(self.id, blocks, []).encode())
         except ValueError as e:
-            self.problems.note("cannot serve blocks", str(e))
+            self.problems.note(LocalFault.CANNOT_SERVE_BLOCKS, str(e))
             return
         self._send_replica(a.to, fr)
 
@@ -505,7 +505,7 @@ class Replica:
             "bytes_sent": sum(q.sent_bytes for q in [link.queue for link in links] + [c.queue for c in client_conns]),
             "frames_dropped": sum(link.queue.dropped for link in links) + self.client_frames_dropped,
             "verifies": getattr(factory.verifier_of(self.core), "checks", 0),
-            "transport_problems": dict(self.problems.counts),
+            "transport_problems": self.problems.as_json(),
             "channel": self.cluster.transport,
             "connections": {**self.admission.status(), "replica_links_replaced": self.replica_links_replaced,
                             "client_connections_replaced": self.client_conns_replaced},

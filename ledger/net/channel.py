@@ -35,10 +35,11 @@ from pathlib import Path
 
 import trio
 
-from ledger.wire import Auth, DecodeError, Hello, decode, frame
 from crypto import tls
 from crypto.signing import Signer, Verifier
 from ledger.cluster import TRANSPORT_PLAINTEXT, Cluster, ClusterError
+from ledger.rules import WireRule as W
+from ledger.wire import Auth, DecodeError, Hello, decode, frame
 
 log = logging.getLogger("ledger.net.channel")
 
@@ -55,11 +56,11 @@ def peer_name(role: int, ident: int) -> str:
 
 
 class HandshakeError(Exception):
-    """The peer did not prove an identity from cluster.toml; ``kind`` is the counter name."""
+    """The peer did not prove an identity from cluster.toml; ``rule`` says which check failed."""
 
-    def __init__(self, kind: str, detail: str = "") -> None:
-        super().__init__(f"{kind}{': ' + detail if detail else ''}")
-        self.kind = kind
+    def __init__(self, rule: W, detail: str = "") -> None:
+        super().__init__(f"{rule.text}{': ' + detail if detail else ''}")
+        self.rule = rule
 
 
 class KeyBook:
@@ -134,13 +135,13 @@ class TlsChannels(Channels):
         s = TlsStream(stream, self._dial_ctx, server_side=False)
         role, ident = await self._finish(s)
         if (role, ident) != expect:
-            raise HandshakeError("the peer is not who we dialled",
+            raise HandshakeError(W.NOT_WHO_WE_DIALLED,
                                  f"expected {peer_name(*expect)}, got {peer_name(role, ident)}")
         return role, ident, s, b""
 
     async def accept(self, stream: trio.abc.Stream) -> Accepted:
         if self._accept_ctx is None:
-            raise HandshakeError("this node does not accept connections")
+            raise HandshakeError(W.NOT_ACCEPTING)
         s = TlsStream(stream, self._accept_ctx, server_side=True)
         role, ident = await self._finish(s)
         return role, ident, s, b""
@@ -149,16 +150,16 @@ class TlsChannels(Channels):
         await s.do_handshake()
         der = s.peer_certificate()
         if not der:
-            raise HandshakeError("the peer presented no certificate")
+            raise HandshakeError(W.NO_CERTIFICATE)
         try:
             key = tls.ed25519_key_of(der)
         except tls.CertificateError as e:
-            raise HandshakeError("the peer's certificate is not an Ed25519 certificate", str(e)) from None
+            raise HandshakeError(W.NO_CERTIFICATE, str(e)) from None
         owner = self.keys.owner(key)
         if owner is None:
-            raise HandshakeError("handshake from an identity not in cluster.toml")
+            raise HandshakeError(W.UNKNOWN_IDENTITY)
         if owner == (self.me.role, self.me.ident):
-            raise HandshakeError("a connection claiming to be this node")
+            raise HandshakeError(W.CLAIMS_TO_BE_ME)
         return owner
 
 
@@ -191,14 +192,14 @@ class TlsStream(trio.abc.Stream):
                 await self._flush()
                 data = await self.raw.receive_some(RECV_RAW)
                 if not data:
-                    raise HandshakeError("connection closed during the handshake") from None
+                    raise HandshakeError(W.HANDSHAKE_CLOSED) from None
                 self._in.write(data)
             except ssl.SSLError as e:
                 try:
                     await self._flush()              # the alert tells the peer why
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     pass
-                raise HandshakeError("TLS handshake failed", e.reason or str(e)) from None
+                raise HandshakeError(W.TLS_FAILED, e.reason or str(e)) from None
         await self._flush()
 
     def peer_certificate(self) -> bytes | None:
@@ -342,7 +343,7 @@ class PlaintextChannels(Channels):
         auth = await reader.expect(Auth)
         self._check(auth, LISTENER, my_nonce, their.nonce)
         if (auth.role, auth.ident) != expect:
-            raise HandshakeError("the peer is not who we dialled",
+            raise HandshakeError(W.NOT_WHO_WE_DIALLED,
                                  f"expected {peer_name(*expect)}, got {peer_name(auth.role, auth.ident)}")
         return auth.role, auth.ident, stream, bytes(reader.buf)
 
@@ -362,19 +363,19 @@ class PlaintextChannels(Channels):
         """Every field an Auth binds, explicitly: the reflection and relay attacks fail here."""
         me = self.me
         if auth.direction != direction:
-            raise HandshakeError("handshake from the wrong direction (a reflected Auth)")
+            raise HandshakeError(W.REFLECTED)
         if (auth.peer_role, auth.peer_ident) != (me.role, me.ident):
-            raise HandshakeError("handshake meant for another node (a relayed Auth)",
+            raise HandshakeError(W.RELAYED,
                                  f"it names {peer_name(auth.peer_role, auth.peer_ident)}")
         if auth.dialler_nonce != dialler_nonce or auth.listener_nonce != listener_nonce:
-            raise HandshakeError("handshake answered a different challenge")
+            raise HandshakeError(W.WRONG_CHALLENGE)
         if (auth.role, auth.ident) == (me.role, me.ident):
-            raise HandshakeError("a connection claiming to be this node")
+            raise HandshakeError(W.CLAIMS_TO_BE_ME)
         pk = self.keys.key(auth.role, auth.ident)
         if pk is None:
-            raise HandshakeError("handshake from an identity not in cluster.toml", peer_name(auth.role, auth.ident))
+            raise HandshakeError(W.UNKNOWN_IDENTITY, peer_name(auth.role, auth.ident))
         if not auth.verify(self.keys.verifier, pk):
-            raise HandshakeError("handshake with a bad signature", peer_name(auth.role, auth.ident))
+            raise HandshakeError(W.HANDSHAKE_SIGNATURE, peer_name(auth.role, auth.ident))
 
 
 class _HandshakeReader:
@@ -390,9 +391,9 @@ class _HandshakeReader:
         try:
             msg = decode(body)
         except DecodeError as e:
-            raise HandshakeError("malformed handshake message", str(e)) from None
+            raise HandshakeError(W.HANDSHAKE_MALFORMED, str(e)) from None
         if type(msg) is not kind:
-            raise HandshakeError("unexpected message during the handshake", msg.NAME)
+            raise HandshakeError(W.HANDSHAKE_UNEXPECTED, msg.NAME)
         return msg
 
     async def _next_body(self) -> bytes:
@@ -401,14 +402,14 @@ class _HandshakeReader:
             if len(buf) >= 4:
                 length = int.from_bytes(buf[:4], "big")
                 if length > HANDSHAKE_MAX_FRAME:
-                    raise HandshakeError("oversized frame during the handshake", f"{length} bytes")
+                    raise HandshakeError(W.HANDSHAKE_OVERSIZED, f"{length} bytes")
                 if len(buf) >= 4 + length:
                     body = bytes(buf[4:4 + length])
                     del buf[:4 + length]
                     return body
             data = await self.stream.receive_some(4096)
             if not data:
-                raise HandshakeError("connection closed during the handshake")
+                raise HandshakeError(W.HANDSHAKE_CLOSED)
             buf += data
 
 

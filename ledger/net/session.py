@@ -28,6 +28,7 @@ from crypto.signing import Signer
 from ledger.clientcore import EVERY_REPLICA, ClientCore, Outcome, Pending
 from ledger.cluster import Cluster
 from ledger.net.channel import Channels, channels_for
+from ledger.rules import WireRule
 from ledger.net.transport import (CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, ROLE_CLIENT, ROLE_REPLICA, Connection,
                                   HandshakeError, Link, Problems, SendQueue, describe_error)
 from ledger.wire import (MAX_FRAME, AttestRequest, Attestation, DecodeError, FrameDecoder, ReceiptRequest,
@@ -85,7 +86,7 @@ class ClientSession:
             try:
                 msg = decode(body)
             except DecodeError as e:
-                self.problems.note("malformed message", f"from replica {src}: {e}")
+                self.problems.note(WireRule.MALFORMED, f"from replica {src}: {e}")
                 return False
             t = type(msg)
             if t is Reply:
@@ -107,7 +108,7 @@ class ClientSession:
                     w.append(msg)
                     w[0].set()
             else:
-                self.problems.note(f"unexpected {msg.NAME} from a replica")
+                self.problems.note(WireRule.UNEXPECTED_FROM_REPLICA, f"{msg.NAME} from replica {src}")
         return True
 
     def _on_link_down(self, replica: int) -> None:

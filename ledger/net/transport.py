@@ -26,12 +26,14 @@ import os
 import random
 import socket
 from collections import Counter, deque
+from enum import Enum
 from typing import Callable
 
 import trio
 
 from ledger.net.channel import (ROLE_CLIENT, ROLE_NAMES, ROLE_REPLICA, Channels, HandshakeError,
                                  peer_name)
+from ledger.rules import WireRule
 from ledger.wire import MAX_FRAME, DecodeError, FrameDecoder, Message, frame
 
 log = logging.getLogger("ledger.net.transport")
@@ -50,18 +52,41 @@ BACKOFF_MIN = 0.05
 BACKOFF_MAX = 1.0
 
 
+class LocalFault(Enum):
+    """This node's own failures while serving a peer (a disk error, a bug): counted beside the
+    peer-input rules so that an operator sees them, but not a peer's fault."""
+
+    ACCEPT_FAILED = "accepting a connection failed"
+    CANNOT_SERVE_RECEIPT = "cannot serve a receipt"
+    CANNOT_ATTEST = "cannot attest a block"
+    CANNOT_SERVE_BLOCKS = "cannot serve blocks"
+    OVERSIZED_OUTGOING = "oversized outgoing message (a bug; dropped)"
+
+    @property
+    def text(self) -> str:
+        return self.value
+
+    @property
+    def label(self) -> str:
+        return f"local.{self.name}"
+
+
 class Problems:
-    """Peer-input problems counted by kind; the first of each kind is logged, the rest only counted."""
+    """Channel problems counted by rule (``ledger.rules.WireRule``) or local fault; the first of
+    each is logged, the rest only counted."""
 
     def __init__(self, logger: logging.Logger = log) -> None:
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[WireRule | LocalFault] = Counter()
         self._log = logger
 
-    def note(self, kind: str, detail: str = "") -> None:
+    def note(self, kind: WireRule | LocalFault, detail: str = "") -> None:
         if kind not in self.counts:
-            self._log.warning("%s%s (first of its kind; later ones are only counted)", kind,
+            self._log.warning("%s [%s]%s (first of its kind; later ones are only counted)", kind.text, kind.label,
                               f" ({detail})" if detail else "")
         self.counts[kind] += 1
+
+    def as_json(self) -> dict[str, int]:
+        return {k.label: n for k, n in sorted(self.counts.items(), key=lambda kv: kv[0].label)}
 
 
 class SendQueue:
@@ -182,7 +207,7 @@ class Connection:
             try:
                 bodies = decoder.feed(data)
             except DecodeError as e:
-                problems.note("oversized frame", f"from {self.name}: {e}")
+                problems.note(WireRule.OVERSIZED_FRAME, f"from {self.name}: {e}")
                 return
             data = b""
             if not bodies:
@@ -310,10 +335,10 @@ class Link:
                 self.last_error = "connection closed"
             except HandshakeError as e:
                 self.last_error = str(e)
-                self.problems.note(e.kind, f"dialling replica {self.replica}")
+                self.problems.note(e.rule, f"dialling replica {self.replica}")
             except trio.TooSlowError:
                 self.last_error = "handshake timed out"
-                self.problems.note("handshake timed out", f"dialling replica {self.replica}")
+                self.problems.note(WireRule.HANDSHAKE_TIMEOUT, f"dialling replica {self.replica}")
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                 self.last_error = _describe(e)
             except Exception:                        # a bug of ours: log it, keep the link alive

@@ -8,6 +8,7 @@ import trio
 import ledger.client
 from bft.app import hostile
 from bft.rules import StepRule
+from ledger.rules import WireRule
 from ledger.net.channel import ROLE_CLIENT, ROLE_REPLICA, channels_for
 from bft.wire import PxAccepted, PxHeartbeat, PxNack, PxPrepare, frame
 from tests.integration.workload import dropped
@@ -48,7 +49,7 @@ async def test_handshake_reflection_is_refused_and_evicts_nothing(make_cluster, 
             assert conns["replica_links_replaced"] == _conn_counts(before[i])["replica_links_replaced"], conns
             assert after[i]["peers_connected"] == [r for r in range(4) if r != i], after[i]
             problems = after[i]["transport_problems"]
-            assert problems.get("handshake timed out", 0) >= attempts, problems
+            assert problems.get(WireRule.HANDSHAKE_TIMEOUT.label, 0) >= attempts, problems
             assert after[i]["internal_errors"] == 0
         r = await c.put("after", b"2")
         assert r.ok and await c.get("after") == b"2"
@@ -84,7 +85,7 @@ async def test_a_thousand_idle_sockets_per_replica_do_not_lock_out_status_or_cli
         st = await lc.status()
         for s in st[:3]:
             conns = _conn_counts(s)
-            assert conns["handshakes evicted (per-source budget)"] > 0, conns
+            assert conns[WireRule.EVICTED_PER_SOURCE.label] > 0, conns
             assert conns["pending_handshakes"] <= 64, conns
             assert s["internal_errors"] == 0
     finally:

@@ -10,6 +10,7 @@ from ledger.store import BlockStore
 from ledger.state import op_put
 from tests.integration.conftest import settle, wait_for
 from bft.rules import RequestRule
+from ledger.rules import WireRule
 from tests.integration.workload import dropped
 
 LARGEST_VALUE = len(hostile.largest_value("big-000"))       # the largest put a client may send
@@ -132,7 +133,7 @@ async def test_receipt_and_attestation_request_floods_are_rate_limited(make_clus
     assert got[Attestation] == cached, got                       # free: served from the cache
     assert QUERY_BURST <= got[ReceiptResponse] < receipts, got     # the burst, plus what refilled
     st = (await lc.status())[2]
-    refused = st["transport_problems"].get("receipt or attestation requests over the rate limit", 0)
+    refused = st["transport_problems"].get(WireRule.SERVE_RATE.label, 0)
     assert refused == receipts - got[ReceiptResponse], (refused, got)
     async with ledger.client.connect(lc.directory, client=1, timeout=20) as c:
         assert (await c.put("two", b"2")).ok                       # another client is not affected

@@ -84,7 +84,7 @@ def _families() -> list:
 def test_every_rule_is_exercised_by_a_script() -> None:
     """Every member of the rule vocabulary (but the runtime's WireRule) shows up as a counted
     drop in some script's expected output."""
-    from bft.rules import WireRule
+    from ledger.rules import WireRule
 
     text = "\n".join(c.expected for p in SCRIPTS for c in parse(p.read_text())[0])
     seen = set(re.findall(r"\b([a-z]+\.[A-Z][A-Z0-9_]+)\b", text))

@@ -7,6 +7,7 @@ import trio.testing
 from ledger.net.channel import HANDSHAKE_MAX_FRAME
 from ledger.net.transport import ROLE_CLIENT, Connection, Problems, SendQueue
 from bft.wire import FrameDecoder, Hello, frame
+from ledger.rules import WireRule
 
 
 def test_send_queue_drops_oldest_and_coalesces() -> None:
@@ -44,5 +45,5 @@ async def test_connection_closes_on_an_oversized_frame_and_hands_over_bursts() -
             while not conn.closed:
                 await trio.sleep(0.01)
     assert seen[0] == 1 and sum(seen[1:]) == 300 and max(seen) <= 128
-    assert problems.counts["oversized frame"] == 1
+    assert problems.counts[WireRule.OVERSIZED_FRAME] == 1
     assert HANDSHAKE_MAX_FRAME < 1024
