@@ -180,7 +180,7 @@ def audit(cluster_dir: str | os.PathLike[str], replica_id: int, *, expect_head: 
         if store.height == 0:
             warnings.append("the ledger is empty (no block committed yet)")
         chain = store.chain
-        if cluster.mode == "pbft":
+        if cluster.protocol.byzantine:
             stable = stable_checkpoint_of(path / "votes.log")
             if stable is not None and stable > store.height:
                 warnings.append(f"the vote log records a stable checkpoint at {stable}, above the ledger's end "

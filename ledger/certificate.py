@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgpack
 
 from crypto.signing import Verifier
-from ledger.quorum import Quorums
+from ledger.quorum import PROTOCOLS, Quorums
 from ledger.rules import LedgerRule, Rejection
 
 COMMIT_TAG, ACCEPT_TAG, VERSION = 12, 33, 1
@@ -33,20 +33,21 @@ def certificate_error(mode: str, f: int, replica_keys: list[bytes], view: int, s
     signature of the ballot's leader (ballot mod n). Duplicate or unknown ids never count.
     """
     n = len(replica_keys)
-    if mode == "pbft":
+    proto = PROTOCOLS.get(mode)
+    if proto is None:
+        return Rejection(LedgerRule.CERT_UNKNOWN_MODE, repr(mode))
+    if proto.byzantine:
         good = commit_signers(replica_keys, view, seq, digest, cert, verifier)
-        need = Quorums(mode, f).certificate
+        need = proto.quorums(f).certificate
         if len(good) < need:
             return Rejection(LedgerRule.CERT_TOO_FEW_COMMITS, f"{len(good)} valid distinct signatures, needs {need}")
         return None
-    if mode == "paxos":
-        leader = view % n
-        for replica, sig in cert:
-            if replica == leader and verifier.verify(replica_keys[leader], ACCEPT_DOMAIN,
-                                                     accept_statement(view, seq, digest, leader), sig):
-                return None
-        return Rejection(LedgerRule.CERT_NO_LEADER_ACCEPT, f"ballot {view}'s leader is replica {leader}")
-    return Rejection(LedgerRule.CERT_UNKNOWN_MODE, repr(mode))
+    leader = view % n
+    for replica, sig in cert:
+        if replica == leader and verifier.verify(replica_keys[leader], ACCEPT_DOMAIN,
+                                                 accept_statement(view, seq, digest, leader), sig):
+            return None
+    return Rejection(LedgerRule.CERT_NO_LEADER_ACCEPT, f"ballot {view}'s leader is replica {leader}")
 
 
 def commit_signers(replica_keys: list[bytes], view: int, seq: int, digest: bytes, cert: list[tuple[int, bytes]],

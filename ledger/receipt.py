@@ -170,7 +170,7 @@ class Receipt:
             raise ReceiptError(f"the receipt's summary disagrees with what it proves ({', '.join(fields)}); "
                                f"it proves: {proven['operation']} by client {proven['client']}, {proven['status']}")
         keys = cluster.replica_keys()
-        if cluster.mode == "pbft":
+        if cluster.protocol.byzantine:
             signers = sorted(commit_signers(keys, self.view, self.sequence, self.batch_root, self.cert, verifier))
         else:
             signers = [self.view % cluster.n]            # the ballot's leader, whose ACCEPT verified

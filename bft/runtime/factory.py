@@ -57,18 +57,16 @@ def make_core(cluster: Cluster, replica_id: int, signer: Signer, chain: Chain, v
     tuning = tuning or {}
     rng = rng or random.Random()
     keys = Keys(cluster.replica_keys(), list(cluster.clients), cluster.verifier())
-    if cluster.mode == "pbft":
+    if cluster.protocol.byzantine:
         from bft.pbft.config import PbftConfig
         from bft.pbft.core import PbftCore
 
         core = PbftCore(_config(PbftConfig, cluster.n, cluster.f, tuning), replica_id, signer, keys, chain,
                         vote_records, now)
-    elif cluster.mode == "paxos":
+    else:
         PaxosCore, PaxosConfig = paxos_classes()
         core = PaxosCore(_config(PaxosConfig, cluster.n, cluster.f, tuning), replica_id, signer, keys, chain,
                          vote_records, now, random.Random(rng.random()))
-    else:
-        raise ValueError(f"unknown mode {cluster.mode!r}")
     if byzantine:
         if byzantine not in STRATEGIES:
             raise ValueError(f"unknown strategy {byzantine!r}; one of: {', '.join(STRATEGIES)}")

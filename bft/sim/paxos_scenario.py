@@ -357,14 +357,14 @@ def run_duel(seed: int, n: int = 3, *, backoff: bool = True, contenders: int = 2
 def run_ops(mode: str, ops: list[bytes], seed: int = 0, *, n: int | None = None) -> list[bytes]:
     """Run ``ops`` one after another (each waits for the previous acknowledgement) on a clean
     network in ``mode``; returns the result bytes the client accepted, in order."""
-    rs_n = n or (4 if mode == "pbft" else 3)
+    proto = quorum.protocol(mode)
+    rs_n = n or proto.n(1)
+    f = proto.f(rs_n)
     cs = make_signers(seed, 1, "client", False)
     rs = make_signers(seed, rs_n, "replica", False)
-    if mode == "pbft":
-        f = (rs_n - 1) // 3
+    if proto.byzantine:
         make = pbft_factory(rs_n, f, rs, cs, False, {}, random.Random(seed))
     else:
-        f = (rs_n - 1) // 2
         make = paxos_factory(seed, paxos_config(rs_n, f), rs, cs, False)
     sim = Simulation(seed=seed, n=rs_n, f=f, mode=mode, make_core=make, client_signers=cs,
                      net=NetworkModel(), client_timeout=0.3)

@@ -107,7 +107,7 @@ async def test_garbage_oversized_and_unauthenticated_input(running_pbft, tmp_pat
             await s.aclose()
     st = await _status(lc)
     problems = st["transport_problems"]
-    assert problems.get(WireRule.HANDSHAKE_OVERSIZED.label, 0) > 0, problems
+    assert problems.get(WireRule.OVERSIZED_FRAME.label, 0) > 0, problems          # the 4 GiB prefix
     assert problems.get(WireRule.TLS_FAILED.label, 0) > 0, problems
     assert st["internal_errors"] == 0
 
