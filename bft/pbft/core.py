@@ -16,7 +16,7 @@ counting drops). The rest are components that own their state, declared in their
 ``Checkpoints`` (h, the stable proof, CHECKPOINT votes), ``ViewChanger`` (the view state,
 VIEW-CHANGE and NEW-VIEW), ``Suspicion`` (SUSPECT, the request timer, the primary
 monitor), ``BatchFetcher`` (batches by digest), ``Catchup`` (state transfer),
-``HeldMessages`` (messages just above H or for the next view), ``Intake`` (client
+``HeldMessages`` (messages just above H or for the next view), ``RequestIntake`` (client
 requests, relays, proposing) and ``Retransmitter``; ``recovery`` reads the vote log back.
 Handlers are named after the messages; a component's are reached through
 ``bft.skeleton.via`` in the ``_handlers`` table, and what drivers, tests and adversaries
@@ -33,7 +33,7 @@ from bft.outputs import Action, AppendBlock, Broadcast, Persist, ToClient
 from bft.pbft.batches import BatchFetcher
 from bft.pbft.checkpoints import Checkpoints
 from bft.pbft.held import HeldMessages
-from bft.pbft.intake import Intake
+from bft.pbft.intake import RequestIntake
 from bft.pbft.recovery import recover
 from bft.pbft.retransmit import Retransmitter
 from bft.pbft.suspicion import CENSOR_GRACE, Suspicion
@@ -88,7 +88,7 @@ class PbftCore(CoreSkeleton):
         self.stats = Counter()
         self.checkpoints = Checkpoints(self)
         self.held = HeldMessages(self)
-        self.intake = Intake(self)
+        self.intake = RequestIntake(self)
         self.view_changer = ViewChanger(self, now)
         self.suspicion = Suspicion(self, now)
         self.fetcher = BatchFetcher(self)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from bft.pbft.core import PbftCore
 
 
-class Intake:
+class RequestIntake:
     __slots__ = ("_core", "_relay_queue")
 
     def __init__(self, core: PbftCore) -> None:
