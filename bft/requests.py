@@ -279,6 +279,45 @@ class RequestPool:
             in_batch.add(key)
         return batch, reqs
 
+    @property
+    def queued(self) -> int:
+        """How many keys wait in the queue (some may have been batched or executed meanwhile)."""
+        return len(self.queue)
+
+    def enqueue(self, key: Key, now: float = 0.0) -> None:
+        """Queue an admitted request for a batch (the primary's, or a backup's watched copy)."""
+        self.queue.append(key, now)
+
+    def oldest_queued(self, now: float, exempt=None) -> tuple[float, int] | None:
+        """(since when, client) of the live request that has waited longest to be batched,
+        leaving out the clients ``exempt(client)`` (``FairQueue.oldest_head``)."""
+        return self.queue.oldest_head(self.live, now, exempt)
+
+    def mark_in_batch(self, reqs) -> bool:
+        """The requests of an accepted batch (each with ``client`` and ``timestamp``): none is
+        proposed again. True when one of those newly marked has not executed yet (the batch
+        is useful, as the primary monitor counts it)."""
+        in_batch, executed, useful = self.in_batch, self.chain.executed, False
+        for r in reqs:
+            key = (r.client, r.timestamp)
+            if key not in in_batch:
+                in_batch.add(key)
+                if not useful and executed(r.client, r.timestamp) is None:
+                    useful = True
+        return useful
+
+    def new_view(self) -> None:
+        """A view change: no batch is in flight any more and the queue is rebuilt by
+        ``requeue`` once a view is entered; the requests themselves stay held."""
+        self.queue.clear()
+        self.in_batch.clear()
+
+    def forget(self) -> None:
+        """No longer proposing (a Paxos leader steps down): the queue, the batches in flight
+        and the held requests all go; clients retry with the next leader."""
+        self.new_view()
+        self.pending.clear()
+
     def requeue(self, now: float = 0.0) -> None:
         """Queue every held request that no batch carries (a new view or leader)."""
         self.queue.clear()

@@ -10,10 +10,27 @@ sender. What it rejects is counted by rule (``bft.rules.StepRule``) and by sende
 from __future__ import annotations
 
 import logging
+from operator import attrgetter
 from typing import Callable, ClassVar
 
 from bft.rules import Drops, Rejection, Rule, StepRule, client_name, replica_name
 from bft.wire import Message, Request
+
+
+def via(component: str, handler: str) -> Callable:
+    """A component's message handler as an entry of a core's class-level ``_handlers`` table:
+    ``via("checkpoints", "on_checkpoint")`` calls ``core.checkpoints.on_checkpoint(sender, msg)``."""
+    get = attrgetter(f"{component}.{handler}")
+
+    def dispatch(core, sender: int, msg: Message) -> None:
+        get(core)(sender, msg)
+    dispatch.__qualname__ = dispatch.__name__ = f"{component}.{handler}"
+    return dispatch
+
+
+def reads(component: str, attr: str) -> property:
+    """A read-only core property for a component's state (drivers, tests and adversaries read it)."""
+    return property(attrgetter(f"{component}.{attr}"), doc=f"``self.{component}.{attr}`` (read-only)")
 
 
 class CoreSkeleton:

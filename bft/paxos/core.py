@@ -188,9 +188,7 @@ class PaxosCore(CoreSkeleton):
 
     def forget_requests(self) -> None:
         """No longer proposing: drop what clients sent; they retry with the next leader."""
-        self.queue.clear()
-        self.in_batch.clear()
-        self.pending.clear()
+        self.requests.forget()
 
     def forget_pending(self) -> None:
         """Following a leader: requests held for a leadership of my own will not be proposed."""

@@ -7,46 +7,57 @@ trio runtime drive the very same code.
 
 Terms follow the paper: view, sequence number, pre-prepared, prepared,
 committed-local, stable checkpoint, low/high watermarks h and H = h + L.
+
+The core owns the normal case (the log of slots, its own votes, the prepared
+certificates, what committed and waits to execute) and what every part shares
+(configuration, keys, chain, clock, request pool, the output list, signing, persisting,
+counting drops). The rest are components that own their state, declared in their own
+``__init__``, and reach each other only through methods and read-only properties:
+``Checkpoints`` (h, the stable proof, CHECKPOINT votes), ``ViewChanger`` (the view state,
+VIEW-CHANGE and NEW-VIEW), ``Suspicion`` (SUSPECT, the request timer, the primary
+monitor), ``BatchFetcher`` (batches by digest), ``Catchup`` (state transfer),
+``HeldMessages`` (messages just above H or for the next view), ``RequestIntake`` (client
+requests, relays, proposing) and ``Retransmitter``; ``recovery`` reads the vote log back.
+Handlers are named after the messages; a component's are reached through
+``bft.skeleton.via`` in the ``_handlers`` table, and what drivers, tests and adversaries
+read of a component is a read-only property here (``core.h``, ``core.view_changes``...).
 """
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
+from collections import Counter
 
 import msgpack
 
-from bft.outputs import Action, AppendBlock, Broadcast, Persist, Send, ToClient
-from bft.pbft.batches import BatchFetchMixin
-from bft.pbft.checkpoints import CheckpointMixin
-from bft.pbft.recovery import RecoveryMixin
-from bft.pbft.suspicion import SuspicionMixin
+from bft.outputs import Action, AppendBlock, Broadcast, Persist, ToClient
+from bft.pbft.batches import BatchFetcher
+from bft.pbft.checkpoints import Checkpoints
+from bft.pbft.held import HeldMessages
+from bft.pbft.intake import RequestIntake
+from bft.pbft.recovery import recover
+from bft.pbft.retransmit import Retransmitter
+from bft.pbft.suspicion import CENSOR_GRACE, Suspicion
 from bft.pbft.certs import Keys, batch_error, plan_new_view, primary
 from bft.pbft.config import PbftConfig
-from bft.pbft.monitor import PrimaryMonitor
-from bft.pbft.transfer import StateTransferMixin
-from bft.pbft.viewchange import ViewChangeMixin
-from bft.requests import (CACHED, KNOWN, NEW, REFUSED, STALE, RequestPool, busy_reply, cached_reply, is_duplicate,
-                          stale_reply)
+from bft.pbft.transfer import Catchup
+from bft.pbft.viewchange import ViewChanger
+from bft.requests import RequestPool, is_duplicate
 from bft.pbft.rules import PbftRule
 from bft.pbft.slots import CommittedBatch, Phase, Slot
-from bft.pbft.viewstate import Normal, ViewState
-from bft.skeleton import CoreSkeleton
+from bft.pbft.viewstate import ViewState
+from bft.skeleton import CoreSkeleton, reads, via
 from bft.wire import (BatchRequest, BatchResponse, Checkpoint, Commit, Message, NewView, PrePrepare, Prepare,
                       PreparedCert, Request, StateRequest, StateResponse, Suspect, ViewChange)
-from crypto.merkle import root_of
 from crypto.signing import Signer
 from ledger.block import Block
 from ledger.chain import Chain
 
 log = logging.getLogger("bft.pbft")
 
-# While batches keep executing, a pending request may wait this many request timeouts
-# before the primary is suspected (bursts queue legitimately; censorship still shows).
-CENSOR_GRACE = 4
+__all__ = ["CENSOR_GRACE", "PbftCore"]
 
 
-class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixin, SuspicionMixin, CheckpointMixin,
-               RecoveryMixin):
+class PbftCore(CoreSkeleton):
     mode = "pbft"
     # O from V; a class attribute so that a test build of the core can swap in a faulty rule
     # (the simulator must then catch it) without patching module globals
@@ -65,131 +76,86 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
         self._init_skeleton(log)
         self._out: list[Action] = []
 
-        self.vstate: ViewState = Normal(0, now)     # the view, and whether this replica is changing it
-        self.h = 0                                   # low watermark = stable checkpoint
-        self.stable_proof: list[Checkpoint] = []
         self.next_seq = 1
         self.log: dict[int, Slot] = {}               # seq -> slot, current view only
         self.votes: dict[tuple[int, int], bytes] = {}  # (view, seq) -> digest I pre-prepared/prepared
         self.prepared_certs: dict[int, PreparedCert] = {}
         self.committed: dict[int, CommittedBatch] = {}   # committed-local, not yet executed
-        self.checkpoint_votes: dict[int, dict[int, Checkpoint]] = {}
-        self.my_checkpoint: Checkpoint | None = None
-        self.batches: dict[bytes, tuple[int, list[bytes], list[Request]]] = {}   # digest -> (seq, batch, reqs)
-        self.missing: dict[bytes, int] = {}          # digests of batches being fetched -> attempts
-        self.batch_served: dict[int, tuple[float, int]] = {}   # peer -> (interval start, responses)
-        self.state_served: dict[int, tuple[float, int]] = {}   # the same for state-transfer answers
-
         self.requests = RequestPool(keys, chain, cfg.max_pending, max_bytes=cfg.max_pending_bytes,
                                     client_requests=cfg.client_requests, client_bytes=cfg.client_bytes)
         self.pending = self.requests.pending               # not yet executed: (request, arrival)
-        self.queue = self.requests.queue                   # primary: pending keys not yet proposed
-        self.in_batch = self.requests.in_batch             # keys inside accepted PRE-PREPAREs
-
-        # backups: (arrival, key) of admitted requests, relayed to the primary once they have
-        # waited half a request timeout unordered (a client may reach this backup only)
-        self.relay_queue: deque[tuple[float, tuple[int, int]]] = deque()
-        self.suspecting = False                      # this replica's timer fired in the current view
-        self.suspect_sticky = False                  # ... or the monitor's rules: kept until the view ends
-        self.monitor = PrimaryMonitor(cfg.monitor, cfg.n, now)
-        self._timer_arrival: tuple[float, float] | None = None   # (computed at, oldest non-flooding arrival)
-        self.my_suspect: Suspect | None = None
-        self.suspects: dict[int, float] = {}         # replica -> when its SUSPECT of this view came
-        self.view_changes: dict[int, dict[int, ViewChange]] = {}
-        self.my_view_change: ViewChange | None = None
-        self.new_view_msg: NewView | None = None
-        self.vc_attempts = 0
         self.last_progress = now                     # when this replica last executed a batch
-        self.lag: tuple[int, list[int], float] | None = None   # (checkpoint seq above us, its signers, since)
-        self.next_retransmit = now + cfg.retransmit_interval
-        self.helped: dict[int, float] = {}
-        self._init_transfer()                        # self.transfer: the state transfer in progress
         self.stats = Counter()
-        # Normal-case messages just above H, held until the window moves: a backup learns
-        # that a checkpoint is stable a little after the primary does, and the primary
-        # already proposes above the backup's old H. Dropped, those never came back (the
-        # others commit without this replica and stop retransmitting). Bounded: per
-        # sequence number in (H, H + min(L, 2K)], one PRE-PREPARE of the primary and one
-        # PREPARE and one COMMIT per replica; re-checked in full when the window reaches them.
-        self.ahead: dict[tuple[int, int, int], Message] = {}   # (seq, kind, sender) -> message
-        # Normal-case messages of the view this replica is changing into, which arrive before
-        # its NEW-VIEW does (the primary does not retransmit what the others committed, so a
-        # dropped one never came back). Replayed on entering the view; same bound as ``ahead``.
-        self.early: dict[tuple[int, int, int], Message] = {}
-        self._ahead_span = min(cfg.log_size, 2 * cfg.checkpoint_interval)
-        self._window_moved = False
-
-        self._recover(list(vote_records))
+        self.checkpoints = Checkpoints(self)
+        self.held = HeldMessages(self)
+        self.intake = RequestIntake(self)
+        self.view_changer = ViewChanger(self, now)
+        self.suspicion = Suspicion(self, now)
+        self.fetcher = BatchFetcher(self)
+        self.catchup = Catchup(self)
+        self.retransmitter = Retransmitter(self, now)
+        recover(self, list(vote_records))
 
     # ------------------------------------------------------------------ driver interface
     def _after_step(self) -> None:
-        if self._window_moved:
-            self._drain_ahead()
+        self.held.drain()
 
     def tick(self, now: float) -> None:
         self.now = now
-        if self._window_moved:
-            self._drain_ahead()
-        if self.relay_queue:
-            self._relay_waiting()
+        self.held.drain()
+        self.intake.relay_waiting()
         if self.in_view_change:
             if self.vc_deadline is not None and now >= self.vc_deadline:
-                self._start_view_change(self.view + 1)
-        elif self.pending and self.transfer is None and self.lag is None:
-            # The oldest unexecuted request (dicts keep arrival order) decides. While the view
-            # executes new requests steadily, a burst queued behind it gets CENSOR_GRACE times
-            # longer before the primary is blamed (the monitor's rules catch a primary that
-            # serves some clients and not others, or serves slowly). A replica that is itself
-            # behind (state transfer pending) blames nobody: its lag is not the primary's fault.
-            patience = self._timeout()
-            arrival = self.requests.oldest_arrival()
-            if now - self.last_progress < patience:
-                patience *= CENSOR_GRACE
-                if now >= max(arrival, self.vstate.since) + patience:
-                    arrival = self._oldest_not_flooding(now, patience)
-            if now >= max(arrival, self.vstate.since) + patience:
-                self._suspect("request timer")
-            elif now >= self.monitor.next_check and self.cfg.monitor.enabled and not self.is_primary:
-                self._watch_primary()
-            if self.suspects and not self.in_view_change:
-                self._check_suspects()
-        if self.transfer is None and self.lag is None and self.committed and not self.in_view_change:
-            first = min(self.committed)
-            if first > self.chain.height + 1:
-                # committed here but an earlier sequence number is missing (missed while cut
-                # off): fetch the certified blocks in between from the others
-                self.lag = (first - 1, [r for r in range(self.n) if r != self.id], now)
-        if self.transfer is not None:
-            self.state_transfer.tick(now)
-        elif self.lag is not None:
-            seq, peers, since = self.lag
-            if self.chain.height >= seq:
-                self.lag = None
-            elif now >= since + self.cfg.transfer_timeout:
-                self.lag = None
-                self._start_transfer(seq, peers)
-        if now >= self.next_retransmit:
-            self.next_retransmit = now + self.cfg.retransmit_interval
-            self._retransmit()
+                self.view_changer.start(self.view + 1)
+        elif self.pending and self.catchup.idle:
+            # a replica that is itself behind (state transfer pending) blames nobody: its lag
+            # is not the primary's fault
+            self.suspicion.tick(now)
+        self.catchup.tick(now)
+        self.retransmitter.tick(now)
 
     def ready(self) -> list[Action]:
         if self.is_primary and not self.in_view_change:
-            self._propose()
+            self.intake.propose()
         out, self._out = self._out, []
         return out
 
     @property
+    def vstate(self) -> ViewState:
+        """The view, and whether this replica is changing it (owned by ``view_changer``)."""
+        return self.view_changer.state
+
+    @property
     def view(self) -> int:
-        return self.vstate.view
+        return self.view_changer.state.view
 
     @property
     def in_view_change(self) -> bool:
-        return self.vstate.in_view_change
+        return self.view_changer.state.in_view_change
 
     @property
     def vc_deadline(self) -> float | None:
         """While changing views: when to move on to the next one (None until 2f+1 are changing)."""
-        return self.vstate.deadline
+        return self.view_changer.state.deadline
+
+    # what the components own, read-only
+    h = reads("checkpoints", "h")
+    stable_proof = reads("checkpoints", "stable_proof")
+    checkpoint_votes = reads("checkpoints", "votes")
+    my_checkpoint = reads("checkpoints", "mine")
+    view_changes = reads("view_changer", "view_changes")
+    my_view_change = reads("view_changer", "mine")
+    new_view_msg = reads("view_changer", "new_view_msg")
+    ahead = reads("held", "ahead")
+    early = reads("held", "early")
+    relay_queue = reads("intake", "relay_queue")
+    suspecting = reads("suspicion", "suspecting")
+    suspects = reads("suspicion", "suspects")
+    monitor = reads("suspicion", "monitor")
+    batches = reads("fetcher", "batches")
+    missing = reads("fetcher", "missing")
+    transfer = reads("catchup", "current")
+    lag = reads("catchup", "lag")
 
     @property
     def is_primary(self) -> bool:
@@ -203,13 +169,13 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
         st = {"mode": "pbft", "view": self.view, "leader": self.leader, "in_view_change": self.in_view_change,
               "executed": self.chain.height, "stable_checkpoint": self.h, "height": self.chain.height,
               "head": self.chain.head.hex(), "pending": len(self.pending), "dropped": self.drops.as_json(),
-              "checkpoint_interval": self.cfg.checkpoint_interval, "suspecting": self.suspecting}
+              "checkpoint_interval": self.cfg.checkpoint_interval, "suspecting": self.suspicion.suspecting}
         m = self.monitor
         st["primary_monitor"] = {"required_tps": round(m.required(self.now), 1), "last_tps": m.last_rate,
                                  "records_tps": [round(x, 1) for x in m.records]}
         if self.in_view_change:
             st["view_change_seconds"] = round(self.now - self.vstate.since, 3)
-            st["view_change_joined"] = len(self.view_changes.get(self.view, {}))
+            st["view_change_joined"] = len(self.view_changer.view_changes.get(self.view, {}))
         return st
 
     # ------------------------------------------------------------------ helpers
@@ -231,7 +197,8 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
         self._out.append(Persist(msgpack.packb([kind, payload], use_bin_type=True)))
 
     def _in_window(self, seq: int) -> bool:
-        return self.h < seq <= self.h + self.cfg.log_size
+        h = self.checkpoints.h
+        return h < seq <= h + self.cfg.log_size
 
     def _slot(self, seq: int) -> Slot:
         s = self.log.get(seq)
@@ -240,100 +207,54 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
         return s
 
     def _timeout(self) -> float:
-        return self.cfg.request_timeout * (2 ** min(self.vc_attempts, 6))
+        return self.view_changer.timeout()
+
+    def _clear_view(self, *, keep_early: bool) -> None:
+        """Leaving a view (a view change starts, or a view is entered): its slots, the messages
+        held for it (``keep_early``: not those for the view being entered) and the batches in
+        flight go; the requests stay held."""
+        self.log.clear()
+        self.held.clear(keep_early=keep_early)
+        self.requests.new_view()
+
+    def _collect_below(self, seq: int) -> None:
+        """``seq`` is the new stable checkpoint: what the core keeps at or below it goes."""
+        self.held.window_moved()
+        for s in [s for s in self.log if s <= seq]:
+            del self.log[s]
+        for s in [s for s in self.prepared_certs if s <= seq]:
+            del self.prepared_certs[s]
+        for s in [s for s in self.committed if s <= seq]:
+            del self.committed[s]
+        self.votes = {k: d for k, d in self.votes.items() if k[1] > seq}
+        if self.next_seq <= seq:
+            self.next_seq = seq + 1
 
     # ------------------------------------------------------------------ requests
     def _on_request(self, client: int, req: Request) -> None:
-        what, detail = self.requests.admit(client, req, self.now)
-        if what == NEW:
-            self._enqueue((client, req.timestamp))
-            if not self.is_primary and len(self.relay_queue) < self.cfg.max_pending:
-                self.relay_queue.append((self.now, (client, req.timestamp)))
-        elif what == CACHED:
-            self._out.append(ToClient(client, cached_reply(self.view, self.id, client, detail)))
-        elif what == STALE:
-            self._out.append(ToClient(client, stale_reply(self.view, self.id, client, req.timestamp)))
-        elif what == REFUSED:
-            self._drop(detail, client=client)
-            self._out.append(ToClient(client, busy_reply(self.view, self.id, client, req.timestamp, detail.text)))
-        elif what != KNOWN:
-            self._drop(detail, client=client)
-
-    def _on_relayed_request(self, sender: int, req: Request) -> None:
-        """A backup relays a client's request that it alone may have received (PBFT §4.2):
-        admitted like one from the client itself, signature and all; relays are not relayed."""
-        what, detail = self.requests.admit(req.client, req, self.now, direct=False)
-        if what == NEW:
-            self._enqueue((req.client, req.timestamp))
-        elif what not in (KNOWN, CACHED, STALE):
-            self._drop(detail, sender)                  # counted against the relaying replica
-
-    def _enqueue(self, key: tuple[int, int]) -> None:
-        """The primary serves the queue; backups watch it (fair rounds) only if the monitor runs,
-        since only its checks prune a backup's queue."""
-        if not self.in_view_change and (self.is_primary or self.cfg.monitor.enabled):
-            self.queue.append(key, self.now)
-
-    def _relay_waiting(self) -> None:
-        """Send the primary every request that has waited half a request timeout unordered."""
-        due = self.now - self.cfg.request_timeout / 2
-        q = self.relay_queue
-        while q and q[0][0] <= due:
-            _, key = q.popleft()
-            entry = self.pending.get(key)
-            if entry is None or key in self.in_batch or self.is_primary or self.in_view_change:
-                continue
-            if self.requests.flooding(key[0], self.now, 2 * self.cfg.request_timeout):
-                continue                    # it reaches every replica, and more than its share
-            self._out.append(Send(self.leader, entry[2]))
-
-    def _propose(self) -> None:
-        cfg = self.cfg
-        while self.queue and self.next_seq <= self.h + cfg.log_size:
-            in_flight = self.next_seq - 1 - self.chain.height
-            if len(self.queue) < cfg.batch_size and in_flight >= cfg.pipeline:
-                return
-            batch, reqs = self.requests.take_batch(cfg.batch_size, cfg.batch_bytes, self.now)
-            if not batch:
-                return
-            seq = self.next_seq
-            self.next_seq += 1
-            pp = self._sign(PrePrepare(self.view, seq, root_of(batch), batch, self.id))
-            self._accept_pre_prepare(pp, reqs)
-            self._out.append(Broadcast(pp))
+        self.intake.on_request(client, req)
 
     # ------------------------------------------------------------------ normal case
     def _normal_case_ok(self, sender: int, msg, view: int, seq: int) -> bool:
         if view != self.view or self.in_view_change:
             if view < self.view:
-                self._help_behind(sender)
+                self.view_changer.help_behind(sender)
             elif (view == self.view and self._in_window(seq)
                   and (type(msg) is not PrePrepare or sender == self.leader)):
-                self.early[(seq, _KIND_ORDER[type(msg)], sender)] = msg
+                self.held.hold_early(sender, msg, seq)
                 self._drop(PbftRule.ENTERING_VIEW, sender)
                 return False
             self._drop(PbftRule.OTHER_VIEW, sender)
             return False
         if not self._in_window(seq):
-            top = self.h + self.cfg.log_size
-            if top < seq <= top + self._ahead_span and (type(msg) is not PrePrepare or sender == self.leader):
-                self.ahead[(seq, _KIND_ORDER[type(msg)], sender)] = msg
+            top = self.checkpoints.h + self.cfg.log_size
+            if top < seq and (type(msg) is not PrePrepare or sender == self.leader) and \
+                    self.held.hold_ahead(sender, msg, seq, top):
                 self._drop(PbftRule.ABOVE_WATERMARK, sender)
             else:
                 self._drop(PbftRule.OUTSIDE_WATERMARKS, sender)
             return False
         return True
-
-    def _drain_ahead(self) -> None:
-        """The window moved: process the held messages it now covers, in sequence order,
-        each PRE-PREPARE before the votes for it (every check runs again)."""
-        while self._window_moved:
-            self._window_moved = False
-            top = self.h + self.cfg.log_size
-            due = sorted(k for k in self.ahead if k[0] <= top)
-            for k in due:
-                m = self.ahead.pop(k)
-                self._handlers[type(m)](self, k[2], m)
 
     def _on_pre_prepare(self, sender: int, pp: PrePrepare) -> None:
         if not self._normal_case_ok(sender, pp, pp.view, pp.seq):
@@ -371,18 +292,11 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
         slot.requests = reqs
         self.votes[(pp.view, pp.seq)] = pp.digest
         if reqs is None:
-            self._want_batch(pp.digest)
+            self.fetcher.want(pp.digest)
         else:
-            self._keep_batch(pp.seq, pp.digest, pp.batch, reqs)
-            in_batch, executed, useful = self.in_batch, self.chain.executed, False
-            for r in reqs:
-                key = (r.client, r.timestamp)
-                if key not in in_batch:
-                    in_batch.add(key)
-                    if not useful and executed(r.client, r.timestamp) is None:
-                        useful = True
-            if useful:
-                self.monitor.useful_pre_prepare(self.now)
+            self.fetcher.keep(pp.seq, pp.digest, pp.batch, reqs)
+            if self.requests.mark_in_batch(reqs):
+                self.suspicion.monitor.useful_pre_prepare(self.now)
         self._persist("pp", pp.encode())
         if pp.replica != self.id:
             p = self._sign(Prepare(pp.view, pp.seq, pp.digest, self.id))
@@ -403,7 +317,7 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
             if old.digest != p.digest:
                 self._drop(PbftRule.DUPLICATE_VOTE, sender)
             else:
-                self._help_duplicate(sender, p.seq)
+                self.retransmitter.duplicate(sender, p.seq)
             return
         if not self.keys.replica_signed(p, sender):
             self._drop(PbftRule.BAD_SIGNATURE, sender)
@@ -438,7 +352,7 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
             if old.digest != c.digest:
                 self._drop(PbftRule.DUPLICATE_VOTE, sender)
             else:
-                self._help_duplicate(sender, c.seq)
+                self.retransmitter.duplicate(sender, c.seq)
             return
         if not self.keys.replica_signed(c, sender):
             self._drop(PbftRule.BAD_SIGNATURE, sender)
@@ -462,14 +376,12 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
     # ------------------------------------------------------------------ execution
     def _execute(self) -> None:
         progressed = False
-        if self.suspecting and not self.suspect_sticky and self.chain.height + 1 in self.committed:
-            self.suspecting = False                  # executing again: stop repeating SUSPECT
-            self.my_suspect = None
-            self.suspects.pop(self.id, None)
+        if self.chain.height + 1 in self.committed:
+            self.suspicion.executing_again()
         while self.chain.height + 1 in self.committed:
             seq = self.chain.height + 1
             if self.committed[seq].requests is None:   # committed, but its batch is still being fetched
-                self._want_batch(self.committed[seq].digest)
+                self.fetcher.want(self.committed[seq].digest)
                 break
             view, _digest, batch, cert, reqs = self.committed.pop(seq)
             block = self.chain.execute(seq, view, batch, cert)
@@ -480,14 +392,13 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
             if self._after_execute(block, reqs):
                 progressed = True
         if progressed:                               # new requests executed: empty or replayed batches do not count
-            self.vc_attempts = 0
+            self.view_changer.progressed()
             self.last_progress = self.now
 
     def _after_execute(self, block: Block, reqs: list) -> int:
         """Replies and checkpoint after a block; ``reqs[i]`` (a Request or a parsed Tx, None
         when unreadable) is the block's transaction i, so indexes stay aligned. Returns how
         many requests executed for the first time (the monitor's measure of progress)."""
-        chain = self.chain
         fresh = 0
         results = block.results
         for index, r in enumerate(reqs):
@@ -500,82 +411,22 @@ class PbftCore(CoreSkeleton, ViewChangeMixin, StateTransferMixin, BatchFetchMixi
             if reply is not None:
                 self._out.append(ToClient(r.client, reply))
         if block.sequence % self.cfg.checkpoint_interval == 0:
-            cp = self._sign(Checkpoint(block.sequence, chain.head, chain.tree.size, chain.tree.root(), self.id))
-            self.my_checkpoint = cp
-            self._out.append(Broadcast(cp))
-            self._record_checkpoint(cp)
-        self.monitor.executed(fresh)
+            self.checkpoints.take(block)
+        self.suspicion.monitor.executed(fresh)
         return fresh
-
-    # ------------------------------------------------------------------ retransmission
-    def _help_duplicate(self, sender: int, seq: int) -> None:
-        """A peer re-sent a vote: it may be missing ours. Answer once per interval."""
-        self.useless += 1
-        if self.helped.get(sender, -1.0) + self.cfg.retransmit_interval > self.now:
-            return
-        self.helped[sender] = self.now
-        slot = self.log.get(seq)
-        if slot is None:
-            return
-        if slot.pre_prepare is not None and self.is_primary:
-            self._out.append(Send(sender, slot.pre_prepare))
-        if slot.my_prepare is not None:
-            self._out.append(Send(sender, slot.my_prepare))
-        if slot.my_commit is not None:
-            self._out.append(Send(sender, slot.my_commit))
-
-    def _help_behind(self, sender: int) -> None:
-        """A peer still in an older view: the primary re-sends its NEW-VIEW."""
-        if self.new_view_msg is None or not self.is_primary or self.in_view_change:
-            return
-        if self.helped.get(-1 - sender, -1.0) + self.cfg.retransmit_interval > self.now:
-            return
-        self.helped[-1 - sender] = self.now
-        self._out.append(Send(sender, self.new_view_msg))
-
-    def _retransmit(self) -> None:
-        if self.in_view_change:
-            if self.my_view_change is not None:
-                self._out.append(Broadcast(self.my_view_change))
-            return
-        sent = 0
-        for seq in sorted(self.log):
-            if sent >= 8:
-                break
-            slot = self.log[seq]
-            # Also slots this replica already executed (in an earlier view, or through
-            # state transfer): a peer may still need this view's votes for them, and with
-            # exactly 2f+1 honest replicas every honest vote is needed (n=10 seed 164).
-            if slot.is_committed_local:
-                continue
-            if self.is_primary and slot.pre_prepare is not None:
-                self._out.append(Broadcast(slot.pre_prepare))
-            if slot.my_prepare is not None:
-                self._out.append(Broadcast(slot.my_prepare))
-            if slot.my_commit is not None:
-                self._out.append(Broadcast(slot.my_commit))
-            sent += 1
-        if self.my_checkpoint is not None and self.my_checkpoint.seq > self.h:
-            self._out.append(Broadcast(self.my_checkpoint))
-        if self.suspecting and self.my_suspect is not None:
-            self.suspects[self.id] = self.now
-            self._out.append(Broadcast(self.my_suspect))
-        self._retry_batches()
 
     _handlers = {
         PrePrepare: _on_pre_prepare,
         Prepare: _on_prepare,
         Commit: _on_commit,
-        Checkpoint: CheckpointMixin._on_checkpoint,
-        ViewChange: ViewChangeMixin._on_view_change,
-        NewView: ViewChangeMixin._on_new_view,
-        StateRequest: StateTransferMixin._on_state_request,
-        StateResponse: StateTransferMixin._on_state_response,
-        Request: _on_relayed_request,
-        Suspect: SuspicionMixin._on_suspect,
-        BatchRequest: BatchFetchMixin._on_batch_request,
-        BatchResponse: BatchFetchMixin._on_batch_response,
+        Checkpoint: via("checkpoints", "on_checkpoint"),
+        ViewChange: via("view_changer", "on_view_change"),
+        NewView: via("view_changer", "on_new_view"),
+        StateRequest: via("catchup", "on_state_request"),
+        StateResponse: via("catchup", "on_state_response"),
+        Request: via("intake", "on_relayed_request"),
+        Suspect: via("suspicion", "on_suspect"),
+        BatchRequest: via("fetcher", "on_batch_request"),
+        BatchResponse: via("fetcher", "on_batch_response"),
     }
 
-
-_KIND_ORDER = {PrePrepare: 0, Prepare: 1, Commit: 2}

@@ -1,6 +1,8 @@
 """PBFT suspicion: a replica leaves its view only when f+1 replicas suspect the primary.
 
-A mixin of ``PbftCore`` (same state, same sans-I/O rules). In Castro & Liskov a backup
+A component of ``PbftCore`` that owns who suspects the primary of the current view (this
+replica included), its own SUSPECT, the primary monitor (``bft.pbft.monitor``) and whom
+it answered lately; a view change clears it through ``clear``. In Castro & Liskov a backup
 whose request timer fires sends VIEW-CHANGE at once and stops taking part in its view.
 A replica that is merely behind, or was cut off and has just healed, then sits alone in
 a view change that nobody joins, for good (issue 17: a healed old primary stayed in a
@@ -28,87 +30,167 @@ returns to a view it left.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from ledger import quorum
 from bft.outputs import Broadcast, Send
+from bft.pbft.monitor import PrimaryMonitor
 from bft.pbft.rules import PbftRule
 from bft.wire import Suspect
 
+if TYPE_CHECKING:
+    from bft.pbft.core import PbftCore
+
 log = logging.getLogger("bft.pbft")
 
+# While batches keep executing, a pending request may wait this many request timeouts
+# before the primary is suspected (bursts queue legitimately; censorship still shows).
+CENSOR_GRACE = 4
 
-class SuspicionMixin:
-    def _suspect(self, why: str) -> None:
+
+class Suspicion:
+    """SUSPECTs of the current view, the request timer and the primary monitor."""
+
+    __slots__ = ("_core", "_suspecting", "_sticky", "_mine", "_suspects", "_monitor", "_timer_arrival",
+                 "_answered")
+
+    def __init__(self, core: PbftCore, now: float) -> None:
+        self._core = core
+        self._suspecting = False                 # this replica's timer fired in the current view
+        self._sticky = False                     # ... or the monitor's rules: kept until the view ends
+        self._mine: Suspect | None = None
+        self._suspects: dict[int, float] = {}    # replica -> when its SUSPECT of this view came
+        self._monitor = PrimaryMonitor(core.cfg.monitor, core.n, now)
+        self._timer_arrival: tuple[float, float] | None = None   # (computed at, oldest non-flooding arrival)
+        self._answered: dict[int, float] = {}    # replica -> when its SUSPECT was last answered
+
+    @property
+    def suspecting(self) -> bool:
+        return self._suspecting
+
+    @property
+    def suspects(self) -> dict[int, float]:
+        return self._suspects
+
+    @property
+    def monitor(self) -> PrimaryMonitor:
+        return self._monitor
+
+    @property
+    def answered(self) -> dict[int, float]:
+        return self._answered
+
+    def tick(self, now: float) -> None:
+        """Requests are pending and this replica is not behind: the request timer and the monitor.
+
+        The oldest unexecuted request (dicts keep arrival order) decides. While the view
+        executes new requests steadily, a burst queued behind it gets CENSOR_GRACE times
+        longer before the primary is blamed (the monitor's rules catch a primary that serves
+        some clients and not others, or serves slowly)."""
+        core = self._core
+        since = core.vstate.since
+        patience = core._timeout()
+        arrival = core.requests.oldest_arrival()
+        if now - core.last_progress < patience:
+            patience *= CENSOR_GRACE
+            if now >= max(arrival, since) + patience:
+                arrival = self._oldest_not_flooding(now, patience)
+        if now >= max(arrival, since) + patience:
+            self.suspect("request timer")
+        elif now >= self._monitor.next_check and core.cfg.monitor.enabled and not core.is_primary:
+            self._watch_primary()
+        if self._suspects and not core.in_view_change:
+            self.check()
+
+    def suspect(self, why: str) -> None:
         """This replica's timer fired in the current view, or the primary failed a monitor rule."""
-        if not self.suspecting:
-            self.suspecting = True
-            self.my_suspect = self._sign(Suspect(self.view, self.id))
-            self._out.append(Broadcast(self.my_suspect))
-            log.info("replica %d suspects the primary of view %d (%s)", self.id, self.view, why)
-        self.suspects[self.id] = self.now
-        self._check_suspects()
+        core = self._core
+        if not self._suspecting:
+            self._suspecting = True
+            self._mine = core._sign(Suspect(core.view, core.id))
+            core._out.append(Broadcast(self._mine))
+            log.info("replica %d suspects the primary of view %d (%s)", core.id, core.view, why)
+        self._suspects[core.id] = core.now
+        self.check()
 
     def _watch_primary(self) -> None:
         """A backup checks the monitor's rules (bft.pbft.monitor) against its primary."""
-        self.monitor.next_check = self.now + self.cfg.monitor.check_interval
-        timeout = self._timeout()
-        now, requests = self.now, self.requests
-        head = self.queue.oldest_head(requests.live, now, lambda c: requests.flooding(c, now, 2 * timeout))
-        found = self.monitor.verdict(now, head, timeout)
+        core = self._core
+        self._monitor.next_check = core.now + core.cfg.monitor.check_interval
+        timeout = core._timeout()
+        now, requests = core.now, core.requests
+        head = requests.oldest_queued(now, lambda c: requests.flooding(c, now, 2 * timeout))
+        found = self._monitor.verdict(now, head, timeout)
         if found is not None:
             rule, why = found
-            if not self.suspecting:
-                self.stats["suspected: " + rule] += 1
-                log.info("replica %d: primary %d of view %d fails the %s rule: %s", self.id, self.leader, self.view,
+            if not self._suspecting:
+                core.stats["suspected: " + rule] += 1
+                log.info("replica %d: primary %d of view %d fails the %s rule: %s", core.id, core.leader, core.view,
                          rule, why)
-            self.suspect_sticky = True
-            self._suspect(rule)
+            self._sticky = True
+            self.suspect(rule)
 
     def _oldest_not_flooding(self, now: float, patience: float) -> float:
         """When the oldest request of a client that does not flood arrived (now if none):
         while the view executes, a flooding client's request may wait through nobody's fault.
         Recomputed at most every check interval: it walks the held requests."""
         cached = self._timer_arrival
-        if cached is None or now - cached[0] >= self.cfg.monitor.check_interval:
-            requests = self.requests
+        if cached is None or now - cached[0] >= self._core.cfg.monitor.check_interval:
+            requests = self._core.requests
             a = requests.oldest_arrival(lambda c: requests.flooding(c, now, 2 * patience))
             cached = self._timer_arrival = (now, now if a is None else a)
         return cached[1]
 
-    def _check_suspects(self) -> None:
-        fresh = self.now - 2 * self.cfg.request_timeout
-        for r in [r for r, t in self.suspects.items() if t < fresh]:
-            del self.suspects[r]
-        if len(self.suspects) >= quorum.join_quorum(self.f):
-            self._start_view_change(self.view + 1)
+    def check(self) -> None:
+        """f+1 fresh SUSPECTs of this view (this replica's included): start the view change."""
+        core = self._core
+        fresh = core.now - 2 * core.cfg.request_timeout
+        for r in [r for r, t in self._suspects.items() if t < fresh]:
+            del self._suspects[r]
+        if len(self._suspects) >= quorum.join_quorum(core.f):
+            core.view_changer.start(core.view + 1)
 
-    def _clear_suspicion(self) -> None:
-        self.suspecting = False
-        self.suspect_sticky = False
-        self.my_suspect = None
-        self.suspects.clear()
+    def clear(self) -> None:
+        """The view ends (a view change starts, or a view is entered)."""
+        self._suspecting = False
+        self._sticky = False
+        self._mine = None
+        self._suspects.clear()
 
-    def _on_suspect(self, sender: int, m: Suspect) -> None:
-        if m.view < self.view:
-            self._help_behind(sender)
+    def executing_again(self) -> None:
+        """The next batch executes: a timer's suspicion ends (a monitor rule's lasts the view)."""
+        if self._suspecting and not self._sticky:
+            self._suspecting = False                 # executing again: stop repeating SUSPECT
+            self._mine = None
+            self._suspects.pop(self._core.id, None)
+
+    def retransmit(self) -> None:
+        if self._suspecting and self._mine is not None:
+            self._suspects[self._core.id] = self._core.now
+            self._core._out.append(Broadcast(self._mine))
+
+    def on_suspect(self, sender: int, m: Suspect) -> None:
+        core = self._core
+        if m.view < core.view:
+            core.view_changer.help_behind(sender)
             return
-        if m.view > self.view or self.in_view_change:
-            self._drop(PbftRule.SUSPECT_OTHER_VIEW, sender)
+        if m.view > core.view or core.in_view_change:
+            core._drop(PbftRule.SUSPECT_OTHER_VIEW, sender)
             return
-        if sender not in self.suspects and not self.keys.replica_signed(m, sender):
-            self._drop(PbftRule.SUSPECT_SIGNATURE, sender)
+        if sender not in self._suspects and not core.keys.replica_signed(m, sender):
+            core._drop(PbftRule.SUSPECT_SIGNATURE, sender)
             return
-        self.suspects[sender] = self.now
-        if not self.suspecting:
+        self._suspects[sender] = core.now
+        if not self._suspecting:
             self._help_suspecting(sender)
-        self._check_suspects()
+        self.check()
 
     def _help_suspecting(self, sender: int) -> None:
         """It may just be behind: send it this replica's CHECKPOINT for its stable checkpoint;
         f+1 of them start its state transfer."""
-        mine = self.my_checkpoint if self.my_checkpoint is not None and self.my_checkpoint.seq == self.h else \
-            next((c for c in self.stable_proof if c.replica == self.id), None)
-        if mine is None or self.helped.get(-1000 - sender, -1.0) + self.cfg.retransmit_interval > self.now:
+        core = self._core
+        mine = core.checkpoints.mine_at_stable()
+        if mine is None or self._answered.get(sender, -1.0) + core.cfg.retransmit_interval > core.now:
             return
-        self.helped[-1000 - sender] = self.now
-        self._out.append(Send(sender, mine))
+        self._answered[sender] = core.now
+        core._out.append(Send(sender, mine))

@@ -124,3 +124,21 @@ def test_monitor_rules_on_a_hand_driven_clock() -> None:
         m.executed(100)
         m.useful_pre_prepare(t)
         assert m.verdict(t, None, T) is None
+
+
+def test_the_pool_is_changed_through_its_methods_only() -> None:
+    """Issue 13: a view change or a Paxos leader stepping down no longer clears the pool's
+    internals by hand; ``new_view`` keeps the held requests, ``forget`` drops them too."""
+    p = pool()
+    for ts in range(3):
+        assert p.admit(0, req(0, ts), 0.0)[0] == NEW
+        p.enqueue((0, ts))
+    assert p.queued == 3 and p.oldest_queued(0.0) == (0.0, 0)
+    batch, reqs = p.take_batch(2, 1024 * 1024)
+    assert len(batch) == 2 and not p.live((0, 0)) and p.live((0, 2))
+    assert not p.mark_in_batch(reqs)                    # already in a batch: nothing new, not useful
+    p.new_view()
+    assert p.queued == 0 and p.live((0, 0)) and len(p.pending) == 3
+    assert p.mark_in_batch(reqs) and not p.live((0, 0))   # marked again, and not executed: useful
+    p.forget()
+    assert p.queued == 0 and not p.pending and not p.live((0, 2))

@@ -110,7 +110,8 @@ def retained(core) -> int:
             + len(core.checkpoint_votes) + sum(len(v) for v in core.checkpoint_votes.values())
             + len(core.view_changes) + sum(len(v) for v in core.view_changes.values())
             + len(core.batches) + len(core.missing) + len(core.pending) + len(core.committed)
-            + len(core.helped) + len(core.batch_served) + len(core.state_served) + len(core.relay_queue))
+            + len(core.retransmitter.helped) + len(core.view_changer.helped) + len(core.suspicion.answered)
+            + len(core.fetcher.served) + len(core.catchup.served) + len(core.relay_queue))
 
 
 FLOOD = 2000
