@@ -316,7 +316,15 @@ class RequestPool:
         """No longer proposing (a Paxos leader steps down): the queue, the batches in flight
         and the held requests all go; clients retry with the next leader."""
         self.new_view()
+        self.release_held()
+
+    def release_held(self) -> None:
+        """Stop holding every request, returning their budgets (a follower holds none: it
+        redirects its clients to the leader). Clearing ``pending`` alone used to keep their
+        bytes and counts charged, so each step-down shrank a Paxos replica's pool for good."""
         self.pending.clear()
+        self.nbytes = 0
+        self.per_client.clear()
 
     def requeue(self, now: float = 0.0) -> None:
         """Queue every held request that no batch carries (a new view or leader)."""

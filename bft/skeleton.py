@@ -11,10 +11,35 @@ from __future__ import annotations
 
 import logging
 from operator import attrgetter
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Iterable, TypeVar
 
+from bft.outputs import Action, ToClient
+from bft.requests import CACHED, KNOWN, REFUSED, STALE, busy_reply, cached_reply, stale_reply
 from bft.rules import Drops, Rejection, Rule, StepRule, client_name, replica_name
 from bft.wire import Message, Request
+from crypto.signing import Signer
+from ledger.chain import Chain
+
+T = TypeVar("T")
+
+
+def highest_per_slot(proposals: Iterable[T], slot: Callable[[T], int], round_of: Callable[[T], int],
+                     above: int) -> dict[int, T]:
+    """For each slot above ``above``, the proposal of the highest round (the first seen on a tie).
+
+    PBFT's NEW-VIEW picks, for each sequence number, the digest prepared in the highest view
+    of its VIEW-CHANGEs (OSDI 1999, §4.4); a new Paxos leader re-proposes, for each slot, the
+    value accepted in the highest ballot its promises report (Paxos Made Simple, §2.2). It
+    is the same rule, and the same code."""
+    best: dict[int, T] = {}
+    for p in proposals:
+        s = slot(p)
+        if s <= above:
+            continue
+        cur = best.get(s)
+        if cur is None or round_of(p) > round_of(cur):
+            best[s] = p
+    return best
 
 
 def via(component: str, handler: str) -> Callable:
@@ -37,10 +62,21 @@ class CoreSkeleton:
     """The driver interface's ``step`` and the drop counter; ``tick``/``ready`` are the protocol's."""
 
     _handlers: ClassVar[dict[type, Callable]]
-    id: int
-    n: int
 
-    def _init_skeleton(self, logger: logging.Logger) -> None:
+    def _init_skeleton(self, cfg, replica_id: int, signer: Signer, keys, chain: Chain, now: float,
+                       logger: logging.Logger) -> None:
+        """What every core holds: its configuration, identity, keys, ledger, clock and output."""
+        if not 0 <= replica_id < cfg.n:
+            raise ValueError(f"replica id {replica_id} outside 0..{cfg.n - 1}")
+        self.cfg = cfg
+        self.id = replica_id
+        self.signer = signer
+        self.keys = keys
+        self.chain = chain
+        self.now = now
+        self.n = cfg.n
+        self.f = cfg.f
+        self._out: list[Action] = []
         self.drops = Drops(logger, f"replica {self.id}")
         self.useless = 0                 # messages dropped or repeated: what the runtime's intake charges
 
@@ -75,6 +111,24 @@ class CoreSkeleton:
 
     def _on_request(self, client: int, req: Request) -> None:
         raise NotImplementedError
+
+    def _answer_admission(self, client: int, req: Request, what: str, detail, view: int,
+                          answer: bool = True) -> None:
+        """What a client hears about a request that is not new (``RequestPool.admit``'s verdict):
+        its cached reply, STALE, or BUSY over a budget (also counted as a drop); a request
+        dropped by a rule is only counted. ``answer``: this replica answers cached and stale
+        requests (a Paxos replica that does not lead leaves that to the leader)."""
+        if what == CACHED:
+            if answer:
+                self._out.append(ToClient(client, cached_reply(view, self.id, client, detail)))
+        elif what == STALE:
+            if answer:
+                self._out.append(ToClient(client, stale_reply(view, self.id, client, req.timestamp)))
+        elif what == REFUSED:
+            self._drop(detail, client=client)
+            self._out.append(ToClient(client, busy_reply(view, self.id, client, req.timestamp, detail.text)))
+        elif what != KNOWN:
+            self._drop(detail, client=client)
 
     def _drop(self, rule: Rule | Rejection, replica: int | None = None, detail: str = "", *,
               client: int | None = None) -> None:

@@ -49,7 +49,7 @@ def fail(message: str, code: int) -> int:
 def run_async(fn, *args):
     import trio
 
-    from bft.runtime.replica import unwrap
+    from bft.runtime.process import unwrap
 
     try:
         return trio.run(fn, *args)

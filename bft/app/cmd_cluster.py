@@ -117,7 +117,7 @@ def cmd_replica(args: argparse.Namespace) -> int:
     if args.id >= cluster.n:
         raise ClusterError(f"replica {args.id} is not in this cluster (ids are 0..{cluster.n - 1})")
     _require_core(cluster)
-    from bft.runtime.replica import run_replica
+    from bft.runtime.process import run_replica
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), force=True, stream=sys.stderr,
                         format=f"%(asctime)s replica-{args.id} %(levelname)s %(name)s: %(message)s")

@@ -67,7 +67,7 @@ from bft.paxos.config import PaxosConfig
 from bft.paxos.learner import Learner
 from bft.paxos.proposer import Proposer
 from bft.pbft.certs import Keys
-from bft.requests import CACHED, KNOWN, NEW, REFUSED, STALE, RequestPool, busy_reply, cached_reply, stale_reply
+from bft.requests import NEW, RequestPool
 from bft.rules import RequestRule
 from bft.skeleton import CoreSkeleton
 from bft.wire import (Message, PxAccept, PxAccepted, PxHeartbeat, PxNack, PxPrepare, PxPreVote, PxPreVoteGrant,
@@ -88,21 +88,10 @@ class PaxosCore(CoreSkeleton):
 
     def __init__(self, cfg: PaxosConfig, replica_id: int, signer: Signer, keys: Keys, chain: Chain,
                  vote_records: list[bytes] = (), now: float = 0.0, rng: random.Random | None = None) -> None:
-        if not 0 <= replica_id < cfg.n:
-            raise ValueError(f"replica id {replica_id} outside 0..{cfg.n - 1}")
-        self.cfg = cfg
-        self.id = replica_id
-        self.signer = signer
-        self.keys = keys
-        self.chain = chain
-        self.now = now
+        self._init_skeleton(cfg, replica_id, signer, keys, chain, now, log)
         self.rng = rng if rng is not None else random.Random(f"paxos-{replica_id}")
-        self.n = cfg.n
-        self.f = cfg.f
         self.majority = quorum.majority(cfg.n)
-        self._init_skeleton(log)
         self.stats: Counter[str] = Counter()        # elections, pre-votes, pre-emptions (not drops)
-        self._out: list[Action] = []
 
         # clients (leader side)
         self.requests = RequestPool(keys, chain, cfg.max_pending, max_bytes=cfg.max_pending_bytes,
@@ -193,14 +182,11 @@ class PaxosCore(CoreSkeleton):
     def forget_pending(self) -> None:
         """Following a leader: requests held for a leadership of my own will not be proposed."""
         if self.pending:
-            self.pending.clear()
+            self.requests.release_held()
 
     def requests_in_batch(self, batch: list[bytes]) -> None:
         """A new leader re-proposes ``batch``: its requests are not to be proposed twice."""
-        for raw in batch:
-            t = txmod.parse(raw)
-            if t is not None:
-                self.in_batch.add((t.client, t.timestamp))
+        self.requests.mark_in_batch(t for t in map(txmod.parse, batch) if t is not None)
 
     def reply(self, block: Block, index: int, client: int, ts: int) -> None:
         reply = self.requests.reply(self.ballot, self.id, block, index, client, ts)
@@ -221,17 +207,8 @@ class PaxosCore(CoreSkeleton):
         if what == NEW:
             if leading:
                 self.queue.append((client, req.timestamp))
-        elif what == CACHED:
-            if leading:
-                self._out.append(ToClient(client, cached_reply(self.ballot, self.id, client, detail)))
-        elif what == STALE:
-            if leading:
-                self._out.append(ToClient(client, stale_reply(self.ballot, self.id, client, req.timestamp)))
-        elif what == REFUSED:
-            self._drop(detail, client=client)
-            self._out.append(ToClient(client, busy_reply(self.ballot, self.id, client, req.timestamp, detail.text)))
-        elif what != KNOWN:
-            self._drop(detail, client=client)
+        else:
+            self._answer_admission(client, req, what, detail, self.ballot, answer=leading)
 
     # one handler per message, named after it, in the role that handles it
     _handlers = {

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from bft.paxos.ballots import PaxosStateError, Role, leader_of, next_ballot
 from bft.paxos.rules import PaxosRule
+from bft.skeleton import highest_per_slot
 from bft.wire import PxAccept, PxAccepted, PxHeartbeat, PxNack, PxPrepare, PxPreVote, PxPreVoteGrant, PxPromise
 from crypto.merkle import root_of
 
@@ -309,14 +311,8 @@ class Proposer:
         b = self._ballot
         promises = [self.promises[r] for r in sorted(self.promises)]
         known = max([core.chain.height] + [p.commit_index for p in promises])   # chosen up to here
-        best: dict[int, PxAccept] = {}
-        for p in promises:
-            for acc in p.accepted:
-                if acc.slot <= known:
-                    continue
-                cur = best.get(acc.slot)
-                if cur is None or acc.ballot > cur.ballot:
-                    best[acc.slot] = acc
+        best: dict[int, PxAccept] = highest_per_slot((acc for p in promises for acc in p.accepted),
+                                                     attrgetter("slot"), attrgetter("ballot"), known)
         top = max(best, default=known)
         self._role = Role.LEADER
         self.leader_active = True

@@ -15,15 +15,17 @@ batches; a replica that lacks a batch fetches it (BatchRequest).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 
-from ledger import quorum
-from bft.requests import batch_weight
 from bft.pbft.rules import PbftRule as P
-from ledger.rules import Rejection
-from ledger.rules import Rejection as R
-from bft.wire import Checkpoint, NewView, PrePrepare, PreparedCert, Request, ViewChange, decode, DecodeError
+from bft.requests import batch_weight
+from bft.skeleton import highest_per_slot
+from bft.wire import Checkpoint, DecodeError, NewView, PrePrepare, PreparedCert, Request, ViewChange, decode
 from crypto.merkle import root_of
 from crypto.signing import Verifier
+from ledger import quorum
+from ledger.rules import Rejection
+from ledger.rules import Rejection as R
 
 
 @dataclass(slots=True)
@@ -164,15 +166,8 @@ def plan_new_view(vcs: list[ViewChange]) -> NewViewPlan:
     """O from V: for each n in (min-s, max-s], the digest prepared in the highest view, else null."""
     best_stable = max(vcs, key=lambda vc: (vc.stable_seq, -vc.replica))
     min_s = best_stable.stable_seq
-    chosen: dict[int, PrePrepare] = {}
-    for vc in vcs:
-        for cert in vc.prepared:
-            pp = cert.pre_prepare
-            if pp.seq <= min_s:
-                continue
-            cur = chosen.get(pp.seq)
-            if cur is None or pp.view > cur.view:
-                chosen[pp.seq] = pp
+    chosen: dict[int, PrePrepare] = highest_per_slot((cert.pre_prepare for vc in vcs for cert in vc.prepared),
+                                                     attrgetter("seq"), attrgetter("view"), min_s)
     max_s = max(chosen, default=min_s)
     entries = []
     for s in range(min_s + 1, max_s + 1):

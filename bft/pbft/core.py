@@ -65,16 +65,7 @@ class PbftCore(CoreSkeleton):
 
     def __init__(self, cfg: PbftConfig, replica_id: int, signer: Signer, keys: Keys, chain: Chain,
                  vote_records: list[bytes] = (), now: float = 0.0) -> None:
-        self.cfg = cfg
-        self.id = replica_id
-        self.signer = signer
-        self.keys = keys
-        self.chain = chain
-        self.now = now
-        self.f = cfg.f
-        self.n = cfg.n
-        self._init_skeleton(log)
-        self._out: list[Action] = []
+        self._init_skeleton(cfg, replica_id, signer, keys, chain, now, log)
 
         self.next_seq = 1
         self.log: dict[int, Slot] = {}               # seq -> slot, current view only

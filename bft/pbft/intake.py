@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from bft.outputs import Broadcast, Send, ToClient
-from bft.requests import CACHED, KNOWN, NEW, REFUSED, STALE, busy_reply, cached_reply, stale_reply
+from bft.outputs import Broadcast, Send
+from bft.requests import CACHED, KNOWN, NEW, STALE
 from bft.wire import PrePrepare, Request
 from crypto.merkle import root_of
 
@@ -41,15 +41,8 @@ class RequestIntake:
             self._enqueue((client, req.timestamp))
             if not core.is_primary and len(self._relay_queue) < core.cfg.max_pending:
                 self._relay_queue.append((core.now, (client, req.timestamp)))
-        elif what == CACHED:
-            core._out.append(ToClient(client, cached_reply(core.view, core.id, client, detail)))
-        elif what == STALE:
-            core._out.append(ToClient(client, stale_reply(core.view, core.id, client, req.timestamp)))
-        elif what == REFUSED:
-            core._drop(detail, client=client)
-            core._out.append(ToClient(client, busy_reply(core.view, core.id, client, req.timestamp, detail.text)))
-        elif what != KNOWN:
-            core._drop(detail, client=client)
+        else:
+            core._answer_admission(client, req, what, detail, core.view)
 
     def on_relayed_request(self, sender: int, req: Request) -> None:
         """A backup relays a client's request that it alone may have received (PBFT §4.2):

@@ -16,28 +16,25 @@ Layout on disk: ``DIR/data/replica-I/`` holds the block store's segments and
 from __future__ import annotations
 
 import logging
-import os
 import signal
-from collections import deque
 
-import msgpack
 import trio
 
 from bft.outputs import Broadcast, Send, ServeBlocks, Step, ToClient, plan
 from bft.runtime import factory
 from bft.runtime.admission import PER_CLIENT, Admission, Heard, Intake, RateLimit, unwrap_heard
+from bft.runtime.serving import BlockServer, SlowSender
+from bft.runtime.status import replica_status, status_bytes
+from bft.wire import (MAX_FRAME, AttestRequest, Auth, DecodeError, FrameDecoder, Hello, ReceiptRequest, Request,
+                      StatusRequest, StatusResponse, decode, frame)
+from ledger.cluster import Cluster
 from ledger.net.channel import channels_for
 from ledger.net.transport import (CLIENT_MAX_FRAME, HANDSHAKE_TIMEOUT, ROLE_CLIENT, ROLE_REPLICA, Connection,
                                   HandshakeError, Link, LocalFault, Problems, SendQueue, fail_fast, peer_name)
 from ledger.rules import WireRule
-from bft.wire import (MAX_FRAME, AttestRequest, Attestation, Auth, DecodeError, FrameDecoder, Hello, ReceiptRequest,
-                      ReceiptResponse, Request,
-                      StateResponse, StatusRequest, StatusResponse, decode, frame)
-from ledger.cluster import Cluster
 from ledger.store import BlockStore, StoreError
 from ledger.votelog import VoteLog
 
-ATTESTATION_CACHE = 4096       # signed block hashes kept for receipts
 log = logging.getLogger("bft.runtime.replica")
 
 TICK = 0.01
@@ -56,7 +53,6 @@ QUERY_BURST = 4000.0
 PEER_INTAKE = (20_000.0, 40_000.0)
 CLIENT_INTAKE = (4_000.0, 8_000.0)
 CLIENT_PAUSE_MAX = 0.25
-STATE_RESPONSE_BYTES = 4 * 1024 * 1024
 VOTELOG_NAME = "votes.log"
 
 
@@ -71,7 +67,6 @@ class Replica:
         self.dormant = dormant                  # honest until SIGUSR1 (--dormant)
         self.tuning = dict(tuning or {})
         self.signer = cluster.load_replica_key(replica_id)
-        self._attestations: dict[int, bytes] = {}         # height -> framed Attestation, oldest first
         if self.signer.public_key != cluster.replicas[replica_id].public_key:
             raise ValueError(f"{cluster.key_path('replica', replica_id)} does not match replica "
                              f"{replica_id}'s public key in cluster.toml")
@@ -93,9 +88,7 @@ class Replica:
         self.client_conns_replaced = 0
         self.internal_errors = 0
         self._dirty: trio.Event | None = None
-        self._delay = 0.0
-        self._delayed: deque[tuple[float, object, bytes]] = deque()
-        self._delayed_wake: trio.Event | None = None
+        self.slow: SlowSender | None = None     # the 'slow' strategy: every send held back
         self.client_frames_dropped = 0
         self.msgs_in = 0
         self.started = 0.0
@@ -104,6 +97,7 @@ class Replica:
     def open(self, now: float) -> None:
         d = self.cluster.data_dir(self.id)
         self.store = BlockStore.open(d)
+        self.server = BlockServer(self.id, self.signer, self.store, self.problems, self._lies)
         try:
             self.votelog = VoteLog.open(d / VOTELOG_NAME)
             self.core = factory.make_core(self.cluster, self.id, self.signer, self.store.chain,
@@ -118,7 +112,7 @@ class Replica:
         if self.byzantine and self.dormant:
             self.core.active = False
         if self.byzantine == "slow":
-            self._delay = factory.slow_delay(self.core)
+            self.slow = SlowSender(factory.slow_delay(self.core))
 
     def close(self) -> None:
         if self.votelog is not None:
@@ -129,7 +123,6 @@ class Replica:
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled (or a signal arrives); the store must be open."""
         self._dirty = trio.Event()
-        self._delayed_wake = trio.Event()
         self.started = trio.current_time()
         listeners = await trio.open_tcp_listeners(self.info.port, host=self.info.host)
         async with trio.open_nursery() as nursery:
@@ -142,8 +135,8 @@ class Replica:
                     nursery.start_soon(link.run)
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._driver)
-            if self._delay:
-                nursery.start_soon(self._delayed_sender)
+            if self.slow is not None:
+                nursery.start_soon(self.slow.run)
             st = self.core.status()
             log.info("replica %d (%s, n=%d, f=%d%s) listening on %s:%d; height %d, view %s; links: %s",
                      self.id, self.cluster.mode, self.cluster.n, self.cluster.f,
@@ -290,13 +283,13 @@ class Replica:
                 conn.send(frame(StatusResponse(msg.nonce, self._status_bytes()).encode()))
                 continue
             if t is ReceiptRequest or t is AttestRequest:
-                cost = self._query_cost(msg)
+                cost = self.server.query_cost(msg)
                 if cost and not self.queries.allow((conn.role, conn.ident), trio.current_time(), cost):
                     self.problems.note(WireRule.SERVE_RATE, conn.name)
                 elif t is ReceiptRequest:
-                    self._serve_receipt(conn, msg)
+                    self.server.receipt(conn, msg)
                 else:
-                    self._attest(conn, msg)
+                    self.server.attest(conn, msg)
                 continue
             if t is Hello or t is Auth:
                 self.problems.note(WireRule.HANDSHAKE_AFTER_AUTH, conn.name)
@@ -326,46 +319,6 @@ class Replica:
     def _lies(self, strategy: str) -> bool:
         """This replica runs the runtime-level Byzantine ``strategy`` now (not dormant)."""
         return self.byzantine == strategy and not self.dormant
-
-    def _query_cost(self, m) -> int:
-        if type(m) is AttestRequest:
-            return 0 if m.height in self._attestations else 1
-        size = self.store.size_of(m.height) if 1 <= m.height <= self.store.height else 0
-        return 1 + size // 65536
-
-    def _serve_receipt(self, conn: Connection, m: ReceiptRequest) -> None:
-        store = self.store
-        if not 1 <= m.height <= store.height:
-            return
-        try:
-            block = store.read(m.height)
-            if self._lies("lying-receipts"):              # the result of the first transaction, altered
-                block.results = [b"\x92\x00\xc4\x04lies"] + block.results[1:]
-            body = block.encode()
-            conn.send(frame(ReceiptResponse(m.height, m.index, body).encode()))
-        except ValueError as e:     # a block too big for one frame, or StoreCorrupt under us
-            self.problems.note(LocalFault.CANNOT_SERVE_RECEIPT, str(e))
-
-    def _attest(self, conn: Connection, m: AttestRequest) -> None:
-        """Sign "I executed block ``height`` and its hash is H" (cached: one signature per block)."""
-        store = self.store
-        if not 1 <= m.height <= store.height:
-            return
-        fr = self._attestations.get(m.height)
-        if fr is None:
-            try:
-                block = store.read(m.height)
-            except ValueError as e:
-                self.problems.note(LocalFault.CANNOT_ATTEST, str(e))
-                return
-            block_hash = block.hash()
-            if self._lies("lying-receipts"):
-                block_hash = bytes(32)                          # a hash nobody computed, correctly signed
-            fr = frame(Attestation(m.height, block_hash, len(block.txs), self.id).signed(self.signer).encode())
-            self._attestations[m.height] = fr
-            while len(self._attestations) > ATTESTATION_CACHE:
-                self._attestations.pop(next(iter(self._attestations)))
-        conn.send(fr)
 
     # ------------------------------------------------------------------ the driver
     async def _ticker(self) -> None:
@@ -416,7 +369,9 @@ class Replica:
                 if fr is not None:
                     self._send_client(a.client, fr)
             elif t is ServeBlocks:
-                self._serve_blocks(a)
+                fr = self.server.blocks(a)
+                if fr is not None:
+                    self._send_replica(a.to, fr)
 
     def _frame(self, msg) -> bytes | None:
         """The frame of an outgoing message, or None (counted, logged once) if it exceeds the
@@ -433,8 +388,8 @@ class Replica:
         link = self.links.get(to)
         if link is None:
             return
-        if self._delay and not self.dormant:
-            self._schedule(link, fr)
+        if self.slow is not None and not self.dormant:
+            self.slow.schedule(link, fr)
         else:
             link.send(fr)
 
@@ -444,88 +399,17 @@ class Replica:
             self.client_frames_dropped += 1      # the client retransmits and gets the cached reply
             return
         for c in conns:
-            if self._delay and not self.dormant:
-                self._schedule(c, fr)
+            if self.slow is not None and not self.dormant:
+                self.slow.schedule(c, fr)
             else:
                 c.send(fr)
 
-    def _serve_blocks(self, a: ServeBlocks) -> None:
-        blocks: list[bytes] = []
-        size = 0
-        if self._lies("empty-transfer"):
-            self._send_replica(a.to, frame(StateResponse(self.id, [], []).encode()))
-            return
-        to = a.from_height if self._lies("drip-transfer") else a.to_height
-        for b in self.store.blocks(a.from_height, to):
-            raw = b.encode()
-            if blocks and (size + len(raw) > STATE_RESPONSE_BYTES or len(blocks) >= 256):
-                break
-            blocks.append(raw)
-            size += len(raw)
-        if not blocks:
-            return
-        try:
-            fr = frame(StateResponse(self.id, blocks, []).encode())
-        except ValueError as e:
-            self.problems.note(LocalFault.CANNOT_SERVE_BLOCKS, str(e))
-            return
-        self._send_replica(a.to, fr)
-
-    # ------------------------------------------------------------------ the 'slow' strategy
-    def _schedule(self, target, fr: bytes) -> None:
-        self._delayed.append((trio.current_time() + self._delay, target, fr))
-        self._delayed_wake.set()
-
-    async def _delayed_sender(self) -> None:
-        while True:
-            if not self._delayed:
-                self._delayed_wake = trio.Event()
-                await self._delayed_wake.wait()
-                continue
-            due, target, fr = self._delayed[0]
-            now = trio.current_time()
-            if due > now:
-                await trio.sleep(due - now)
-                continue
-            self._delayed.popleft()
-            target.send(fr)
-
     # ------------------------------------------------------------------ status
     def status(self) -> dict:
-        st = dict(self.core.status())
-        links = self.links.values()
-        client_conns = [c for cs in self.clients.values() for c in cs]
-        st.update({
-            "id": self.id, "pid": os.getpid(), "mode": self.cluster.mode, "byzantine": self.byzantine,
-            "uptime": round(trio.current_time() - self.started, 3),
-            "peers_connected": sorted(r for r, link in self.links.items() if link.connected),
-            "clients_connected": len(self.clients),
-            "msgs_in": self.msgs_in,
-            "msgs_sent": sum(q.sent_frames for q in [link.queue for link in links] + [c.queue for c in client_conns]),
-            "bytes_sent": sum(q.sent_bytes for q in [link.queue for link in links] + [c.queue for c in client_conns]),
-            "frames_dropped": sum(link.queue.dropped for link in links) + self.client_frames_dropped,
-            "verifies": getattr(factory.verifier_of(self.core), "checks", 0),
-            "transport_problems": self.problems.as_json(),
-            "channel": self.cluster.transport,
-            "connections": {**self.admission.status(), "replica_links_replaced": self.replica_links_replaced,
-                            "client_connections_replaced": self.client_conns_replaced},
-            "internal_errors": self.internal_errors,
-            "throttled": {"peers": {**self.intake[ROLE_REPLICA].status(), **self.intake[ROLE_CLIENT].status()},
-                          "seconds": round(sum(i.paused_seconds for i in self.intake.values()), 3),
-                          "clients_blacklisted": self.core.requests.blacklisted,
-                          "blacklisted_frames_dropped": self.blacklist_dropped,
-                          "client_requests_dropped_over_intake": self.intake_dropped},
-        })
-        return st
+        return replica_status(self)
 
     def _status_bytes(self) -> bytes:
-        st = self.status()
-        data = msgpack.packb(st, use_bin_type=True, default=str)
-        if len(data) > 60_000:                       # keep within one StatusResponse
-            st.pop("dropped", None)
-            st.pop("transport_problems", None)
-            data = msgpack.packb(st, use_bin_type=True, default=str)
-        return data
+        return status_bytes(self)
 
 
 def _is_request(body: bytes) -> bool:
@@ -553,30 +437,3 @@ def _source_of(stream) -> str:
         return str(stream.socket.getpeername()[0])
     except (AttributeError, OSError, IndexError):
         return "?"
-
-
-def unwrap(eg: BaseException) -> BaseException:
-    """The single leaf of nested exception groups (trio wraps what leaves a nursery), else eg."""
-    while isinstance(eg, BaseExceptionGroup) and len(eg.exceptions) == 1:
-        eg = eg.exceptions[0]
-    return eg
-
-
-def run_replica(cluster: Cluster, replica_id: int, *, byzantine: str | None = None, dormant: bool = False) -> int:
-    """The body of ``bftledger replica``: open, serve until a signal, close. Returns an exit code."""
-    rep = Replica(cluster, replica_id, byzantine=byzantine, tuning=factory.read_tuning(cluster.directory),
-                  dormant=dormant)
-
-    async def main() -> None:
-        rep.open(trio.current_time())
-        try:
-            await rep.serve()
-        finally:
-            rep.close()
-            log.info("replica %d stopped", replica_id)
-
-    try:
-        trio.run(main)
-    except BaseExceptionGroup as eg:
-        raise unwrap(eg) from None
-    return 0

@@ -142,3 +142,15 @@ def test_the_pool_is_changed_through_its_methods_only() -> None:
     assert p.mark_in_batch(reqs) and not p.live((0, 0))   # marked again, and not executed: useful
     p.forget()
     assert p.queued == 0 and not p.pending and not p.live((0, 2))
+    assert p.nbytes == 0 and not p.per_client           # the budgets come back with the requests
+
+
+def test_a_paxos_leader_stepping_down_many_times_keeps_its_whole_pool() -> None:
+    """Issue 13's review: ``forget`` cleared the held requests but kept their bytes and counts
+    charged, so every step-down of a Paxos leader shrank its pool until it refused everyone."""
+    p = pool(client_requests=8)
+    for round_ in range(50):
+        for ts in range(4):
+            assert p.admit(0, req(0, 100 * round_ + ts), 0.0)[0] == NEW
+        p.forget()
+    assert p.admit(0, req(0, 10_000), 0.0)[0] == NEW and p.per_client[0][0] == 1

@@ -1,0 +1,127 @@
+"""What a replica serves from its block store: receipts, execution attestations and the
+blocks a peer fetches in state transfer.
+
+Kept apart from ``replica.py`` (the connections and the driver loop) because it is the
+one place where the runtime reads the store on a peer's or a client's behalf, and the
+place where the runtime-level Byzantine strategies lie: ``lying-receipts`` alters a
+served result and signs a hash nobody computed, ``empty-transfer`` answers a state
+request with nothing, ``drip-transfer`` with one block at a time; ``slow`` (``SlowSender``)
+holds every message back just under the others' timeouts. The caller rate-limits
+(``query_cost`` is what a query costs against its budget).
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+import trio
+
+from bft.outputs import ServeBlocks
+from bft.wire import AttestRequest, Attestation, ReceiptRequest, ReceiptResponse, StateResponse, frame
+from crypto.signing import Signer
+from ledger.net.transport import Connection, LocalFault, Problems
+from ledger.store import BlockStore
+
+ATTESTATION_CACHE = 4096       # signed block hashes kept for receipts
+STATE_RESPONSE_BYTES = 4 * 1024 * 1024
+STATE_RESPONSE_BLOCKS = 256
+
+
+class BlockServer:
+    def __init__(self, replica_id: int, signer: Signer, store: BlockStore, problems: Problems,
+                 lies: Callable[[str], bool]) -> None:
+        self.id = replica_id
+        self.signer = signer
+        self.store = store
+        self.problems = problems
+        self._lies = lies                                  # is this replica running that strategy now?
+        self._attestations: dict[int, bytes] = {}          # height -> framed Attestation, oldest first
+
+    def query_cost(self, m: ReceiptRequest | AttestRequest) -> int:
+        """Tokens a query costs: a cached attestation nothing, a block read 1 per 64 KiB."""
+        if type(m) is AttestRequest:
+            return 0 if m.height in self._attestations else 1
+        size = self.store.size_of(m.height) if 1 <= m.height <= self.store.height else 0
+        return 1 + size // 65536
+
+    def receipt(self, conn: Connection, m: ReceiptRequest) -> None:
+        store = self.store
+        if not 1 <= m.height <= store.height:
+            return
+        try:
+            block = store.read(m.height)
+            if self._lies("lying-receipts"):              # the result of the first transaction, altered
+                block.results = [b"\x92\x00\xc4\x04lies"] + block.results[1:]
+            body = block.encode()
+            conn.send(frame(ReceiptResponse(m.height, m.index, body).encode()))
+        except ValueError as e:     # a block too big for one frame, or StoreCorrupt under us
+            self.problems.note(LocalFault.CANNOT_SERVE_RECEIPT, str(e))
+
+    def attest(self, conn: Connection, m: AttestRequest) -> None:
+        """Sign "I executed block ``height`` and its hash is H" (cached: one signature per block)."""
+        store = self.store
+        if not 1 <= m.height <= store.height:
+            return
+        fr = self._attestations.get(m.height)
+        if fr is None:
+            try:
+                block = store.read(m.height)
+            except ValueError as e:
+                self.problems.note(LocalFault.CANNOT_ATTEST, str(e))
+                return
+            block_hash = block.hash()
+            if self._lies("lying-receipts"):
+                block_hash = bytes(32)                          # a hash nobody computed, correctly signed
+            fr = frame(Attestation(m.height, block_hash, len(block.txs), self.id).signed(self.signer).encode())
+            self._attestations[m.height] = fr
+            while len(self._attestations) > ATTESTATION_CACHE:
+                self._attestations.pop(next(iter(self._attestations)))
+        conn.send(fr)
+
+    def blocks(self, a: ServeBlocks) -> bytes | None:
+        """The framed StateResponse for a peer's state request (None: nothing to send)."""
+        if self._lies("empty-transfer"):
+            return frame(StateResponse(self.id, [], []).encode())
+        blocks: list[bytes] = []
+        size = 0
+        to = a.from_height if self._lies("drip-transfer") else a.to_height
+        for b in self.store.blocks(a.from_height, to):
+            raw = b.encode()
+            if blocks and (size + len(raw) > STATE_RESPONSE_BYTES or len(blocks) >= STATE_RESPONSE_BLOCKS):
+                break
+            blocks.append(raw)
+            size += len(raw)
+        if not blocks:
+            return None
+        try:
+            return frame(StateResponse(self.id, blocks, []).encode())
+        except ValueError as e:
+            self.problems.note(LocalFault.CANNOT_SERVE_BLOCKS, str(e))
+            return None
+
+
+class SlowSender:
+    """The 'slow' strategy: every frame leaves ``delay`` seconds late, in order."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self._queue: deque[tuple[float, Connection | object, bytes]] = deque()
+        self._wake = trio.Event()
+
+    def schedule(self, target, fr: bytes) -> None:
+        self._queue.append((trio.current_time() + self.delay, target, fr))
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            if not self._queue:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            due, target, fr = self._queue[0]
+            now = trio.current_time()
+            if due > now:
+                await trio.sleep(due - now)
+                continue
+            self._queue.popleft()
+            target.send(fr)
