@@ -76,7 +76,7 @@ class PbftCore(CoreSkeleton):
                                     client_requests=cfg.client_requests, client_bytes=cfg.client_bytes)
         self.pending = self.requests.pending               # not yet executed: (request, arrival)
         self.last_progress = now                     # when this replica last executed a batch
-        self.stats = Counter()
+        self.stats: Counter[str] = Counter()         # suspicions by monitor rule (not drops)
         self.checkpoints = Checkpoints(self)
         self.held = HeldMessages(self)
         self.intake = RequestIntake(self)

@@ -34,7 +34,7 @@ import trio
 from ledger.net.channel import (ROLE_CLIENT, ROLE_NAMES, ROLE_REPLICA, Channels, HandshakeError,
                                  peer_name)
 from ledger.rules import WireRule
-from ledger.wire import MAX_FRAME, DecodeError, FrameDecoder, Message, frame
+from ledger.wire import MAX_FRAME, DecodeError, FrameDecoder
 
 log = logging.getLogger("ledger.net.transport")
 
@@ -252,7 +252,8 @@ def fail_fast(stream) -> None:
 
 
 def backoff(delay: float, rng: random.Random) -> float:
-    """The next delay (doubling, capped) and a jittered sleep for the current one."""
+    """A jittered sleep for the current reconnection ``delay``: between half of it and all of it
+    (the caller doubles the delay, capped at BACKOFF_MAX, for the next attempt)."""
     return delay * (0.5 + rng.random() * 0.5)
 
 
@@ -373,9 +374,5 @@ def _describe(e: BaseException) -> str:
 describe_error = _describe
 
 
-def encode_frame(msg: Message) -> bytes:
-    return frame(msg.encode())
-
-
 __all__ = ["ROLE_CLIENT", "ROLE_NAMES", "ROLE_REPLICA", "HandshakeError", "peer_name", "Problems", "SendQueue",
-           "Connection", "Link", "backoff", "describe_error", "encode_frame", "fail_fast"]
+           "Connection", "Link", "backoff", "describe_error", "fail_fast"]
