@@ -247,6 +247,7 @@ class Harness:
         self.nodes: list[Node] = []
         self.net: list[tuple[int, int, object]] = []        # (src, dst, message) in flight, FIFO
         self.groups: list[set[int]] | None = None
+        self.muted: set[int] = set()                        # replicas whose sends are all lost
         self.now = 0.0
         self.ts: Counter[int] = Counter()                   # last timestamp used per client
         self.replies: dict[int, list[str]] = {}
@@ -361,8 +362,11 @@ class Harness:
         """Carry out replica i's ready() actions and print them."""
         node = self.nodes[i]
         for a in node.core.ready():
-            out.append(f"{indent}r{i}: {fmt_action(a)}")
             t = type(a)
+            if i in self.muted and t in (Broadcast, Send, ToClient, ServeBlocks):
+                out.append(f"{indent}r{i}: {fmt_action(a)} (muted)")     # the network loses it
+                continue
+            out.append(f"{indent}r{i}: {fmt_action(a)}")
             if t is Broadcast:
                 for d in range(self.n):
                     if d != i:
@@ -446,6 +450,18 @@ class Harness:
 
     def cmd_heal(self, pos, kw, out) -> None:
         self.groups = None
+        out.append("ok")
+
+    def cmd_mute(self, pos, kw, out) -> None:
+        """mute r0: a silent replica: it still hears, but everything it sends is lost."""
+        if not pos:
+            raise ScriptError("mute needs replicas")
+        self.muted |= set(self.replicas(pos[0]))
+        out.append("ok")
+
+    def cmd_unmute(self, pos, kw, out) -> None:
+        """unmute [r0]: the replicas listed (default all) speak again."""
+        self.muted -= set(self.replicas(pos[0])) if pos else set(self.muted)
         out.append("ok")
 
     # ------------------------------------------------------------------ the network
