@@ -130,6 +130,10 @@ class CoreSkeleton:
         elif what != KNOWN:
             self._drop(detail, client=client)
 
+    def count_useless(self) -> None:
+        """A message that was valid but changed nothing (a repeat): the runtime's intake charges it."""
+        self.useless += 1
+
     def _drop(self, rule: Rule | Rejection, replica: int | None = None, detail: str = "", *,
               client: int | None = None) -> None:
         """Count a message rejected by ``rule`` (a Rejection brings its own detail)."""

@@ -208,6 +208,10 @@ class PbftCore(CoreSkeleton):
         self.held.clear(keep_early=keep_early)
         self.requests.new_view()
 
+    def propose_after(self, seq: int) -> None:
+        """The primary's next PRE-PREPARE gets ``seq + 1`` (a view entered, a restart)."""
+        self.next_seq = seq + 1
+
     def _collect_below(self, seq: int) -> None:
         """``seq`` is the new stable checkpoint: what the core keeps at or below it goes."""
         self.held.window_moved()
@@ -287,7 +291,7 @@ class PbftCore(CoreSkeleton):
         else:
             self.fetcher.keep(pp.seq, pp.digest, pp.batch, reqs)
             if self.requests.mark_in_batch(reqs):
-                self.suspicion.monitor.useful_pre_prepare(self.now)
+                self.suspicion.useful_pre_prepare(self.now)
         self._persist("pp", pp.encode())
         if pp.replica != self.id:
             p = self._sign(Prepare(pp.view, pp.seq, pp.digest, self.id))
@@ -403,7 +407,7 @@ class PbftCore(CoreSkeleton):
                 self._out.append(ToClient(r.client, reply))
         if block.sequence % self.cfg.checkpoint_interval == 0:
             self.checkpoints.take(block)
-        self.suspicion.monitor.executed(fresh)
+        self.suspicion.executed(fresh)
         return fresh
 
     _handlers = {

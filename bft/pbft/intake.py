@@ -90,7 +90,7 @@ class RequestIntake:
             if not batch:
                 return
             seq = core.next_seq
-            core.next_seq += 1
+            core.propose_after(seq)
             pp = core._sign(PrePrepare(core.view, seq, root_of(batch), batch, core.id))
             core._accept_pre_prepare(pp, reqs)
             core._out.append(Broadcast(pp))

@@ -62,7 +62,7 @@ def recover(core: PbftCore, records: list[bytes]) -> None:
     core.view_changer.restore(view, changing)
     h = checkpoints.h
     core.prepared_certs = {s: c for s, c in core.prepared_certs.items() if s > h}
-    core.next_seq = max([h, core.chain.height] + [s for (v, s) in core.votes if v == core.view]) + 1
+    core.propose_after(max([h, core.chain.height] + [s for (v, s) in core.votes if v == core.view]))
     for pp in pps:
         reqs = None
         if pp.batch or pp.digest == EMPTY_ROOT:

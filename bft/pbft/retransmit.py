@@ -36,7 +36,7 @@ class Retransmitter:
     def duplicate(self, sender: int, seq: int) -> None:
         """A peer re-sent a vote: it may be missing ours. Answer once per interval."""
         core = self._core
-        core.useless += 1
+        core.count_useless()
         if self._helped.get(sender, -1.0) + core.cfg.retransmit_interval > core.now:
             return
         self._helped[sender] = core.now

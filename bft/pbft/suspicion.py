@@ -80,6 +80,16 @@ class Suspicion:
     def answered(self) -> dict[int, float]:
         return self._answered
 
+    # what the monitor measures, told by the core and the view changer
+    def view_started(self, now: float) -> None:
+        self._monitor.start_view(now)
+
+    def useful_pre_prepare(self, now: float) -> None:
+        self._monitor.useful_pre_prepare(now)
+
+    def executed(self, fresh: int) -> None:
+        self._monitor.executed(fresh)
+
     def tick(self, now: float) -> None:
         """Requests are pending and this replica is not behind: the request timer and the monitor.
 

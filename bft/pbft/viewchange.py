@@ -152,14 +152,14 @@ class ViewChanger:
     def on_view_change(self, sender: int, vc: ViewChange) -> None:
         core = self._core
         if vc.new_view < core.view or (vc.new_view == core.view and not core.in_view_change):
-            core.useless += 1
+            core.count_useless()
             if self._new_view is not None and core.is_primary and not core.in_view_change:
                 self.help_behind(sender)
             return
         vcs_by_view = self._view_changes
         latest = max((v for v, vcs in vcs_by_view.items() if sender in vcs), default=-1)
         if latest >= vc.new_view:
-            core.useless += 1
+            core.count_useless()
             # one VIEW-CHANGE per replica, its highest: VIEW-CHANGEs for descending views used to
             # pile up (20,000 kept, handling cost quadratic; issue 11)
             if latest > vc.new_view:
@@ -223,7 +223,7 @@ class ViewChanger:
         cps = core.checkpoints
         if plan.min_s > cps.h and not checkpoint_proof_error(core.keys, core.f, plan.min_s, plan.stable_proof):
             cps.make_stable(plan.min_s, plan.stable_proof)
-        core.next_seq = max(plan.max_s, cps.h, core.chain.height) + 1
+        core.propose_after(max(plan.max_s, cps.h, core.chain.height))
         fetcher = core.fetcher
         for pp in nv.pre_prepares:            # digests only: attach the batches this replica holds
             if pp.seq <= cps.h:
@@ -236,7 +236,7 @@ class ViewChanger:
                 core._accept_pre_prepare(pp, None)
             else:
                 core._accept_pre_prepare(PrePrepare(pp.view, pp.seq, pp.digest, have[1], pp.replica, pp.sig), have[2])
-        core.suspicion.monitor.start_view(core.now)
+        core.suspicion.view_started(core.now)
         if core.is_primary or core.cfg.monitor.enabled:
             core.requests.requeue(core.now)      # the primary serves them; backups watch them
         log.info("replica %d enters view %d", core.id, v)
