@@ -24,7 +24,8 @@ STRATEGIES = {
     "forge": "claims to be another replica: puts another id in its messages (signed with its own key)",
     "replay": "re-sends messages it sent long ago, from old views and sequence numbers",
     "flood": "sends every message many times over, hoping duplicates count twice",
-    "equivocate": "as primary, sends different PRE-PREPAREs for one sequence number to different backups",
+    "equivocate": "as primary (leader), sends different PRE-PREPAREs (paxos: ACCEPTs) for one sequence number "
+                  "(slot) to different backups",
     "slow": "delays everything it sends by most of the view-change timeout (the driver applies the delay)",
     "censor": "ignores every request of client 0 (as primary: never proposes them)",
     "forge-request": "as primary, slips a request with a forged client signature into every batch",
@@ -43,6 +44,19 @@ STRATEGIES = {
     "drip-transfer": "answers every state-transfer request with a single block",
 }
 RUNTIME_STRATEGIES = ("lying-receipts", "empty-transfer", "drip-transfer")
+# What acts on a Multi-Paxos replica's messages: strategies on any message (silence, corruption,
+# forgery, replay, floods, delay, censorship), on a leader's ACCEPT (equivocation), and the
+# runtime's (receipts and state transfer exist in both modes). The others act on PRE-PREPARE,
+# PREPARE, COMMIT, CHECKPOINT or VIEW-CHANGE, which Paxos does not have: a Paxos replica given
+# one is refused, never silently labelled Byzantine.
+PAXOS_STRATEGIES = ("silent", "corrupt", "forge", "replay", "flood", "equivocate", "slow", "censor")
+
+
+def applies(strategy: str, mode: str) -> bool:
+    """Whether ``strategy`` does anything to a ``mode`` replica."""
+    if strategy not in STRATEGIES:
+        return False
+    return mode == "pbft" or strategy in PAXOS_STRATEGIES or strategy in RUNTIME_STRATEGIES
 USELESS_PRIMARY = ("empty-batches", "replay-executed")
 NOISE_INTERVAL = 0.05          # how often the noisy strategies send their junk (seconds of core time)
 FLOOD_VOTES = 200              # duplicate votes 'flood-votes' sends every NOISE_INTERVAL (4,000/s to each peer)

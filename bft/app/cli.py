@@ -2,7 +2,7 @@
 
 One ``add_<name>`` function builds each subcommand's parser and one ``cmd_<name>``
 function runs it and returns the exit code (in ``cmd_cluster``: init, up, replica, demo;
-in ``cmd_client``: put, get, status, audit, verify-receipt); adding a subcommand means
+in ``cmd_client``: put, get, status, audit, verify-receipt; in ``cmd_lab``: attacks, lab); adding a subcommand means
 writing that pair and listing the adder in ``SUBCOMMANDS``. Every error a user can cause
 becomes one line on stderr, ``bftledger: error: <what is wrong and what to do>``, with exit
 code 2 for bad arguments and 1 otherwise; a traceback means a bug in bftledger.
@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 from bft.app.args import PROG, Parser, Subparsers, UsageError, fail
 from bft.app.cmd_client import add_audit, add_get, add_put, add_status, add_verify_receipt
 from bft.app.cmd_cluster import add_demo, add_init, add_replica, add_up
+from bft.app.cmd_lab import add_attacks, add_lab
 from crypto.keys import KeyFileError
 from ledger.cluster import ClusterError
 from ledger.store import StoreError
@@ -31,11 +32,14 @@ EXAMPLES = f"""examples:
   {PROG} status ./mycluster                  # view, leader, height, head of each replica
   {PROG} audit ./mycluster --id 0            # verify replica 0's ledger offline
   {PROG} put ./mycluster bob 5 --json > r.json && {PROG} verify-receipt r.json --cluster ./mycluster
+  {PROG} attacks                             # what the lab can attack, and the rules that stop it
+  {PROG} lab equivocate --mode paxos         # one attack in the simulator: what held, what broke
 
 '{PROG} COMMAND --help' describes each command."""
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
-    add_init, add_up, add_replica, add_put, add_get, add_status, add_audit, add_verify_receipt, add_demo]
+    add_init, add_up, add_replica, add_put, add_get, add_status, add_audit, add_verify_receipt, add_demo,
+    add_attacks, add_lab]
 
 
 def build_parser() -> argparse.ArgumentParser:

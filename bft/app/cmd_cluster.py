@@ -117,6 +117,7 @@ def cmd_replica(args: argparse.Namespace) -> int:
     if args.id >= cluster.n:
         raise ClusterError(f"replica {args.id} is not in this cluster (ids are 0..{cluster.n - 1})")
     _require_core(cluster)
+    from bft.adversary import STRATEGIES, applies
     from bft.runtime.process import run_replica
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), force=True, stream=sys.stderr,
@@ -124,6 +125,10 @@ def cmd_replica(args: argparse.Namespace) -> int:
     try:
         if args.dormant and not args.byzantine:
             raise UsageError("--dormant needs --byzantine STRATEGY (what to turn into on SIGUSR1)")
+        if args.byzantine and not applies(args.byzantine, cluster.mode):
+            raise UsageError(f"--byzantine {args.byzantine} does nothing to a {cluster.mode} replica (it acts on "
+                             f"messages {cluster.mode} does not have); {cluster.mode} strategies: "
+                             + ", ".join(s for s in STRATEGIES if applies(s, cluster.mode)))
         return run_replica(cluster, args.id, byzantine=args.byzantine, dormant=args.dormant)
     except OSError as e:
         r = cluster.replicas[args.id]

@@ -26,7 +26,8 @@ from ledger.rules import Rule
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "rules.md"
 FAMILIES = [("ledger.rules", "LedgerRule"), ("bft.rules", "StepRule"), ("bft.rules", "RequestRule"),
-            ("ledger.rules", "WireRule"), ("bft.pbft.rules", "PbftRule"), ("bft.paxos.rules", "PaxosRule")]
+            ("ledger.rules", "WireRule"), ("bft.pbft.rules", "PbftRule"), ("bft.pbft.monitor", "SuspicionRule"),
+            ("bft.paxos.rules", "PaxosRule")]
 CODE_DIRS = ("bft", "ledger", "crypto")
 
 
@@ -92,7 +93,8 @@ def collect() -> tuple[list[type[Rule]], dict[Rule, set[str]], dict[Rule, set[st
             checked[rule].add(f"{_module_name(path)}.{where}" if where else _module_name(path))
     for path in _python_files("tests"):
         for rule, where in _references(path, classes):
-            tested[rule].add(f"{path.relative_to(ROOT)}::{where.split('.')[0]}" if where else str(path.relative_to(ROOT)))
+            where = f"::{where.split('.')[0]}" if where else ""
+            tested[rule].add(f"{path.relative_to(ROOT)}{where}")
     labels = {r.label: r for c in fams for r in c}
     for script in sorted((ROOT / "tests" / "testdata").rglob("*.txt")):
         text = script.read_text()

@@ -34,9 +34,30 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from enum import unique
+
+from ledger.rules import CL99, OURS, Rule
+
+AARDVARK = "Clement et al., Making Byzantine Fault Tolerant Systems Tolerate Byzantine Faults (Aardvark), NSDI 2009"
 
 
-HEARTBEAT, CENSORSHIP, THROUGHPUT, CALIBRATION = "heartbeat", "censorship", "throughput", "calibration"
+@unique
+class SuspicionRule(Rule):
+    """Why a backup suspects its primary (a SUSPECT, and a view change once f+1 agree)."""
+
+    REQUEST_TIMER = ("a request waited longer than the view-change timeout", f"{CL99}, §4.4 (the backup's timer)")
+    HEARTBEAT = ("no useful PRE-PREPARE for a heartbeat interval while requests waited",
+                 f"{AARDVARK} (the primary's heartbeat); {OURS}: 'useful' orders a request not yet executed")
+    CENSORSHIP = ("one client's oldest request waited too long to be batched while others were served",
+                  f"{AARDVARK} (fairness); {OURS}")
+    THROUGHPUT = ("throughput under demand below the share of the best recent views it must keep",
+                  f"{AARDVARK} (regular view changes: a primary must keep up the expected throughput)")
+    CALIBRATION = ("no throughput record to hold the view to after the calibration period under demand",
+                   f"{OURS}: a new view must earn a record before it can be held to one")
+
+
+HEARTBEAT, CENSORSHIP, THROUGHPUT, CALIBRATION = (SuspicionRule.HEARTBEAT, SuspicionRule.CENSORSHIP,
+                                                  SuspicionRule.THROUGHPUT, SuspicionRule.CALIBRATION)
 
 
 @dataclass(slots=True)
@@ -102,10 +123,11 @@ class PrimaryMonitor:
             self.window_demand = True
         if head is not None:
             if waited >= timeout / 2 + cfg.heartbeat and now - max(self.last_useful, self.view_start) >= cfg.heartbeat:
-                return HEARTBEAT, (f"no useful PRE-PREPARE for {now - self.last_useful:.2f} s while client "
-                                   f"{head[1]}'s request waits to be batched")
+                return SuspicionRule.HEARTBEAT, (f"no useful PRE-PREPARE for {now - self.last_useful:.2f} s "
+                                                 f"while client {head[1]}'s request waits to be batched")
             if waited >= timeout:
-                return CENSORSHIP, f"client {head[1]}'s oldest request waited {waited:.2f} s to be batched"
+                return SuspicionRule.CENSORSHIP, (f"client {head[1]}'s oldest request waited {waited:.2f} s "
+                                                  "to be batched")
         if now - self.window_start < cfg.window:
             return None
         rate = self.window_fresh / (now - self.window_start)
@@ -120,11 +142,12 @@ class PrimaryMonitor:
             return None                  # the load, not the primary, set this window's rate
         if not self.records:
             if age >= cfg.calibration:
-                return CALIBRATION, f"no throughput record to hold this view to after {age:.1f} s under demand"
+                return SuspicionRule.CALIBRATION, (f"no throughput record to hold this view to after {age:.1f} s "
+                                                   "under demand")
             return None
         if age < cfg.grace + cfg.window:
             return None
         need = self.required(now)
         if rate < need:
-            return THROUGHPUT, f"throughput {rate:.0f} requests/s below the required {need:.0f}/s"
+            return SuspicionRule.THROUGHPUT, f"throughput {rate:.0f} requests/s below the required {need:.0f}/s"
         return None

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from ledger import quorum
 from bft.outputs import Broadcast, Send
-from bft.pbft.monitor import PrimaryMonitor
+from bft.pbft.monitor import PrimaryMonitor, SuspicionRule
 from bft.pbft.rules import PbftRule
 from bft.wire import Suspect
 
@@ -106,20 +106,21 @@ class Suspicion:
             if now >= max(arrival, since) + patience:
                 arrival = self._oldest_not_flooding(now, patience)
         if now >= max(arrival, since) + patience:
-            self.suspect("request timer")
+            self.suspect(SuspicionRule.REQUEST_TIMER)
         elif now >= self._monitor.next_check and core.cfg.monitor.enabled and not core.is_primary:
             self._watch_primary()
         if self._suspects and not core.in_view_change:
             self.check()
 
-    def suspect(self, why: str) -> None:
+    def suspect(self, why: SuspicionRule) -> None:
         """This replica's timer fired in the current view, or the primary failed a monitor rule."""
         core = self._core
         if not self._suspecting:
+            core.stats[why] += 1
             self._suspecting = True
             self._mine = core._sign(Suspect(core.view, core.id))
             core._out.append(Broadcast(self._mine))
-            log.info("replica %d suspects the primary of view %d (%s)", core.id, core.view, why)
+            log.info("replica %d suspects the primary of view %d (%s)", core.id, core.view, why.label)
         self._suspects[core.id] = core.now
         self.check()
 
@@ -134,9 +135,8 @@ class Suspicion:
         if found is not None:
             rule, why = found
             if not self._suspecting:
-                core.stats["suspected: " + rule] += 1
                 log.info("replica %d: primary %d of view %d fails the %s rule: %s", core.id, core.leader, core.view,
-                         rule, why)
+                         rule.label, why)
             self._sticky = True
             self.suspect(rule)
 

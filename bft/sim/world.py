@@ -268,6 +268,11 @@ class Simulation:
             self.checker.on_ack(c.id, msg.timestamp, p.encoded, msg.height, msg.index, msg.result,
                                 self.now - p.started)
 
+    def client_sends(self, client: int, replica: int, msg: Message) -> None:
+        """A message from client ``client``'s authenticated connection, as it is (labs and tests
+        use it for a hostile client: bad signatures, another client's id, protocol messages)."""
+        self._send(CLIENT + client, replica, msg)
+
     def all_acked(self) -> bool:
         return all(not c.outstanding for c in self.clients)
 

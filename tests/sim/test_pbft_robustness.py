@@ -51,7 +51,7 @@ def view_entries(sim, replica: int, until: float, step: float = 0.01) -> list[tu
 
 
 def suspected(sim, ids, rule: str) -> int:
-    return sum(_core(sim, i).stats["suspected: " + rule] for i in ids)
+    return sum(_core(sim, i).stats[rule] for i in ids)
 
 
 def executed_fresh(sim, i: int) -> int:

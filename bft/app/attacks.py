@@ -1,0 +1,160 @@
+"""The attack catalogue: what each attack does, what stops it, what a student will see.
+
+Every entry runs in the lab (``bftledger lab NAME``, the simulator driving the real cores),
+in each mode it applies to. For each mode it names the rules that stop the attack (drop
+rules, or the rules by which backups suspect a primary) and the outcome a run shows: for
+pbft safety and liveness hold; for paxos some attacks break one of them, which is the
+lesson. ``tests/unit/test_lab.py`` runs every listed command and checks that at least one
+listed rule fires against the attacker and that the outcome is the one stated here, so the
+catalogue cannot claim what the code does not do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bft.adversary import STRATEGIES
+from bft.sim.lab import SCENARIOS
+
+
+@dataclass(frozen=True)
+class Outcome:
+    rules: tuple[str, ...]           # labels; at least one fires against the attacker in the lab
+    observe: str
+    safety: str = "held"
+    liveness: str = "held"
+
+
+@dataclass(frozen=True)
+class Attack:
+    name: str
+    what: str
+    defence: str                     # how the protocol stops it, with the paper's section
+    pbft: Outcome | None = None
+    paxos: Outcome | None = None
+
+    @property
+    def kind(self) -> str:
+        return SCENARIOS[self.name].kind
+
+    def outcome(self, mode: str) -> Outcome | None:
+        return self.pbft if mode == "pbft" else self.paxos
+
+    def command(self, mode: str) -> str:
+        return f"bftledger lab {self.name} --mode {mode}"
+
+    def as_json(self) -> dict:
+        modes = {}
+        for mode in ("pbft", "paxos"):
+            o = self.outcome(mode)
+            if o is not None:
+                modes[mode] = {"rules": list(o.rules), "observe": o.observe, "safety": o.safety,
+                               "liveness": o.liveness, "command": self.command(mode)}
+        return {"name": self.name, "kind": self.kind, "what": self.what, "defence": self.defence, "modes": modes}
+
+
+NO_RULE_PAXOS = "no rule of Paxos looks at it: Paxos assumes replicas do not lie"
+
+ATTACKS: list[Attack] = [
+    # ------------------------------------------------------------------ Byzantine replicas
+    Attack("silent", STRATEGIES["silent"],
+           "quorums of 2f+1 (pbft) or a majority (paxos) never need any one replica (OSDI 1999, §4.2)",
+           Outcome((), "nothing is dropped; every request commits with the other three"),
+           Outcome((), "nothing is dropped; the other two form a majority")),
+    Attack("wrong-digest", STRATEGIES["wrong-digest"],
+           "votes count only if they match the PRE-PREPARE's digest, one per replica (§4.2)",
+           Outcome(("pbft.DUPLICATE_VOTE",), "its votes never match; its second votes are dropped")),
+    Attack("corrupt", STRATEGIES["corrupt"],
+           "every protocol message is signed and checked before it counts (§4.2)",
+           Outcome(("pbft.BAD_SIGNATURE",), "hundreds of bad signatures, all from the attacker"),
+           Outcome((), "a follower's ACCEPTED carries no signature to check; " + NO_RULE_PAXOS)),
+    Attack("forge", STRATEGIES["forge"],
+           "the sender field must be the channel's authenticated sender (OSDI 1999, §2)",
+           Outcome(("step.SENDER_MISMATCH",), "every forged message dropped, counted against the forger"),
+           Outcome(("step.SENDER_MISMATCH",), "the channel catches it in paxos too")),
+    Attack("replay", STRATEGIES["replay"],
+           "messages outside the current view or the watermarks are dropped (§4.2, §4.3)",
+           Outcome(("pbft.OUTSIDE_WATERMARKS", "pbft.OTHER_VIEW"), "old messages dropped by view and watermark"),
+           Outcome(("paxos.PROMISE_NOT_RUNNING", "paxos.PREVOTE_GRANT_NOT_RUNNING", "paxos.STALE_BALLOT"),
+                   "replayed election messages for ballots nobody runs are dropped")),
+    Attack("flood", STRATEGIES["flood"],
+           "quorums count distinct replicas: a repeated vote counts once (§4.2)",
+           Outcome(("pbft.OUTSIDE_WATERMARKS", "pbft.DUPLICATE_VOTE"), "copies change nothing; late ones dropped"),
+           Outcome(("paxos.PROMISE_NOT_RUNNING", "paxos.PREVOTE_GRANT_NOT_RUNNING"),
+                   "copies of election messages arrive after the election and are dropped")),
+    Attack("equivocate", STRATEGIES["equivocate"],
+           "a backup accepts one PRE-PREPARE per (view, sequence); without 2f PREPAREs for one digest "
+           "nothing is prepared, the timers fire and the view changes (§4.2, §4.4)",
+           Outcome(("pbft.CONFLICTING_PRE_PREPARE", "suspicion.REQUEST_TIMER"),
+                   "the conflicting PRE-PREPARE is dropped, the view changes, the ledgers stay equal"),
+           Outcome((), "the two followers execute different batches at one height: " + NO_RULE_PAXOS,
+                   safety="violated")),
+    Attack("slow", STRATEGIES["slow"],
+           "a view must keep up the throughput of recent views, or the backups suspect it (Aardvark)",
+           Outcome(("suspicion.CALIBRATION", "suspicion.THROUGHPUT", "suspicion.REQUEST_TIMER"),
+                   "the backups suspect the slow primary and change the view"),
+           Outcome((), "the slow leader keeps its ballot; requests wait but commit")),
+    Attack("censor", STRATEGIES["censor"],
+           "a client's request that waits while others are served makes the backups suspect (Aardvark)",
+           Outcome(("suspicion.CENSORSHIP", "suspicion.REQUEST_TIMER"),
+                   "the backups suspect the censoring primary; client 0 is served in the next view"),
+           Outcome((), "client 0 is never served: the leader's heartbeats keep it in office; " + NO_RULE_PAXOS,
+                   liveness="violated")),
+    Attack("forge-request", STRATEGIES["forge-request"],
+           "every request in a batch must carry its client's valid signature (§4.1)",
+           Outcome(("pbft.BATCH_BAD_CLIENT_SIGNATURE",), "its batches are refused; the view changes")),
+    Attack("forge-vc", STRATEGIES["forge-vc"],
+           "a VIEW-CHANGE's prepared certificates and checkpoint proof are checked (§4.4)",
+           Outcome(("pbft.PREPARED_CERT_NOT_PRIMARY", "pbft.CHECKPOINT_PROOF_SIGNATURE"),
+                   "the forged VIEW-CHANGEs are rejected; the NEW-VIEW is built from honest ones")),
+    Attack("padded-vc", STRATEGIES["padded-vc"],
+           "a VIEW-CHANGE must carry exactly 2f PREPAREs per certificate and 2f+1 CHECKPOINTs (§4.4)",
+           Outcome(("pbft.CHECKPOINT_PROOF_SIZE", "pbft.PREPARED_CERT_SIZE", "suspicion.REQUEST_TIMER"),
+                   "the padded VIEW-CHANGEs are rejected before they can swell a NEW-VIEW")),
+    Attack("descending-vc", STRATEGIES["descending-vc"],
+           "one VIEW-CHANGE kept per replica, its highest (bounded state)",
+           Outcome(("pbft.VIEW_CHANGE_REGRESSES",), "each lower VIEW-CHANGE is dropped")),
+    Attack("far-checkpoints", STRATEGIES["far-checkpoints"],
+           "a few unstable CHECKPOINTs kept per replica; 2f+1 matching ones are needed to be stable (§4.3)",
+           Outcome((), "nothing changes: the far checkpoints never become stable and their memory is bounded")),
+    Attack("state-flood", STRATEGIES["state-flood"],
+           "state requests are answered a few per interval per peer (bounded work)",
+           Outcome((), "the honest replicas keep committing; over the rate, requests are dropped")),
+    Attack("empty-batches", STRATEGIES["empty-batches"],
+           "a primary that orders nothing useful is suspected (request timer, heartbeat rule)",
+           Outcome(("suspicion.REQUEST_TIMER", "suspicion.HEARTBEAT"), "the view changes; requests commit")),
+    Attack("replay-executed", STRATEGIES["replay-executed"],
+           "executed requests do not count as progress; the primary is suspected",
+           Outcome(("suspicion.REQUEST_TIMER", "suspicion.HEARTBEAT"), "the view changes; requests commit")),
+    Attack("flood-votes", STRATEGIES["flood-votes"],
+           "a repeated vote counts once; votes below the stable checkpoint are dropped (§4.3)",
+           Outcome(("pbft.OUTSIDE_WATERMARKS",), "thousands of stale votes dropped, counted against the attacker")),
+    Attack("flood-vc", STRATEGIES["flood-vc"],
+           "f VIEW-CHANGEs cannot move anyone: a replica joins a view change after f+1 (§4.5.2)",
+           Outcome((), "nobody leaves the view")),
+    # ------------------------------------------------------------------ hostile clients
+    Attack("bad-signatures", "client 2 sends requests with made-up signatures",
+           "requests are signed (§4.1); a client whose signatures keep failing is blacklisted for a while",
+           Outcome(("request.BAD_CLIENT_SIGNATURE", "request.BLACKLISTED"), "checked, dropped, then not even checked"),
+           Outcome(("request.BAD_CLIENT_SIGNATURE", "request.BLACKLISTED"), "the same in paxos")),
+    Attack("impersonate-client", "client 2, on its own authenticated connection, sends requests naming client 0",
+           "a request must name the client its channel authenticated",
+           Outcome(("request.UNKNOWN_CLIENT",), "every such request dropped"),
+           Outcome(("request.UNKNOWN_CLIENT",), "the same in paxos")),
+    Attack("client-flood", "client 2 sends 60 valid requests at once",
+           "each client has a quota of held requests; over it, BUSY (bounded resources)",
+           Outcome(("request.CLIENT_QUOTA_FULL",), "client 2 is told BUSY; the other clients are served"),
+           Outcome(("request.CLIENT_QUOTA_FULL",), "the leader refuses past the quota")),
+    Attack("client-sends-protocol", "client 2 sends PREPAREs in replica 1's name",
+           "a client may send requests only (§4.1)",
+           Outcome(("step.CLIENT_SENT_PROTOCOL",), "every one dropped, counted against client 2"),
+           Outcome(("step.CLIENT_SENT_PROTOCOL",), "the same in paxos")),
+    # ------------------------------------------------------------------ the network
+    Attack("partition-primary", "the network cuts the first primary (leader) off for 1.2 s",
+           "the backups' timers fire and the view changes (§4.4); the cut-off replica's old-view messages "
+           "are dropped when it returns",
+           Outcome(("suspicion.REQUEST_TIMER", "pbft.OTHER_VIEW"), "a view change; every request commits"),
+           Outcome(("paxos.PROMISE_NOT_RUNNING", "paxos.PREVOTE_GRANT_NOT_RUNNING", "paxos.STALE_BALLOT"),
+                   "a new leader is elected; every request commits")),
+]
+
+BY_NAME = {a.name: a for a in ATTACKS}

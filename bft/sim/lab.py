@@ -1,0 +1,243 @@
+"""One lab run: a cluster in the simulator under one named attack, and what it shows.
+
+A student names an attack, a mode and a seed; the lab runs the real cores on a clean
+simulated network with a steady load from two honest clients, the attack in place, and
+reports what a course asks about: what the honest replicas dropped, by rule and by sender
+(the attacker's messages apart from the ordinary late or repeated ones); whether safety
+held (the invariant checker: honest replicas never disagree, no client accepts a result
+that was not executed); whether liveness held (every request acknowledged); and the
+command that replays the very same run.
+
+Attacks come in three kinds: a Byzantine replica strategy (``bft.adversary``), a hostile
+client (client 2, with its own key), and the network. Which attack applies to which mode
+is explicit (``applies``): one that does nothing in a mode is refused, never silently
+labelled, so that nobody concludes that Paxos tolerated an attack it never saw.
+"""
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from bft.adversary import PAXOS_STRATEGIES, RUNTIME_STRATEGIES, STRATEGIES, Byzantine
+from bft.sim.paxos_scenario import paxos_config, paxos_factory
+from bft.sim.scenario import build_pbft, make_signers
+from bft.sim.world import CLIENT, Simulation
+from bft.wire import Prepare, Request
+from ledger import quorum
+from ledger.rules import Rule
+from ledger.state import op_put
+
+RUNTIME_ONLY = RUNTIME_STRATEGIES             # they act in a replica process, not in its core
+PBFT_STRATEGIES = tuple(s for s in STRATEGIES if s not in RUNTIME_ONLY)
+AS_LEADER = ("equivocate", "censor", "forge-request", "empty-batches", "replay-executed", "slow")
+IN_VIEW_CHANGE = ("forge-vc", "padded-vc")     # they act only while replicas change views
+CUT_PRIMARY = (0.8, 2.0)                       # the network fault that causes that view change
+HOSTILE = 2                                    # the hostile client's id (clients 0 and 1 are honest)
+RUN_FOR = 3.0                                  # virtual seconds of load
+SETTLE = 12.0                                  # then this long for every request to be acknowledged
+QUOTA = 8                                      # requests a client may have held (the client-flood lab)
+
+
+class LabError(ValueError):
+    """A lab that cannot run as asked (one line for the user)."""
+
+
+def _cut_primary(sim: Simulation, n: int, rng: random.Random, notes: list[str]) -> None:
+    others = set(range(1, n)) | {CLIENT + c for c in range(3)}
+    sim.at(CUT_PRIMARY[0], lambda: sim.partition([{0}, others]))
+    sim.at(CUT_PRIMARY[1], lambda: sim.partition(None))
+    notes.append(f"the network cuts replica 0 (the first primary or leader) off from t={CUT_PRIMARY[0]} "
+                 f"to t={CUT_PRIMARY[1]}")
+
+
+def _bad_signatures(sim: Simulation, n: int, rng: random.Random, notes: list[str]) -> None:
+    for k in range(40):
+        req = Request(HOSTILE, 1000 + k, op_put("x", b"y"), rng.randbytes(64))
+        sim.at(0.05 * k, lambda req=req: [sim.client_sends(HOSTILE, r, req) for r in range(n)])
+    notes.append("client 2 sends 40 requests with made-up signatures to every replica")
+
+
+def _impersonate(sim: Simulation, n: int, rng: random.Random, notes: list[str]) -> None:
+    for k in range(10):
+        req = Request(0, 5000 + k, op_put("stolen", b"%d" % k), rng.randbytes(64))
+        sim.at(0.2 * k, lambda req=req: [sim.client_sends(HOSTILE, r, req) for r in range(n)])
+    notes.append("client 2, on its own authenticated connection, sends requests that name client 0")
+
+
+def _client_flood(sim: Simulation, n: int, rng: random.Random, notes: list[str]) -> None:
+    signer = sim.clients[HOSTILE].signer
+    reqs = [Request(HOSTILE, 100 + k, op_put(f"flood{k}", bytes(512))).signed(signer) for k in range(60)]
+    for req in reqs:
+        sim.checker.on_submit(HOSTILE, req.timestamp, req.encode(), 0.0)   # valid: it may execute
+    sim.at(1.0, lambda: [sim.client_sends(HOSTILE, r, req) for req in reqs for r in range(n)])
+    notes.append(f"client 2 sends 60 valid requests at once, at t=1 (its quota of held requests is {QUOTA})")
+
+
+def _client_protocol(sim: Simulation, n: int, rng: random.Random, notes: list[str]) -> None:
+    for k in range(10):
+        msg = Prepare(0, 1 + k, rng.randbytes(32), 1, rng.randbytes(64))
+        sim.at(0.1 * k, lambda msg=msg: [sim.client_sends(HOSTILE, r, msg) for r in range(n)])
+    notes.append("client 2 sends PREPAREs in replica 1's name")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    kind: str                                       # "replica", "client" or "network"
+    modes: tuple[str, ...]
+    arrange: Callable[[Simulation, int, random.Random, list[str]], None] | None = None
+    config: dict = field(default_factory=dict)      # pbft core settings this lab needs
+
+
+SCENARIOS: dict[str, Scenario] = {
+    **{s: Scenario("replica", ("pbft", "paxos") if s in PAXOS_STRATEGIES else ("pbft",)) for s in PBFT_STRATEGIES},
+    "bad-signatures": Scenario("client", ("pbft", "paxos"), _bad_signatures),
+    "impersonate-client": Scenario("client", ("pbft", "paxos"), _impersonate),
+    "client-flood": Scenario("client", ("pbft", "paxos"), _client_flood, {"client_requests": QUOTA}),
+    "client-sends-protocol": Scenario("client", ("pbft", "paxos"), _client_protocol),
+    "partition-primary": Scenario("network", ("pbft", "paxos"), _cut_primary),
+}
+
+
+def applies(name: str, mode: str) -> bool:
+    s = SCENARIOS.get(name)
+    return s is not None and mode in s.modes
+
+
+@dataclass
+class LabResult:
+    scenario: str
+    kind: str
+    mode: str
+    n: int
+    f: int
+    seed: int
+    byzantine: list[int]
+    violation: str | None
+    unacked: int
+    requests: int
+    drops_by_rule: dict[str, int]
+    drops_by_sender: dict[str, dict[str, int]]
+    suspicions: dict[str, int]               # pbft: SUSPECTs by rule (bft.pbft.monitor.SuspicionRule)
+    heights: dict[int, int]
+    views: dict[int, int]
+    replay: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def safety(self) -> str:
+        return "violated" if self.violation else "held"
+
+    @property
+    def liveness(self) -> str:
+        return "held" if self.unacked == 0 else "violated"
+
+    @property
+    def attackers(self) -> list[str]:
+        """How the drop counters name the attacker(s)."""
+        return [f"r{i}" for i in self.byzantine] + ([f"c{HOSTILE}"] if self.kind == "client" else [])
+
+    def attacker_drops(self) -> dict[str, int]:
+        """Drops, by rule, of what the attacker sent."""
+        out = {}
+        for rule, by in self.drops_by_sender.items():
+            k = sum(by.get(a, 0) for a in self.attackers)
+            if k:
+                out[rule] = k
+        return out
+
+    def as_json(self) -> dict:
+        return {"scenario": self.scenario, "kind": self.kind, "mode": self.mode, "n": self.n, "f": self.f,
+                "seed": self.seed, "byzantine": {str(i): self.scenario for i in self.byzantine},
+                "safety": self.safety, "violation": self.violation,
+                "liveness": self.liveness, "unacknowledged": self.unacked, "requests": self.requests,
+                "drops_by_rule": self.drops_by_rule, "drops_by_sender": self.drops_by_sender,
+                "attacker_drops": self.attacker_drops(), "suspicions_by_rule": self.suspicions,
+                "heights": {str(i): h for i, h in self.heights.items()},
+                "views": {str(i): v for i, v in self.views.items()}, "notes": self.notes, "replay": self.replay}
+
+
+def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: int = 1,
+            requests: int = 40) -> LabResult:
+    """Run attack ``name`` on a ``mode`` cluster tolerating ``f`` faults (``count`` Byzantine
+    replicas for a replica strategy)."""
+    proto = quorum.protocol(mode)
+    scenario = SCENARIOS.get(name)
+    if scenario is None:
+        if name in RUNTIME_ONLY:
+            raise LabError(f"{name!r} acts in a replica process, not in its core: run it on a real cluster "
+                           f"(bftledger replica DIR --id 3 --byzantine {name})")
+        raise LabError(f"unknown attack {name!r}; 'bftledger attacks' lists them")
+    if mode not in scenario.modes:
+        runs = [s for s, sc in SCENARIOS.items() if mode in sc.modes and sc.kind == scenario.kind]
+        raise LabError(f"{name!r} does not apply to {mode}: it acts on messages {mode} does not have; "
+                       f"{scenario.kind} attacks in {mode}: {', '.join(runs)}")
+    n = proto.n(f)
+    if not 1 <= count < n:
+        raise LabError(f"--byzantine-count must be between 1 and {n - 1} for n={n}")
+    faulty: list[int] = []
+    if scenario.kind == "replica":
+        first = 0 if name in AS_LEADER else n - count
+        faulty = list(range(first, first + count))
+    rng = random.Random(f"lab-{mode}-{name}-{seed}")
+    sim = _build(mode, n, f, seed, {i: name for i in faulty}, rng, scenario.config)
+    notes: list[str] = []
+    if len(faulty) > f:
+        notes.append(f"{len(faulty)} Byzantine replicas exceed f={f}: {mode} promises nothing beyond f")
+    if scenario.arrange is not None:
+        scenario.arrange(sim, n, rng, notes)
+    elif name in IN_VIEW_CHANGE:
+        _cut_primary(sim, n, rng, notes)
+        notes[-1] += ", to cause the view change this attack acts in"
+    for j in range(requests):
+        c = j % 2
+        sim.at(rng.uniform(0.0, RUN_FOR), lambda c=c, j=j: sim.submit(c, f"k{j % 7}", b"v%d" % j))
+    sim.run_until(RUN_FOR)
+    if sim.checker.violation is None:
+        sim.run_until(RUN_FOR + SETTLE, stop=sim.all_acked)
+    honest = [r for r in sim.replicas if r.honest]
+    by_rule: Counter[str] = Counter()
+    by_sender: dict[str, Counter[str]] = {}
+    suspicions: Counter[str] = Counter()
+    for r in honest:
+        for key, k in _core(r.core).stats.items():
+            if isinstance(key, Rule):
+                suspicions[key.label] += k
+        for label, d in _core(r.core).drops.as_json().items():
+            by_rule[label] += d["total"]
+            for who, k in d["by_sender"].items():
+                by_sender.setdefault(label, Counter())[who] += k
+    replay = f"bftledger lab {name} --mode {mode} --f {f}" + (f" --byzantine-count {count}" if count != 1 else "") \
+        + f" --seed {seed}"
+    # liveness is the honest clients' (the hostile one's refused requests never complete)
+    unacked = [k for k in sim.checker.unacked() if k[0] != HOSTILE]
+    return LabResult(name, scenario.kind, mode, n, f, seed, faulty, sim.checker.violation,
+                     0 if sim.checker.violation else len(unacked), requests,
+                     dict(sorted(by_rule.items())), {k: dict(sorted(v.items())) for k, v in sorted(by_sender.items())},
+                     dict(sorted(suspicions.items())),
+                     {r.id: len(r.blocks) for r in sim.replicas}, {r.id: _core(r.core).view for r in honest},
+                     replay, notes)
+
+
+def _build(mode: str, n: int, f: int, seed: int, byzantine: dict[int, str], rng: random.Random,
+           config: dict) -> Simulation:
+    if quorum.protocol(mode).byzantine:
+        return build_pbft(seed, n, byzantine=byzantine, rng=rng, clients=3, config=config)
+    rs = make_signers(seed, n, "replica", False)
+    cs = make_signers(seed, 3, "client", False)
+    honest_make = paxos_factory(seed, paxos_config(n, f, **config), rs, cs, False)
+
+    def make(i: int, chain, votes, now):
+        core = honest_make(i, chain, votes, now)
+        strategy = byzantine.get(i)
+        return core if strategy is None else Byzantine(core, strategy, rs[i], random.Random(f"lab-byz-{seed}-{i}"))
+
+    sim = Simulation(seed=seed, n=n, f=f, mode=mode, make_core=make, client_signers=cs, client_timeout=0.3)
+    for i in byzantine:
+        sim.replicas[i].honest = False
+    return sim
+
+
+def _core(c):
+    return c.core if isinstance(c, Byzantine) else c
