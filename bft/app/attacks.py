@@ -87,7 +87,7 @@ ATTACKS: list[Attack] = [
            Outcome(("pbft.CONFLICTING_PRE_PREPARE", "suspicion.REQUEST_TIMER"),
                    "the conflicting PRE-PREPARE is dropped, the view changes, the ledgers stay equal"),
            Outcome((), "the two followers execute different batches at one height: " + NO_RULE_PAXOS,
-                   safety="violated")),
+                   safety="violated", liveness="not measured")),
     Attack("slow", STRATEGIES["slow"],
            "a view must keep up the throughput of recent views, or the backups suspect it (Aardvark)",
            Outcome(("suspicion.CALIBRATION", "suspicion.THROUGHPUT", "suspicion.REQUEST_TIMER"),
@@ -131,6 +131,13 @@ ATTACKS: list[Attack] = [
     Attack("flood-vc", STRATEGIES["flood-vc"],
            "f VIEW-CHANGEs cannot move anyone: a replica joins a view change after f+1 (§4.5.2)",
            Outcome((), "nobody leaves the view")),
+    Attack("collude", "K replicas led by the primary split the honest ones in two halves: each half gets its "
+           "own PRE-PREPARE and the team's PREPAREs and COMMITs for it (bft.collusion)",
+           "with K <= f the halves cannot both reach 2f PREPAREs and 2f+1 COMMITs: quorums of 2f+1 intersect "
+           "in an honest replica (OSDI 1999, §4.5.1); with K = f+1 they can (--byzantine-count 2 at n=4)",
+           Outcome(("pbft.CONFLICTING_PRE_PREPARE", "pbft.DUPLICATE_VOTE"),
+                   "with K <= f the split fails and the view changes; with K = f+1 two honest replicas "
+                   "commit different batches at one height")),
     # ------------------------------------------------------------------ hostile clients
     Attack("bad-signatures", "client 2 sends requests with made-up signatures",
            "requests are signed (§4.1); a client whose signatures keep failing is blacklisted for a while",

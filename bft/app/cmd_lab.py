@@ -13,7 +13,8 @@ LAB_EXAMPLES = f"""examples:
   {PROG} attacks                          # the catalogue: what each attack does, what stops it
   {PROG} lab equivocate                   # a primary that equivocates, in pbft: safety holds
   {PROG} lab equivocate --mode paxos      # the same leader in paxos: the ledgers diverge
-  {PROG} lab censor --seed 7 --json       # one object: safety, liveness, drops_by_rule, ..."""
+  {PROG} lab censor --seed 7 --json       # one object: safety, liveness, drops_by_rule, ...
+  {PROG} lab collude --byzantine-count 2  # f+1 colluding replicas at n=4: safety breaks"""
 
 
 def add_attacks(sub: Subparsers) -> None:
@@ -112,9 +113,15 @@ def narrative(r: LabResult) -> str:
                      + ", ".join(f"{label} {k}" for label, k in rest.items()))
     if r.violation:
         lines.append(f"  safety: VIOLATED: {r.violation}")
+        if r.divergence:
+            lines.append(f"  the honest ledgers differ at height {r.divergence['height']}:")
+            lines += [f"    replica {i}: block {b['block']}, batch root {b['batch_root']}, "
+                      f"{b['transactions']} transaction(s)" for i, b in r.divergence["blocks"].items()]
     else:
         lines.append("  safety: held (no two honest replicas disagree, every acknowledged result was executed)")
-    if r.unacked:
+    if r.violation:
+        lines.append("  liveness: not measured (the run stops at the first safety violation)")
+    elif r.unacked:
         lines.append(f"  liveness: VIOLATED: {r.unacked} of {r.requests} honest requests never acknowledged")
     else:
         lines.append(f"  liveness: held (all {r.requests} honest requests acknowledged)")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from bft.adversary import PAXOS_STRATEGIES, RUNTIME_STRATEGIES, STRATEGIES, Byzantine
+from bft.collusion import Collusion
 from bft.sim.paxos_scenario import paxos_config, paxos_factory
 from bft.sim.scenario import build_pbft, make_signers
 from bft.sim.world import CLIENT, Simulation
@@ -31,7 +32,7 @@ from ledger.state import op_put
 
 RUNTIME_ONLY = RUNTIME_STRATEGIES             # they act in a replica process, not in its core
 PBFT_STRATEGIES = tuple(s for s in STRATEGIES if s not in RUNTIME_ONLY)
-AS_LEADER = ("equivocate", "censor", "forge-request", "empty-batches", "replay-executed", "slow")
+AS_LEADER = ("equivocate", "censor", "forge-request", "empty-batches", "replay-executed", "slow", "collude")
 IN_VIEW_CHANGE = ("forge-vc", "padded-vc")     # they act only while replicas change views
 CUT_PRIMARY = (0.8, 2.0)                       # the network fault that causes that view change
 HOSTILE = 2                                    # the hostile client's id (clients 0 and 1 are honest)
@@ -92,6 +93,7 @@ class Scenario:
 
 SCENARIOS: dict[str, Scenario] = {
     **{s: Scenario("replica", ("pbft", "paxos") if s in PAXOS_STRATEGIES else ("pbft",)) for s in PBFT_STRATEGIES},
+    "collude": Scenario("replica", ("pbft",)),          # bft.collusion: K replicas split the honest ones
     "bad-signatures": Scenario("client", ("pbft", "paxos"), _bad_signatures),
     "impersonate-client": Scenario("client", ("pbft", "paxos"), _impersonate),
     "client-flood": Scenario("client", ("pbft", "paxos"), _client_flood, {"client_requests": QUOTA}),
@@ -124,6 +126,7 @@ class LabResult:
     views: dict[int, int]
     replay: str
     notes: list[str] = field(default_factory=list)
+    divergence: dict = field(default_factory=dict)   # the first height where honest ledgers differ
 
     @property
     def safety(self) -> str:
@@ -131,6 +134,8 @@ class LabResult:
 
     @property
     def liveness(self) -> str:
+        if self.violation:
+            return "not measured"            # the run stops at the first safety violation
         return "held" if self.unacked == 0 else "violated"
 
     @property
@@ -155,7 +160,8 @@ class LabResult:
                 "drops_by_rule": self.drops_by_rule, "drops_by_sender": self.drops_by_sender,
                 "attacker_drops": self.attacker_drops(), "suspicions_by_rule": self.suspicions,
                 "heights": {str(i): h for i, h in self.heights.items()},
-                "views": {str(i): v for i, v in self.views.items()}, "notes": self.notes, "replay": self.replay}
+                "views": {str(i): v for i, v in self.views.items()}, "divergence": self.divergence,
+                "notes": self.notes, "replay": self.replay}
 
 
 def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: int = 1,
@@ -181,7 +187,12 @@ def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: 
         first = 0 if name in AS_LEADER else n - count
         faulty = list(range(first, first + count))
     rng = random.Random(f"lab-{mode}-{name}-{seed}")
-    sim = _build(mode, n, f, seed, {i: name for i in faulty}, rng, scenario.config)
+    if name == "collude":
+        team = Collusion(n, faulty)
+        byzantine = {i: team.member for i in faulty}
+    else:
+        byzantine = {i: name for i in faulty}
+    sim = _build(mode, n, f, seed, byzantine, rng, scenario.config)
     notes: list[str] = []
     if len(faulty) > f:
         notes.append(f"{len(faulty)} Byzantine replicas exceed f={f}: {mode} promises nothing beyond f")
@@ -217,10 +228,10 @@ def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: 
                      dict(sorted(by_rule.items())), {k: dict(sorted(v.items())) for k, v in sorted(by_sender.items())},
                      dict(sorted(suspicions.items())),
                      {r.id: len(r.blocks) for r in sim.replicas}, {r.id: _core(r.core).view for r in honest},
-                     replay, notes)
+                     replay, notes, _divergence(honest))
 
 
-def _build(mode: str, n: int, f: int, seed: int, byzantine: dict[int, str], rng: random.Random,
+def _build(mode: str, n: int, f: int, seed: int, byzantine: dict, rng: random.Random,
            config: dict) -> Simulation:
     if quorum.protocol(mode).byzantine:
         return build_pbft(seed, n, byzantine=byzantine, rng=rng, clients=3, config=config)
@@ -237,6 +248,19 @@ def _build(mode: str, n: int, f: int, seed: int, byzantine: dict[int, str], rng:
     for i in byzantine:
         sim.replicas[i].honest = False
     return sim
+
+
+def _divergence(honest: list) -> dict:
+    """{"height": h, "blocks": {replica: {block, batch_root, transactions}}} at the first height
+    where two honest replicas hold different blocks; {} when their ledgers agree."""
+    top = max((len(r.blocks) for r in honest), default=0)
+    for h in range(top):
+        there = [r for r in honest if len(r.blocks) > h]
+        if len({r.blocks[h].hash() for r in there}) > 1:
+            return {"height": h + 1, "blocks": {str(r.id): {"block": r.blocks[h].hash().hex()[:16],
+                                                           "batch_root": r.blocks[h].batch_root.hex()[:16],
+                                                           "transactions": len(r.blocks[h].txs)} for r in there}}
+    return {}
 
 
 def _core(c):

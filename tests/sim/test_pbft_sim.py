@@ -12,17 +12,14 @@
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
-from bft.outputs import Broadcast, Send
+from bft.collusion import Collusion
 from bft.pbft.core import PbftCore
 from bft.sim import scenario
 from bft.sim.__main__ import main as sim_main
 from bft.sim.scenario import build_pbft, run_pbft
-from bft.wire import Commit, PrePrepare, Prepare
-from crypto.merkle import root_of
+from bft.wire import Commit, Prepare
 
 
 def _chunks(n: int, seeds: range, size: int) -> list:
@@ -115,75 +112,11 @@ class DuplicateVotesCore(PbftCore):
     _handlers = {**PbftCore._handlers, Prepare: _on_prepare, Commit: _on_commit}
 
 
-class Collusion:
-    """An equivocating primary (replica 0) and a backup (replica 1) working together.
-
-    The primary sends its batch to the even backups and a different one (reversed, or
-    a null request) to the odd ones, plus COMMITs for both, each four times over. The
-    backup, when its core PREPAREs, sends PREPARE and COMMIT for both digests to the
-    matching halves, four times over. Two faulty replicas out of seven: within f = 2.
-    """
-    FLOOD = 4
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.pairs: dict[tuple[int, int], tuple[bytes, bytes]] = {}
-
-    def primary(self, core, signer, rng):
-        return _Colluder(self, core, signer, primary=True)
-
-    def backup(self, core, signer, rng):
-        return _Colluder(self, core, signer, primary=False)
-
-
-class _Colluder:
-    def __init__(self, team: Collusion, core, signer, primary: bool) -> None:
-        self.team, self.core, self.signer, self.primary = team, core, signer, primary
-
-    def __getattr__(self, name):
-        return getattr(self.core, name)
-
-    def step(self, sender, msg, from_client=False):
-        self.core.step(sender, msg, from_client)
-
-    def tick(self, now):
-        self.core.tick(now)
-
-    def _votes(self, view: int, seq: int, kinds) -> list:
-        me, n, flood = self.core.id, self.team.n, Collusion.FLOOD
-        real, alt = self.team.pairs[(view, seq)]
-        res = []
-        for digest, parity in ((real, 0), (alt, 1)):
-            for kind in kinds:
-                vote = kind(view, seq, digest, me).signed(self.signer)
-                for r in range(n):
-                    if r != me and r % 2 == parity:
-                        res += [Send(r, vote)] * flood
-        return res
-
-    def ready(self):
-        res = []
-        for a in self.core.ready():
-            m = getattr(a, "msg", None)
-            if self.primary and isinstance(a, Broadcast) and type(m) is PrePrepare and m.batch:
-                alt = list(reversed(m.batch)) if len(m.batch) > 1 else []
-                alt_pp = replace(m, batch=alt, digest=root_of(alt)).signed(self.signer)
-                self.team.pairs[(m.view, m.seq)] = (m.digest, alt_pp.digest)
-                res += [Send(r, m if r % 2 == 0 else alt_pp) for r in range(self.team.n) if r != self.core.id]
-                res += self._votes(m.view, m.seq, (Commit,))
-            elif (not self.primary and isinstance(a, (Broadcast, Send)) and type(m) is Prepare
-                  and (m.view, m.seq) in self.team.pairs):
-                res += self._votes(m.view, m.seq, (Prepare, Commit))
-            else:
-                res.append(a)
-        return res
-
-
 def _colluding_runs(core_cls, seeds, stop_at_first: bool):
     results = []
     for seed in seeds:
-        team = Collusion(7)
-        r = run_pbft(seed, 7, byzantine={0: team.primary, 1: team.backup}, core_cls=core_cls, real_crypto=False)
+        team = Collusion(7, [0, 1])           # an equivocating primary and a backup: within f = 2
+        r = run_pbft(seed, 7, byzantine={0: team.member, 1: team.member}, core_cls=core_cls, real_crypto=False)
         results.append(r)
         if stop_at_first and r.violation:
             break

@@ -93,3 +93,22 @@ def test_a_paxos_replica_refuses_a_strategy_that_does_nothing_to_it(tmp_path, ca
     for strategy in ("wrong-digest", "forge-request", "forge-vc"):
         code, out, err = _run(capsys, "replica", d, "--id", "1", "--byzantine", strategy)
         assert code == 2 and err.count("\n") == 1 and "does nothing to a paxos replica" in err, err
+
+
+@pytest.mark.parametrize("f", [1, 2])
+def test_f_colluding_replicas_cannot_break_safety_and_f_plus_1_can(f: int) -> None:
+    """Issue 14: with K = f safety holds on every seed tried; with K = f+1 the lab finds a
+    violation within a few seeds and shows where the honest ledgers differ."""
+    for seed in range(1, 6):
+        assert run_lab("collude", f=f, count=f, seed=seed).safety == "held", seed
+    broken = [run_lab("collude", f=f, count=f + 1, seed=seed) for seed in range(1, 4)]
+    assert all(r.safety == "violated" for r in broken), [r.seed for r in broken if r.safety == "held"]
+    assert any(r.divergence for r in broken)
+
+
+def test_the_f_plus_1_narrative_prints_the_two_ledgers(capsys) -> None:
+    code, out, _ = _run(capsys, "lab", "collude", "--byzantine-count", "2")
+    assert code == 0
+    assert "2 Byzantine replicas exceed f=1" in out and "safety: VIOLATED" in out
+    assert "the honest ledgers differ at height" in out and out.count("batch root") == 2
+    assert "replay: bftledger lab collude --mode pbft --f 1 --byzantine-count 2 --seed 1" in out
