@@ -162,6 +162,15 @@ ATTACKS: list[Attack] = [
            Outcome(("suspicion.REQUEST_TIMER", "pbft.OTHER_VIEW"), "a view change; every request commits"),
            Outcome(("paxos.PROMISE_NOT_RUNNING", "paxos.PREVOTE_GRANT_NOT_RUNNING", "paxos.STALE_BALLOT"),
                    "a new leader is elected; every request commits")),
+    Attack("split-brain", "the network splits the replicas in two, each side with clients, for 2 s",
+           "only a quorum commits, and two quorums always intersect: the smaller side waits (§4.5.1; "
+           "Paxos Made Simple, §2.2). Turn the rule off to see the war story: "
+           "--mode paxos --unsafe-disable paxos-majority",
+           Outcome(("pbft.OTHER_VIEW", "suspicion.REQUEST_TIMER", "pbft.ENTERING_VIEW"),
+                   "the side without a quorum commits nothing until the network heals"),
+           Outcome(("paxos.PROMISE_NOT_RUNNING", "paxos.PREVOTE_GRANT_NOT_RUNNING", "paxos.STALE_BALLOT",
+                    "paxos.LEADER_ALIVE"),
+                   "the side without a majority commits nothing until the network heals")),
 ]
 
 BY_NAME = {a.name: a for a in ATTACKS}

@@ -8,13 +8,15 @@ from bft.app.args import PROG, Subparsers, UsageError, int_at_least
 from bft.app.attacks import ATTACKS, BY_NAME
 from bft.app.rules_table import families
 from bft.sim.lab import LabError, LabResult, run_lab
+from bft.unsafe import SWITCHES
 
 LAB_EXAMPLES = f"""examples:
   {PROG} attacks                          # the catalogue: what each attack does, what stops it
   {PROG} lab equivocate                   # a primary that equivocates, in pbft: safety holds
   {PROG} lab equivocate --mode paxos      # the same leader in paxos: the ledgers diverge
   {PROG} lab censor --seed 7 --json       # one object: safety, liveness, drops_by_rule, ...
-  {PROG} lab collude --byzantine-count 2  # f+1 colluding replicas at n=4: safety breaks"""
+  {PROG} lab collude --byzantine-count 2  # f+1 colluding replicas at n=4: safety breaks
+  {PROG} lab split-brain --mode paxos --unsafe-disable paxos-majority   # the war story"""
 
 
 def add_attacks(sub: Subparsers) -> None:
@@ -41,6 +43,9 @@ def add_lab(sub: Subparsers) -> None:
     p.add_argument("--byzantine-count", type=int_at_least(1), default=1, metavar="K",
                    help="replicas that run a replica attack (default 1; above f the mode promises nothing)")
     p.add_argument("--seed", type=int_at_least(0), default=1, help="the run's seed (default 1)")
+    p.add_argument("--unsafe-disable", metavar="RULE", choices=list(SWITCHES), default=None,
+                   help="turn one safety rule off in every replica, to see what it prevents (lab only; "
+                        f"one of: {', '.join(SWITCHES)})")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (safety, liveness, drops_by_rule, byzantine, seed, ...)")
     p.set_defaults(func=cmd_lab)
@@ -65,6 +70,11 @@ def cmd_attacks(args) -> int:
                 print(f"  {mode}: {rules}; {outcome}; {o.observe}")
                 print(f"    {a.command(mode)}")
         print()
+    print("== rule switches (lab only: each turns one safety rule off in every replica)")
+    for name, sw in SWITCHES.items():
+        print(f"{name} ({sw.mode}): {sw.rule}")
+        print(f"    {sw.command(name)}")
+    print()
     print(f"Rules are explained in docs/rules.md. The runtime's own attacks (lying-receipts, empty-transfer, "
           f"drip-transfer) act in a replica process: '{PROG} replica DIR --id 3 --byzantine lying-receipts'.")
     return 0
@@ -72,7 +82,8 @@ def cmd_attacks(args) -> int:
 
 def cmd_lab(args) -> int:
     try:
-        r = run_lab(args.scenario, mode=args.mode, f=args.f, count=args.byzantine_count, seed=args.seed)
+        r = run_lab(args.scenario, mode=args.mode, f=args.f, count=args.byzantine_count, seed=args.seed,
+                    unsafe=args.unsafe_disable)
     except LabError as e:
         raise UsageError(str(e)) from None
     if args.json:
@@ -92,8 +103,10 @@ def narrative(r: LabResult) -> str:
     else:
         lines.append(f"  attack: {a.what if a else r.scenario}")
     lines += [f"  note: {n}" for n in r.notes]
-    expected = a.outcome(r.mode) if a is not None else None
-    if expected is not None:
+    expected = a.outcome(r.mode) if a is not None and r.unsafe is None else None
+    if r.unsafe is not None:
+        lines.append(f"  what to expect: with '{r.unsafe}' off, the violation that rule prevents")
+    elif expected is not None:
         if expected.rules or r.mode == "pbft":
             lines.append(f"  what should stop it: {a.defence}")
         lines.append(f"  what to expect: {expected.observe} (safety {expected.safety}, liveness {expected.liveness})")

@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bft.outputs import Send
-from bft.pbft.certs import batch_error
 from bft.pbft.rules import PbftRule
 from bft.wire import BatchRequest, BatchResponse, PrePrepare, Request
 
@@ -113,7 +112,7 @@ class BatchFetcher:
         if m.digest not in self._missing:
             core._drop(PbftRule.UNSOLICITED_BATCH, sender)
             return
-        why, reqs = batch_error(core.keys, m.digest, m.batch, core.cfg.batch_bytes)
+        why, reqs = core.check_batch(core.keys, m.digest, m.batch, core.cfg.batch_bytes)
         if why:
             core._drop(why, sender)
             return

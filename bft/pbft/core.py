@@ -62,6 +62,7 @@ class PbftCore(CoreSkeleton):
     # O from V; a class attribute so that a test build of the core can swap in a faulty rule
     # (the simulator must then catch it) without patching module globals
     plan_new_view = staticmethod(plan_new_view)
+    check_batch = staticmethod(batch_error)       # the same for a batch's checks (bft.unsafe)
 
     def __init__(self, cfg: PbftConfig, replica_id: int, signer: Signer, keys: Keys, chain: Chain,
                  vote_records: list[bytes] = (), now: float = 0.0) -> None:
@@ -269,7 +270,7 @@ class PbftCore(CoreSkeleton):
         if not self.keys.replica_signed(pp, sender):
             self._drop(PbftRule.BAD_SIGNATURE, sender)
             return
-        why, reqs = batch_error(self.keys, pp.digest, pp.batch, self.cfg.batch_bytes)
+        why, reqs = self.check_batch(self.keys, pp.digest, pp.batch, self.cfg.batch_bytes)
         if why:
             self._drop(why, sender)
             return

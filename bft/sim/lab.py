@@ -22,9 +22,12 @@ from typing import Callable
 
 from bft.adversary import PAXOS_STRATEGIES, RUNTIME_STRATEGIES, STRATEGIES, Byzantine
 from bft.collusion import Collusion
+from bft.paxos.core import PaxosCore
+from bft.pbft.core import PbftCore
 from bft.sim.paxos_scenario import paxos_config, paxos_factory
 from bft.sim.scenario import build_pbft, make_signers
 from bft.sim.world import CLIENT, Simulation
+from bft.unsafe import PAXOS_CORES, PBFT_CORES, SWITCHES
 from bft.wire import Prepare, Request
 from ledger import quorum
 from ledger.rules import Rule
@@ -51,6 +54,16 @@ def _cut_primary(sim: Simulation, n: int, rng: random.Random, notes: list[str]) 
     sim.at(CUT_PRIMARY[1], lambda: sim.partition(None))
     notes.append(f"the network cuts replica 0 (the first primary or leader) off from t={CUT_PRIMARY[0]} "
                  f"to t={CUT_PRIMARY[1]}")
+
+
+def _split_brain(sim: Simulation, n: int, rng: random.Random, notes: list[str]) -> None:
+    half = set(range(n // 2))
+    side_a = half | {CLIENT}
+    side_b = (set(range(n)) - half) | {CLIENT + 1, CLIENT + 2}
+    sim.at(0.5, lambda: sim.partition([side_a, side_b]))
+    sim.at(2.5, lambda: sim.partition(None))
+    notes.append(f"the network splits replicas {sorted(half)} with client 0 from the others with client 1, "
+                 "from t=0.5 to t=2.5")
 
 
 def _bad_signatures(sim: Simulation, n: int, rng: random.Random, notes: list[str]) -> None:
@@ -99,6 +112,7 @@ SCENARIOS: dict[str, Scenario] = {
     "client-flood": Scenario("client", ("pbft", "paxos"), _client_flood, {"client_requests": QUOTA}),
     "client-sends-protocol": Scenario("client", ("pbft", "paxos"), _client_protocol),
     "partition-primary": Scenario("network", ("pbft", "paxos"), _cut_primary),
+    "split-brain": Scenario("network", ("pbft", "paxos"), _split_brain),
 }
 
 
@@ -127,6 +141,7 @@ class LabResult:
     replay: str
     notes: list[str] = field(default_factory=list)
     divergence: dict = field(default_factory=dict)   # the first height where honest ledgers differ
+    unsafe: str | None = None                        # the rule switched off (bft.unsafe), if any
 
     @property
     def safety(self) -> str:
@@ -161,11 +176,12 @@ class LabResult:
                 "attacker_drops": self.attacker_drops(), "suspicions_by_rule": self.suspicions,
                 "heights": {str(i): h for i, h in self.heights.items()},
                 "views": {str(i): v for i, v in self.views.items()}, "divergence": self.divergence,
+                "unsafe_disable": self.unsafe,
                 "notes": self.notes, "replay": self.replay}
 
 
 def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: int = 1,
-            requests: int = 40) -> LabResult:
+            requests: int = 40, unsafe: str | None = None) -> LabResult:
     """Run attack ``name`` on a ``mode`` cluster tolerating ``f`` faults (``count`` Byzantine
     replicas for a replica strategy)."""
     proto = quorum.protocol(mode)
@@ -179,6 +195,14 @@ def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: 
         runs = [s for s, sc in SCENARIOS.items() if mode in sc.modes and sc.kind == scenario.kind]
         raise LabError(f"{name!r} does not apply to {mode}: it acts on messages {mode} does not have; "
                        f"{scenario.kind} attacks in {mode}: {', '.join(runs)}")
+    core_cls = None
+    if unsafe is not None:
+        switch = SWITCHES.get(unsafe)
+        if switch is None:
+            raise LabError(f"unknown rule switch {unsafe!r}; one of: {', '.join(SWITCHES)}")
+        if switch.mode != mode:
+            raise LabError(f"the switch {unsafe!r} is a {switch.mode} rule; add --mode {switch.mode}")
+        core_cls = (PBFT_CORES if proto.byzantine else PAXOS_CORES)[unsafe]
     n = proto.n(f)
     if not 1 <= count < n:
         raise LabError(f"--byzantine-count must be between 1 and {n - 1} for n={n}")
@@ -192,8 +216,10 @@ def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: 
         byzantine = {i: team.member for i in faulty}
     else:
         byzantine = {i: name for i in faulty}
-    sim = _build(mode, n, f, seed, byzantine, rng, scenario.config)
+    sim = _build(mode, n, f, seed, byzantine, rng, scenario.config, core_cls)
     notes: list[str] = []
+    if unsafe is not None:
+        notes.append(f"UNSAFE: every replica runs with the rule '{unsafe}' turned off: {SWITCHES[unsafe].rule}")
     if len(faulty) > f:
         notes.append(f"{len(faulty)} Byzantine replicas exceed f={f}: {mode} promises nothing beyond f")
     if scenario.arrange is not None:
@@ -220,7 +246,7 @@ def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: 
             for who, k in d["by_sender"].items():
                 by_sender.setdefault(label, Counter())[who] += k
     replay = f"bftledger lab {name} --mode {mode} --f {f}" + (f" --byzantine-count {count}" if count != 1 else "") \
-        + f" --seed {seed}"
+        + (f" --unsafe-disable {unsafe}" if unsafe else "") + f" --seed {seed}"
     # liveness is the honest clients' (the hostile one's refused requests never complete)
     unacked = [k for k in sim.checker.unacked() if k[0] != HOSTILE]
     return LabResult(name, scenario.kind, mode, n, f, seed, faulty, sim.checker.violation,
@@ -228,16 +254,17 @@ def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: 
                      dict(sorted(by_rule.items())), {k: dict(sorted(v.items())) for k, v in sorted(by_sender.items())},
                      dict(sorted(suspicions.items())),
                      {r.id: len(r.blocks) for r in sim.replicas}, {r.id: _core(r.core).view for r in honest},
-                     replay, notes, _divergence(honest))
+                     replay, notes, _divergence(honest), unsafe)
 
 
 def _build(mode: str, n: int, f: int, seed: int, byzantine: dict, rng: random.Random,
-           config: dict) -> Simulation:
+           config: dict, core_cls=None) -> Simulation:
     if quorum.protocol(mode).byzantine:
-        return build_pbft(seed, n, byzantine=byzantine, rng=rng, clients=3, config=config)
+        return build_pbft(seed, n, byzantine=byzantine, rng=rng, clients=3, config=config,
+                          core_cls=core_cls or PbftCore)
     rs = make_signers(seed, n, "replica", False)
     cs = make_signers(seed, 3, "client", False)
-    honest_make = paxos_factory(seed, paxos_config(n, f, **config), rs, cs, False)
+    honest_make = paxos_factory(seed, paxos_config(n, f, **config), rs, cs, False, core_cls=core_cls or PaxosCore)
 
     def make(i: int, chain, votes, now):
         core = honest_make(i, chain, votes, now)

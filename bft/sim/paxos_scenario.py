@@ -62,7 +62,7 @@ def paxos_config(n: int, f: int, **overrides) -> PaxosConfig:
 
 
 def paxos_factory(seed: int, cfg: PaxosConfig, replica_signers: list, client_signers: list, real: bool,
-                  cores: list | None = None) -> Callable:
+                  cores: list | None = None, core_cls=PaxosCore) -> Callable:
     """make_core for the Simulation; every incarnation gets its own rng derived from the seed."""
     rpk = [s.public_key for s in replica_signers]
     cpk = [s.public_key for s in client_signers]
@@ -72,7 +72,7 @@ def paxos_factory(seed: int, cfg: PaxosConfig, replica_signers: list, client_sig
         keys = Keys(rpk, cpk, new_verifier(real, replica_signers + client_signers))
         rng = random.Random(f"paxos-core-{seed}-{i}-{incarnation[i]}")
         incarnation[i] += 1
-        core = PaxosCore(cfg, i, replica_signers[i], keys, chain, votes, now, rng)
+        core = core_cls(cfg, i, replica_signers[i], keys, chain, votes, now, rng)
         if cores is not None:
             cores.append(core)
         return core

@@ -15,11 +15,11 @@ from __future__ import annotations
 import pytest
 
 from bft.collusion import Collusion
+from bft.unsafe import DuplicateVotesCore
 from bft.pbft.core import PbftCore
 from bft.sim import scenario
 from bft.sim.__main__ import main as sim_main
 from bft.sim.scenario import build_pbft, run_pbft
-from bft.wire import Commit, Prepare
 
 
 def _chunks(n: int, seeds: range, size: int) -> list:
@@ -87,31 +87,6 @@ def test_normal_case_message_pattern_per_batch(n: int) -> None:
 
 
 # ----------------------------------------------------------------------------- the checker can fail
-class DuplicateVotesCore(PbftCore):
-    """A deliberately broken core: every PREPARE and COMMIT received is stored under a fresh
-    key, so one replica's repeated vote counts several times toward a quorum."""
-
-    def _on_prepare(self, sender, p):
-        if not self._normal_case_ok(sender, p, p.view, p.seq) or sender == self.leader:
-            return
-        if not self.keys.replica_signed(p, sender):
-            return
-        slot = self._slot(p.seq)
-        slot.prepares[sender + self.n * (1 + len(slot.prepares))] = p       # BUG: not keyed by replica
-        self._check_prepared(p.seq, slot)
-
-    def _on_commit(self, sender, c):
-        if not self._normal_case_ok(sender, c, c.view, c.seq):
-            return
-        if not self.keys.replica_signed(c, sender):
-            return
-        slot = self._slot(c.seq)
-        slot.commits[sender + self.n * (1 + len(slot.commits))] = c         # BUG: not keyed by replica
-        self._check_committed(c.seq, slot)
-
-    _handlers = {**PbftCore._handlers, Prepare: _on_prepare, Commit: _on_commit}
-
-
 def _colluding_runs(core_cls, seeds, stop_at_first: bool):
     results = []
     for seed in seeds:

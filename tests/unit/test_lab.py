@@ -11,6 +11,7 @@ from bft.app.attacks import ATTACKS, BY_NAME
 from bft.app.cli import main
 from bft.app.rules_table import families
 from bft.sim.lab import SCENARIOS, run_lab
+from bft.unsafe import SWITCHES
 
 ENTRIES = [(a.name, mode) for a in ATTACKS for mode in ("pbft", "paxos") if a.outcome(mode) is not None]
 
@@ -112,3 +113,31 @@ def test_the_f_plus_1_narrative_prints_the_two_ledgers(capsys) -> None:
     assert "2 Byzantine replicas exceed f=1" in out and "safety: VIOLATED" in out
     assert "the honest ledgers differ at height" in out and out.count("batch root") == 2
     assert "replay: bftledger lab collude --mode pbft --f 1 --byzantine-count 2 --seed 1" in out
+
+
+@pytest.mark.parametrize("switch", sorted(SWITCHES))
+def test_every_rule_switch_goes_from_held_to_violated(capsys, switch: str) -> None:
+    """Issue 14: each switch has a lab scenario that holds with the rule on and breaks safety
+    with it off, on every seed tried; its command is the one the catalogue prints."""
+    sw = SWITCHES[switch]
+    argv = sw.command(switch).split()[1:]
+    on = [a for a in argv if a not in ("--unsafe-disable", switch)]
+    for seed in ("1", "2"):
+        code, out, _ = _run(capsys, *on, "--seed", seed, "--json")
+        assert code == 0 and json.loads(out)["safety"] == "held", (switch, seed)
+        code, out, _ = _run(capsys, *argv, "--seed", seed, "--json")
+        r = json.loads(out)
+        assert code == 0 and r["safety"] == "violated" and r["unsafe_disable"] == switch, (switch, seed)
+        assert f"--unsafe-disable {switch}" in r["replay"]
+
+
+def test_a_switch_of_the_other_mode_or_an_unknown_one_is_refused(capsys) -> None:
+    code, _, err = _run(capsys, "lab", "split-brain", "--unsafe-disable", "paxos-majority")
+    assert code == 2 and "add --mode paxos" in err
+    code, _, err = _run(capsys, "lab", "split-brain", "--unsafe-disable", "nonsense")
+    assert code == 2 and "invalid choice" in err
+
+
+def test_no_real_replica_takes_a_rule_switch(capsys) -> None:
+    code, _, err = _run(capsys, "replica", "/nonexistent", "--id", "0", "--unsafe-disable", "quorum-size")
+    assert code == 2 and "unrecognized arguments" in err

@@ -1,0 +1,132 @@
+"""Rule switches: builds of the cores with one named safety rule turned off, for the lab.
+
+A course learns most from seeing a rule fail: ``bftledger lab ATTACK --unsafe-disable RULE``
+runs the attack against honest replicas built from one of these cores, and the lab shows
+the violation the rule prevents. The switches exist only here, in the simulator's lab: no
+real replica can be started with one (``bftledger replica`` has no such option), and the
+production cores carry no flag for them. Each switch is a subclass that overrides exactly
+the check it removes, so reading it shows what the rule does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bft.paxos.core import PaxosCore
+from bft.pbft.certs import Keys, batch_error
+from bft.pbft.core import PbftCore
+from bft.pbft.slots import Slot
+from bft.wire import Commit, Prepare
+from crypto.signing import Verifier
+from ledger import quorum
+
+
+@dataclass(frozen=True)
+class Switch:
+    mode: str
+    rule: str                    # what is turned off
+    attack: str                  # the lab attack that shows the violation
+    f: int = 1                   # ... at this f
+    count: int = 1               # ... with this many Byzantine replicas (never more than f)
+
+    def command(self, name: str) -> str:
+        extra = (f" --f {self.f}" if self.f != 1 else "") + \
+            (f" --byzantine-count {self.count}" if self.count != 1 else "")
+        return f"bftledger lab {self.attack} --mode {self.mode}{extra} --unsafe-disable {name}"
+
+
+SWITCHES: dict[str, Switch] = {
+    "quorum-size": Switch("pbft", "prepared needs 2f PREPAREs and committed-local 2f+1 COMMITs "
+                                  "(OSDI 1999, §4.2); off: f and f+1", "equivocate"),
+    "distinct-senders": Switch("pbft", "quorums count distinct replicas (§4.2); off: every copy of a vote "
+                                       "counts", "collude", f=2, count=2),
+    "client-signatures": Switch("pbft", "every request in a batch carries its client's valid signature (§4.1); "
+                                        "off: backups accept any request", "forge-request"),
+    "paxos-majority": Switch("paxos", "a ballot needs promises, and a value acceptances, from a majority "
+                                      "(Paxos Made Simple, §2.2); off: one acceptor is enough", "split-brain"),
+}
+
+
+class _WeakSlot(Slot):
+    """prepared with f PREPAREs, committed-local with f+1 COMMITs: quorums that need not intersect."""
+
+    __slots__ = ()
+
+    def prepared(self, primary: int, f: int) -> list[Prepare] | None:
+        pp = self.pre_prepare
+        if pp is None:
+            return None
+        matching = [p for r, p in self.prepares.items() if r != primary and p.digest == pp.digest]
+        return matching if len(matching) >= f else None
+
+    def committed_local(self, f: int) -> list[tuple[int, bytes]] | None:
+        if not self.is_prepared:
+            return None
+        matching = sorted((r, c.sig) for r, c in self.commits.items() if c.digest == self.pre_prepare.digest)
+        return matching if len(matching) >= quorum.join_quorum(f) else None
+
+
+class WeakQuorumCore(PbftCore):
+    def _slot(self, seq: int) -> Slot:
+        s = self.log.get(seq)
+        if s is None:
+            s = self.log[seq] = _WeakSlot()
+        return s
+
+
+class DuplicateVotesCore(PbftCore):
+    """Every PREPARE and COMMIT received is stored under a fresh key, so one replica's repeated
+    vote counts several times toward a quorum."""
+
+    def _on_prepare(self, sender: int, p: Prepare) -> None:
+        if not self._normal_case_ok(sender, p, p.view, p.seq) or sender == self.leader:
+            return
+        if not self.keys.replica_signed(p, sender):
+            return
+        slot = self._slot(p.seq)
+        slot.prepares[sender + self.n * (1 + len(slot.prepares))] = p       # not keyed by replica
+        self._check_prepared(p.seq, slot)
+
+    def _on_commit(self, sender: int, c: Commit) -> None:
+        if not self._normal_case_ok(sender, c, c.view, c.seq):
+            return
+        if not self.keys.replica_signed(c, sender):
+            return
+        slot = self._slot(c.seq)
+        slot.commits[sender + self.n * (1 + len(slot.commits))] = c         # not keyed by replica
+        self._check_committed(c.seq, slot)
+
+    _handlers = {**PbftCore._handlers, Prepare: _on_prepare, Commit: _on_commit}
+
+
+class _TrustingVerifier:
+    """Says yes to every signature, and only to those: client requests in batches (replica
+    messages are checked by the core's own verifier, which it keeps)."""
+
+    def __init__(self, inner: Verifier) -> None:
+        self._inner = inner
+
+    def verify(self, *args) -> bool:
+        return True
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+
+def _unchecked_batch(keys: Keys, digest: bytes, batch: list[bytes], max_weight: int):
+    return batch_error(Keys(keys.replicas, keys.clients, _TrustingVerifier(keys.verifier)), digest, batch,
+                       max_weight)
+
+
+class NoClientSignaturesCore(PbftCore):
+    check_batch = staticmethod(_unchecked_batch)
+
+
+class MinorityPaxosCore(PaxosCore):
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.majority = 1
+
+
+PBFT_CORES = {"quorum-size": WeakQuorumCore, "distinct-senders": DuplicateVotesCore,
+              "client-signatures": NoClientSignaturesCore}
+PAXOS_CORES = {"paxos-majority": MinorityPaxosCore}
