@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 from bft.app.args import PROG, Parser, Subparsers, UsageError, fail
 from bft.app.cmd_client import add_audit, add_get, add_put, add_status, add_verify_receipt
 from bft.app.cmd_cluster import add_demo, add_init, add_replica, add_up
+from bft.app.cmd_compare import add_compare
 from bft.app.cmd_lab import add_attacks, add_lab
 from crypto.keys import KeyFileError
 from ledger.cluster import ClusterError
@@ -31,6 +32,7 @@ EXAMPLES = f"""examples:
   {PROG} get ./mycluster alice               # read through consensus
   {PROG} status ./mycluster                  # view, leader, height, head of each replica
   {PROG} audit ./mycluster --id 0            # verify replica 0's ledger offline
+  {PROG} compare ./mycluster                 # do the replicas hold the same ledger? where not?
   {PROG} put ./mycluster bob 5 --json > r.json && {PROG} verify-receipt r.json --cluster ./mycluster
   {PROG} attacks                             # what the lab can attack, and the rules that stop it
   {PROG} lab equivocate --mode paxos         # one attack in the simulator: what held, what broke
@@ -39,7 +41,7 @@ EXAMPLES = f"""examples:
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
     add_init, add_up, add_replica, add_put, add_get, add_status, add_audit, add_verify_receipt, add_demo,
-    add_attacks, add_lab]
+    add_compare, add_attacks, add_lab]
 
 
 def build_parser() -> argparse.ArgumentParser:

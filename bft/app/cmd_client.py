@@ -151,6 +151,14 @@ def cmd_status(args: argparse.Namespace) -> int:
                     print(f"    ! replica {s['id']}: {warn[s['id']]}")
             else:
                 print(f"{s['id']:>3} unreachable: {s.get('error')}")
+        by_height: dict = {}
+        for s in reachable:
+            by_height.setdefault(s.get("height"), {}).setdefault(s.get("head"), []).append(s["id"])
+        for h, heads in sorted(by_height.items(), key=lambda kv: str(kv[0])):
+            if len(heads) > 1:
+                groups = " vs ".join(",".join(map(str, ids)) for ids in heads.values())
+                print(f"! replicas {groups} hold different ledgers at height {h}: "
+                      f"'{PROG} compare {cluster.directory}' finds where they first differ")
     if not reachable:
         by_error: dict[str, list[str]] = {}
         for s, r in zip(st, cluster.replicas):
