@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bft.paxos.core import PaxosCore
+from bft.paxos.proposer import Proposer
 from bft.pbft.certs import Keys, batch_error
 from bft.pbft.core import PbftCore
 from bft.pbft.slots import Slot
-from bft.wire import Commit, Prepare
+from bft.wire import Commit, Prepare, PxAccept, PxPromise
 from crypto.signing import Verifier
 from ledger import quorum
 
@@ -41,6 +42,9 @@ SWITCHES: dict[str, Switch] = {
                                        "counts", "collude", f=2, count=2),
     "client-signatures": Switch("pbft", "every request in a batch carries its client's valid signature (§4.1); "
                                         "off: backups accept any request", "forge-request"),
+    "highest-ballot": Switch("paxos", "a new leader re-proposes, for each slot, the value accepted in the "
+                                      "highest ballot its promises report (Paxos Made Simple, §2.2); off: it "
+                                      "proposes its own", "partition-primary"),
     "paxos-majority": Switch("paxos", "a ballot needs promises, and a value acceptances, from a majority "
                                       "(Paxos Made Simple, §2.2); off: one acceptor is enough", "split-brain"),
 }
@@ -121,6 +125,15 @@ class NoClientSignaturesCore(PbftCore):
     check_batch = staticmethod(_unchecked_batch)
 
 
+class _ForgetfulProposer(Proposer):
+    def values_to_repropose(self, promises: list[PxPromise], known: int) -> dict[int, PxAccept]:
+        return {}                       # ignores what the acceptors report having accepted
+
+
+class ForgetfulLeaderCore(PaxosCore):
+    proposer_cls = _ForgetfulProposer
+
+
 class MinorityPaxosCore(PaxosCore):
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
@@ -129,4 +142,4 @@ class MinorityPaxosCore(PaxosCore):
 
 PBFT_CORES = {"quorum-size": WeakQuorumCore, "distinct-senders": DuplicateVotesCore,
               "client-signatures": NoClientSignaturesCore}
-PAXOS_CORES = {"paxos-majority": MinorityPaxosCore}
+PAXOS_CORES = {"paxos-majority": MinorityPaxosCore, "highest-ballot": ForgetfulLeaderCore}

@@ -138,6 +138,14 @@ ATTACKS: list[Attack] = [
            Outcome(("pbft.CONFLICTING_PRE_PREPARE", "pbft.DUPLICATE_VOTE"),
                    "with K <= f the split fails and the view changes; with K = f+1 two honest replicas "
                    "commit different batches at one height")),
+    Attack("byzantine-ledger", "the war story: the leader tells half the replicas one ledger and the other "
+           "half another (it equivocates at every height)",
+           "pbft: a backup accepts one PRE-PREPARE per (view, sequence) and commits only with 2f+1 matching "
+           "COMMITs, so the liar is outvoted and replaced (§4.2, §4.4); paxos has no such rule",
+           Outcome(("pbft.CONFLICTING_PRE_PREPARE", "suspicion.REQUEST_TIMER"),
+                   "the lie is dropped, the view changes, every ledger stays equal"),
+           Outcome((), "the followers' ledgers split at the first height: " + NO_RULE_PAXOS,
+                   safety="violated", liveness="not measured")),
     # ------------------------------------------------------------------ hostile clients
     Attack("bad-signatures", "client 2 sends requests with made-up signatures",
            "requests are signed (§4.1); a client whose signatures keep failing is blacklisted for a while",

@@ -85,6 +85,7 @@ log = logging.getLogger("bft.paxos")
 
 class PaxosCore(CoreSkeleton):
     mode = "paxos"
+    proposer_cls = Proposer             # a class attribute so that the lab's rule switches can swap it
 
     def __init__(self, cfg: PaxosConfig, replica_id: int, signer: Signer, keys: Keys, chain: Chain,
                  vote_records: list[bytes] = (), now: float = 0.0, rng: random.Random | None = None) -> None:
@@ -103,7 +104,7 @@ class PaxosCore(CoreSkeleton):
         records = list(vote_records)
         votes = AcceptorState.recover(records, chain.height)
         self.acceptor = Acceptor(self, votes)
-        self.proposer = Proposer(self, votes.promised, now)
+        self.proposer = self.proposer_cls(self, votes.promised, now)
         self.learner = Learner(self)
         if not records and chain.height == 0 and leader_of(0, self.n) == self.id:
             # first start, or a disk that was replaced: campaign at once, with a phase 1, which

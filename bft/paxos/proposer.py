@@ -302,6 +302,12 @@ class Proposer:
         if self._role is Role.CANDIDATE and len(self.promises) >= self._core.majority:
             self._become_leader()
 
+    def values_to_repropose(self, promises: list[PxPromise], known: int) -> dict[int, PxAccept]:
+        """Phase 1's rule (Paxos Made Simple, §2.2): for every slot above ``known``, the value
+        accepted in the highest ballot any promise reports must be proposed again."""
+        return highest_per_slot((acc for p in promises for acc in p.accepted), attrgetter("slot"),
+                                attrgetter("ballot"), known)
+
     def _become_leader(self) -> None:
         """Phase 1 done: re-propose the highest-ballot value of every open slot, no-ops in the gaps."""
         core = self._core
@@ -311,8 +317,7 @@ class Proposer:
         b = self._ballot
         promises = [self.promises[r] for r in sorted(self.promises)]
         known = max([core.chain.height] + [p.commit_index for p in promises])   # chosen up to here
-        best: dict[int, PxAccept] = highest_per_slot((acc for p in promises for acc in p.accepted),
-                                                     attrgetter("slot"), attrgetter("ballot"), known)
+        best = self.values_to_repropose(promises, known)
         top = max(best, default=known)
         self._role = Role.LEADER
         self.leader_active = True

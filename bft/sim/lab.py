@@ -35,7 +35,10 @@ from ledger.state import op_put
 
 RUNTIME_ONLY = RUNTIME_STRATEGIES             # they act in a replica process, not in its core
 PBFT_STRATEGIES = tuple(s for s in STRATEGIES if s not in RUNTIME_ONLY)
-AS_LEADER = ("equivocate", "censor", "forge-request", "empty-batches", "replay-executed", "slow", "collude")
+AS_LEADER = ("equivocate", "censor", "forge-request", "empty-batches", "replay-executed", "slow", "collude",
+             "byzantine-ledger")
+# the war story "byzantine-ledger": the leader tells the replicas different ledgers (it equivocates)
+STORIES = {"byzantine-ledger": "equivocate"}
 IN_VIEW_CHANGE = ("forge-vc", "padded-vc")     # they act only while replicas change views
 CUT_PRIMARY = (0.8, 2.0)                       # the network fault that causes that view change
 HOSTILE = 2                                    # the hostile client's id (clients 0 and 1 are honest)
@@ -107,6 +110,7 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {
     **{s: Scenario("replica", ("pbft", "paxos") if s in PAXOS_STRATEGIES else ("pbft",)) for s in PBFT_STRATEGIES},
     "collude": Scenario("replica", ("pbft",)),          # bft.collusion: K replicas split the honest ones
+    "byzantine-ledger": Scenario("replica", ("pbft", "paxos")),
     "bad-signatures": Scenario("client", ("pbft", "paxos"), _bad_signatures),
     "impersonate-client": Scenario("client", ("pbft", "paxos"), _impersonate),
     "client-flood": Scenario("client", ("pbft", "paxos"), _client_flood, {"client_requests": QUOTA}),
@@ -215,7 +219,7 @@ def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: 
         team = Collusion(n, faulty)
         byzantine = {i: team.member for i in faulty}
     else:
-        byzantine = {i: name for i in faulty}
+        byzantine = {i: STORIES.get(name, name) for i in faulty}
     sim = _build(mode, n, f, seed, byzantine, rng, scenario.config, core_cls)
     notes: list[str] = []
     if unsafe is not None:
