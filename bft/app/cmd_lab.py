@@ -8,6 +8,7 @@ from bft.app.args import PROG, Subparsers, UsageError, int_at_least
 from bft.app.attacks import ATTACKS, BY_NAME
 from bft.app.rules_table import families
 from bft.sim.lab import LabError, LabResult, run_lab
+from bft.sim.trace import TraceRecorder, render_html
 from bft.unsafe import SWITCHES
 
 LAB_EXAMPLES = f"""examples:
@@ -46,6 +47,8 @@ def add_lab(sub: Subparsers) -> None:
     p.add_argument("--unsafe-disable", metavar="RULE", choices=list(SWITCHES), default=None,
                    help="turn one safety rule off in every replica, to see what it prevents (lab only; "
                         f"one of: {', '.join(SWITCHES)})")
+    p.add_argument("--trace", metavar="FILE.html", default=None,
+                   help="write the run's message-sequence chart: one self-contained HTML file")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (safety, liveness, drops_by_rule, byzantine, seed, ...)")
     p.set_defaults(func=cmd_lab)
@@ -82,15 +85,29 @@ def cmd_attacks(args) -> int:
 
 def cmd_lab(args) -> int:
     try:
+        recorder = TraceRecorder() if args.trace else None
         r = run_lab(args.scenario, mode=args.mode, f=args.f, count=args.byzantine_count, seed=args.seed,
-                    unsafe=args.unsafe_disable)
+                    unsafe=args.unsafe_disable, recorder=recorder)
     except LabError as e:
         raise UsageError(str(e)) from None
+    if recorder is not None:
+        write_trace(args.trace, r, recorder)
     if args.json:
         print(json.dumps(r.as_json(), indent=2))
     else:
         print(narrative(r))
     return 0
+
+
+def write_trace(path: str, r: LabResult, recorder: TraceRecorder) -> None:
+    lanes = [f"r{i}" for i in range(r.n)] + [f"client{c}" for c in range(3)]
+    summary = [f"{r.scenario} in {r.mode}, n={r.n}, f={r.f}, seed {r.seed}",
+               f"safety {r.safety}" + (f": {r.violation}" if r.violation else ""), f"liveness {r.liveness}",
+               *r.notes, f"replay: {r.replay} --trace {path}"]
+    page = render_html(recorder, lanes, [f"r{i}" for i in r.byzantine] + (["client2"] if r.kind == "client" else []),
+                       f"bftledger lab: {r.scenario} ({r.mode})", summary)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(page)
 
 
 def narrative(r: LabResult) -> str:

@@ -26,6 +26,7 @@ from bft.paxos.core import PaxosCore
 from bft.pbft.core import PbftCore
 from bft.sim.paxos_scenario import paxos_config, paxos_factory
 from bft.sim.scenario import build_pbft, make_signers
+from bft.sim.trace import TraceRecorder
 from bft.sim.world import CLIENT, Simulation
 from bft.unsafe import PAXOS_CORES, PBFT_CORES, SWITCHES
 from bft.wire import Prepare, Request
@@ -185,7 +186,7 @@ class LabResult:
 
 
 def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: int = 1,
-            requests: int = 40, unsafe: str | None = None) -> LabResult:
+            requests: int = 40, unsafe: str | None = None, recorder: TraceRecorder | None = None) -> LabResult:
     """Run attack ``name`` on a ``mode`` cluster tolerating ``f`` faults (``count`` Byzantine
     replicas for a replica strategy)."""
     proto = quorum.protocol(mode)
@@ -221,6 +222,7 @@ def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: 
     else:
         byzantine = {i: STORIES.get(name, name) for i in faulty}
     sim = _build(mode, n, f, seed, byzantine, rng, scenario.config, core_cls)
+    sim.recorder = recorder
     notes: list[str] = []
     if unsafe is not None:
         notes.append(f"UNSAFE: every replica runs with the rule '{unsafe}' turned off: {SWITCHES[unsafe].rule}")
@@ -237,6 +239,8 @@ def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: 
     sim.run_until(RUN_FOR)
     if sim.checker.violation is None:
         sim.run_until(RUN_FOR + SETTLE, stop=sim.all_acked)
+    if recorder is not None:
+        recorder.close(sim.now)
     honest = [r for r in sim.replicas if r.honest]
     by_rule: Counter[str] = Counter()
     by_sender: dict[str, Counter[str]] = {}

@@ -15,6 +15,7 @@ from typing import Callable
 
 from bft.outputs import Broadcast, Send, ServeBlocks, ToClient, plan
 from bft.sim.invariants import Checker
+from bft.sim.trace import TraceRecorder
 from bft.wire import Message, Redirect, Reply, Request, StateResponse
 from crypto.signing import Signer
 from ledger.chain import Chain
@@ -110,6 +111,7 @@ class Simulation:
         self.checker = Checker(self)
         self.sent = {}                      # message name -> count (pattern tests)
         self.trace: list[str] | None = [] if trace else None
+        self.recorder: TraceRecorder | None = None          # set it to record an HTML trace (bft.sim.trace)
         self.delivered = 0
         for r in self.nodes:
             self._schedule(self.rng.uniform(0, tick_interval), ("tick", r.addr))
@@ -129,7 +131,7 @@ class Simulation:
             self.now = t
             kind = ev[0]
             if kind == "msg":
-                self._deliver(ev[1], ev[2], ev[3])
+                self._deliver(ev[1], ev[2], ev[3], ev[4])
             elif kind == "tick":
                 r = self.nodes[ev[1]]
                 if r.alive:
@@ -158,23 +160,41 @@ class Simulation:
         copies = 2 if self.net.duplicate and self.rng.random() < self.net.duplicate else 1
         for _ in range(copies):
             d = self.rng.uniform(self.net.delay_min, self.net.delay_max) + extra_delay
-            self._schedule(self.now + d, ("msg", src, dst, msg))
+            self._schedule(self.now + d, ("msg", src, dst, msg, self.now))
 
-    def _deliver(self, src: int, dst: int, msg: Message) -> None:
+    def _deliver(self, src: int, dst: int, msg: Message, sent: float) -> None:
         self.delivered += 1
         if self.trace is not None:
             self.trace.append(f"{self.now:.4f} {_name(src)} -> {_name(dst)} {msg.NAME}")
         if dst >= CLIENT:
+            if self.recorder is not None:
+                self.recorder.message(sent, self.now, _name(src), _name(dst), msg, None)
             self._client_receive(self.clients[dst - CLIENT], src, msg)
             return
         r = self.nodes[dst]
         if not r.alive:
             return
+        before = self._observe(r) if self.recorder is not None else None
         if src >= CLIENT:
             r.core.step(src - CLIENT, msg, True)
         else:
             r.core.step(self.nodes[src].id, msg)        # the authenticated sender is the replica id
+        if before is not None:
+            self._record(r, src, msg, sent, before)
         self._carry_out(r)
+
+    # ------------------------------------------------------------------ traces
+    @staticmethod
+    def _observe(r: ReplicaNode) -> tuple[dict, int]:
+        return dict(r.core.drops.by_rule), r.core.view
+
+    def _record(self, r: ReplicaNode, src: int, msg: Message, sent: float, before: tuple[dict, int]) -> None:
+        drops, view = before
+        now = r.core.drops.by_rule
+        rule = next((k.label for k, v in now.items() if v > drops.get(k, 0)), None)
+        self.recorder.message(sent, self.now, _name(src), _name(r.addr), msg, rule)
+        if r.core.view != view:
+            self.recorder.view(self.now, _name(r.addr), "view" if self.mode == "pbft" else "ballot", r.core.view)
 
     def _carry_out(self, r: ReplicaNode) -> None:
         steps, rest = plan(r.core.ready())            # the runtime's order (bft.outputs.plan)
@@ -208,6 +228,8 @@ class Simulation:
     def crash(self, i: int) -> None:
         """Stop node i (an address: replica i, or n + k for the k-th twin)."""
         self.nodes[i].alive = False
+        if self.recorder is not None:
+            self.recorder.crash(self.now, _name(i))
 
     def restart(self, i: int) -> None:
         """A new core from what node i persisted: its blocks (replayed) and its vote log."""
@@ -217,9 +239,13 @@ class Simulation:
             chain.replay(b)
         r.core = self.make_core(r.id, chain, list(r.votes), self.now)
         r.alive = True
+        if self.recorder is not None:
+            self.recorder.restart(self.now, _name(i))
 
     def partition(self, groups: list[set[int]] | None) -> None:
         self.net.groups = groups
+        if self.recorder is not None:
+            self.recorder.partition(self.now, [{_name(a) for a in g} for g in groups] if groups else None)
 
     # ------------------------------------------------------------------ clients
     def submit(self, client: int, key: str, value: bytes) -> int:

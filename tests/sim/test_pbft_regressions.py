@@ -275,7 +275,7 @@ def test_duplicate_signers_do_not_make_a_quorum() -> None:
     assert ts in rec.outstanding
     reply = Reply(1, 0, ts, 3, 3, 0, b"")
     for _ in range(3):                                  # as if replica 3's channel carried it 3 times
-        sim._deliver(3, CLIENT + 0, reply)
+        sim._deliver(3, CLIENT + 0, reply, sim.now)
     assert ts in rec.outstanding and quorum.reply_quorum(f) == 2
     sim.drop_if = None
     _run(sim, sim.now + 1.0)
