@@ -16,13 +16,28 @@ def main(argv: list[str] | None = None) -> int:
                    help="pbft: the view-0 primary is among the faulty replicas")
     p.add_argument("--twins", action="store_true",
                    help="pbft: one sampled Twins scenario (n=4 plus one twin, per round a leader and a partition)")
+    p.add_argument("--byzantine", action="append", default=[], metavar="ID=STRATEGY",
+                   help="pbft: replica ID runs a strategy of bft.adversary (repeat for more); "
+                        "'bftledger attacks' lists them, 'bftledger lab' explains a run")
     a = p.parse_args(argv)
+    byzantine = {}
+    for item in a.byzantine:
+        rid, _, strategy = item.partition("=")
+        from bft.adversary import STRATEGIES
+        if not rid.isdigit() or not 0 <= int(rid) < a.n or strategy not in STRATEGIES:
+            p.error(f"--byzantine {item!r}: expected ID=STRATEGY with ID in 0..{a.n - 1} and a strategy of "
+                    f"'bftledger attacks'")
+        byzantine[int(rid)] = strategy
+    if byzantine and (a.mode != "pbft" or a.twins or a.faulty_primary):
+        p.error("--byzantine goes with --mode pbft, without --twins or --faulty-primary "
+                "(for paxos: 'bftledger lab ATTACK --mode paxos')")
     if a.mode == "pbft" and a.twins:
         from bft.sim.twins import run_twins
         res = run_twins(a.seed, trace=a.trace)
     elif a.mode == "pbft":
         from bft.sim.scenario import run_pbft
-        res = run_pbft(a.seed, a.n, faults=not a.no_faults, trace=a.trace, faulty_primary=a.faulty_primary)
+        res = run_pbft(a.seed, a.n, faults=not a.no_faults, trace=a.trace, faulty_primary=a.faulty_primary,
+                       byzantine=byzantine or None)
     else:
         from bft.sim.paxos_scenario import run_paxos
         res = run_paxos(a.seed, a.n, faults=not a.no_faults, trace=a.trace)

@@ -176,9 +176,12 @@ def run_pbft(seed: int, n: int = 4, *, byzantine: dict[int, str] | None = None, 
     sim.run_until(HEAL_AT)
     if sim.checker.violation is None:
         sim.run_until(HEAL_AT + LIVENESS_BOUND, stop=sim.all_acked)
-    if chosen and core_cls is PbftCore and requests == 24 and clients == 2 and real_crypto is None and not config:
+    named = all(isinstance(v, str) for v in byzantine.values())
+    if (named and core_cls is PbftCore and requests == 24 and clients == 2 and real_crypto is None and not config
+            and (chosen or not faulty_primary)):
         replay = (f"python -m bft.sim --mode pbft --n {n} --seed {seed}" + ("" if faults else " --no-faults")
-                  + (" --faulty-primary" if faulty_primary else ""))
+                  + (" --faulty-primary" if faulty_primary else "")
+                  + ("" if chosen else "".join(f" --byzantine {i}={s}" for i, s in sorted(byzantine.items()))))
     else:
         given = dict(byzantine=None if chosen else byzantine, faults=faults, requests=requests, clients=clients,
                      real_crypto=real_crypto, faulty_primary=faulty_primary, config=config)

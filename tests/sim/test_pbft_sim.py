@@ -115,3 +115,13 @@ def test_sim_config_is_what_the_sweeps_use() -> None:
     cfg = scenario.pbft_config(4, 1)
     assert (cfg.checkpoint_interval, cfg.log_size, cfg.batch_size) == (8, 32, 16)
     assert cfg.request_timeout == 0.3
+
+
+def test_the_simulator_takes_byzantine_replicas_and_prints_a_replay_that_runs(capsys) -> None:
+    """Issue 14: 'the simulator has no --byzantine option'."""
+    assert sim_main(["--seed", "3", "--byzantine", "3=wrong-digest"]) == 0
+    out = capsys.readouterr().out
+    replay = next(line.split("replay: ")[1] for line in out.splitlines() if "replay: " in line)
+    assert replay == "python -m bft.sim --mode pbft --n 4 --seed 3 --byzantine 3=wrong-digest"
+    assert sim_main(replay.split()[3:]) == 0
+    assert capsys.readouterr().out == out
