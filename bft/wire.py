@@ -250,3 +250,18 @@ __all__ = [
     "StateResponse", "BatchRequest", "BatchResponse", "Suspect", "PxPrepare", "PxPromise", "PxNack", "PxAccept",
     "PxAccepted", "PxHeartbeat", "PxPreVote", "PxPreVoteGrant",
 ]
+
+
+def describe(msg) -> str:
+    """Kind, view or ballot, sequence or slot, digest prefix: what a reader needs on a trace's
+    arrow or a debug log line (``pre-prepare v=0 n=7 3fa2c1``)."""
+    parts = [msg.NAME]
+    for name, short in (("view", "v"), ("new_view", "v"), ("ballot", "b"), ("seq", "n"), ("slot", "s"),
+                        ("timestamp", "ts")):
+        v = getattr(msg, name, None)
+        if isinstance(v, int):
+            parts.append(f"{short}={v}")
+    d = getattr(msg, "digest", None)
+    if isinstance(d, bytes) and d:
+        parts.append(d.hex()[:6])
+    return " ".join(parts)

@@ -26,7 +26,7 @@ from bft.runtime.admission import PER_CLIENT, Admission, Heard, Intake, RateLimi
 from bft.runtime.serving import BlockServer, SlowSender
 from bft.runtime.status import replica_status, status_bytes
 from bft.wire import (MAX_FRAME, AttestRequest, Auth, DecodeError, FrameDecoder, Hello, ReceiptRequest, Request,
-                      StatusRequest, StatusResponse, decode, frame)
+                      StatusRequest, StatusResponse, decode, describe, frame)
 from ledger.cluster import Cluster
 from ledger.net.channel import channels_for
 from ledger.net.transport import (CLIENT_MAX_FRAME, HANDSHAKE_TIMEOUT, ROLE_CLIENT, ROLE_REPLICA, Connection,
@@ -296,9 +296,12 @@ class Replica:
                 ok = False
                 break
             if debug:
-                log.debug("%s from %s", msg.NAME, conn.name)
+                before = dict(core.drops.by_rule)
             try:
                 core.step(sender, msg, from_client)
+                if debug:
+                    rule = next((k.label for k, v in core.drops.by_rule.items() if v > before.get(k, 0)), None)
+                    log.debug("%s from %s%s", describe(msg), conn.name, f": dropped by {rule}" if rule else "")
             except Exception:
                 self.internal_errors += 1
                 if self.internal_errors <= 5:

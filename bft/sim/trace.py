@@ -15,6 +15,8 @@ import html
 import json
 from dataclasses import dataclass, field
 
+from bft.wire import describe
+
 LANE = 130              # pixels between lanes
 ROW = 16                # pixels between two successive instants (the time axis is ordinal, as in MSCs:
                         # network delays are milliseconds and timeouts seconds; a linear axis shows neither)
@@ -76,20 +78,6 @@ class TraceRecorder:
             if b.end is None:
                 b.end = t
         self._open.clear()
-
-
-def describe(msg) -> str:
-    """kind, view or ballot, sequence or slot, digest prefix: what a reader needs on an arrow."""
-    parts = [msg.NAME]
-    for name, short in (("view", "v"), ("new_view", "v"), ("ballot", "b"), ("seq", "n"), ("slot", "s"),
-                        ("timestamp", "ts")):
-        v = getattr(msg, name, None)
-        if isinstance(v, int):
-            parts.append(f"{short}={v}")
-    d = getattr(msg, "digest", None)
-    if isinstance(d, bytes) and d:
-        parts.append(d.hex()[:6])
-    return " ".join(parts)
 
 
 def render_html(rec: TraceRecorder, lanes: list[str], byzantine: list[str], title: str, summary: list[str]) -> str:
