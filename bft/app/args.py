@@ -41,6 +41,16 @@ def port(text: str) -> int:
     return v
 
 
+def add_query_args(p: argparse.ArgumentParser, timeout: float, what: str) -> None:
+    """DIR, --json, --client and --timeout: the arguments of the commands that ask the replicas."""
+    p.add_argument("dir", metavar="DIR", help="cluster directory")
+    p.add_argument("--json", action="store_true", help=f"print {what}")
+    p.add_argument("--client", type=int_at_least(0), default=0, metavar="N",
+                   help="authenticate with client key N (default: 0)")
+    p.add_argument("--timeout", type=float, default=timeout, metavar="S",
+                   help=f"how long to wait for each replica's answer (default: {timeout:g})")
+
+
 def fail(message: str, code: int) -> int:
     sys.stderr.write(f"{PROG}: error: {message}\n")
     return code

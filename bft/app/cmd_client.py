@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from bft.app.args import PROG, Subparsers, UsageError, fail, int_at_least, run_async
+from bft.app.args import PROG, Subparsers, UsageError, add_query_args, fail, int_at_least, run_async
 from ledger.quorum import protocol
 
 
@@ -103,11 +103,7 @@ def add_status(sub: Subparsers) -> None:
                     "sequence number, stable checkpoint, ledger height and head. --json prints one "
                     "object per replica; an unreachable one is {\"id\": I, \"reachable\": false}. "
                     "Exit status 1 when no replica answers.")
-    p.add_argument("dir", metavar="DIR", help="cluster directory")
-    p.add_argument("--json", action="store_true", help="print a JSON array")
-    p.add_argument("--client", type=int_at_least(0), default=0, metavar="N",
-                   help="authenticate with client key N (default: 0)")
-    p.add_argument("--timeout", type=float, default=2.0, metavar="S", help="per-replica timeout (default: 2)")
+    add_query_args(p, 2.0, "a JSON array")
     p.set_defaults(func=cmd_status)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from bft.app.args import Subparsers, int_at_least, run_async
+from bft.app.args import Subparsers, add_query_args, run_async
 from ledger.cluster import Cluster
 from ledger.net.session import ClientSession, query_status
 
@@ -26,11 +26,7 @@ def add_compare(sub: Subparsers) -> None:
                                    "height they all hold and, if they differ, find the first height where they "
                                    "do. Exit status 0 when they agree, 1 when they differ or fewer than two "
                                    "replicas answer.")
-    p.add_argument("dir", metavar="DIR", help="cluster directory")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--client", type=int_at_least(0), default=0, metavar="N",
-                   help="authenticate with client key N (default: 0)")
-    p.add_argument("--timeout", type=float, default=3.0, metavar="S", help="per-question timeout (default: 3)")
+    add_query_args(p, 3.0, "one JSON object")
     p.set_defaults(func=cmd_compare)
 
 
