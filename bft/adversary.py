@@ -337,6 +337,7 @@ class Byzantine:
         others = [r for r in range(self.n) if r != self.core.id]
         seq = vc.stable_seq + self.core.cfg.checkpoint_interval
         head, root = self.rng.randbytes(32), self.rng.randbytes(32)
-        proof = [Checkpoint(seq, head, seq, root, r).signed(self.signer) for r in others][: quorum.checkpoint_quorum(self.core.f)]
+        need = quorum.checkpoint_quorum(self.core.f)
+        proof = [Checkpoint(seq, head, seq, root, r).signed(self.signer) for r in others][:need]
         return self._resign(vc, stable_seq=seq, checkpoints=proof,
                             prepared=[c for c in vc.prepared if c.pre_prepare.seq > seq])

@@ -198,7 +198,8 @@ class RequestPool:
         self.blacklist: dict[int, float] = {}              # client -> blacklisted until
         self.blacklisted = 0                               # how many times a client was blacklisted
 
-    def admit(self, client: int, req: Request, now: float, direct: bool = True) -> tuple[str, ClientRecord | RequestRule | None]:
+    def admit(self, client: int, req: Request, now: float,
+              direct: bool = True) -> tuple[str, ClientRecord | RequestRule | None]:
         """(NEW, None), (CACHED, record), (KNOWN, None), (STALE, None), (REFUSED, rule) or
         (DROP, rule). Nothing is held before the client's signature is checked; what is
         cheaper than the check (a lookup that answers from the reply cache, or a refusal over

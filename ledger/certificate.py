@@ -104,7 +104,8 @@ def attestation_error(mode: str, f: int, replica_keys: list[bytes], height: int,
     need = Quorums(mode, f).attest
     good = attesters(replica_keys, height, block_hash, batch_size, attestations, verifier)
     if len(good) < need:
-        return Rejection(LedgerRule.ATTEST_TOO_FEW, f"{len(good)} valid distinct signatures on the block hash, needs {need}")
+        return Rejection(LedgerRule.ATTEST_TOO_FEW,
+                         f"{len(good)} valid distinct signatures on the block hash, needs {need}")
     return None
 
 

@@ -55,7 +55,8 @@ def strip(pp: PrePrepare) -> PrePrepare:
     return PrePrepare(pp.view, pp.seq, pp.digest, [], pp.replica, pp.sig)
 
 
-def batch_error(keys: Keys, digest: bytes, batch: list[bytes], max_weight: int) -> tuple[Rejection | None, list[Request]]:
+def batch_error(keys: Keys, digest: bytes, batch: list[bytes],
+                max_weight: int) -> tuple[Rejection | None, list[Request]]:
     """Checks a batch: digest over its encoded requests, its weight, every client signature."""
     if root_of(batch) != digest:
         return R(P.BATCH_DIGEST), []
@@ -105,7 +106,8 @@ def checkpoint_proof_error(keys: Keys, f: int, seq: int, proof: list[Checkpoint]
     return None
 
 
-def prepared_cert_error(keys: Keys, f: int, cert: PreparedCert, below_view: int, low: int, high: int) -> Rejection | None:
+def prepared_cert_error(keys: Keys, f: int, cert: PreparedCert, below_view: int, low: int,
+                        high: int) -> Rejection | None:
     """A PRE-PREPARE of the view's primary plus 2f matching PREPAREs of distinct backups."""
     pp = cert.pre_prepare
     if pp.view >= below_view:
@@ -184,7 +186,8 @@ def new_view_error(keys: Keys, f: int, nv: NewView, log_size: int,
     if nv.replica != p or not keys.replica_signed(nv, p):
         return R(P.NEW_VIEW_NOT_PRIMARY), None
     if len(nv.view_changes) != quorum.view_change_quorum(f):
-        return R(P.NEW_VIEW_SIZE, f"{len(nv.view_changes)} VIEW-CHANGEs, needs exactly {quorum.view_change_quorum(f)}"), None
+        need = quorum.view_change_quorum(f)
+        return R(P.NEW_VIEW_SIZE, f"{len(nv.view_changes)} VIEW-CHANGEs, needs exactly {need}"), None
     senders: set[int] = set()
     vcs: list[ViewChange] = []
     for vc in nv.view_changes:
