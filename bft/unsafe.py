@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from bft.paxos.core import PaxosCore
 from bft.paxos.proposer import Proposer
-from bft.pbft.certs import Keys, batch_error
+from bft.pbft.certs import EMPTY_ROOT, Keys, NewViewPlan, batch_error, plan_new_view
 from bft.pbft.core import PbftCore
 from bft.pbft.slots import Slot
 from bft.wire import Commit, Prepare, PxAccept, PxPromise
@@ -28,10 +28,12 @@ class Switch:
     attack: str                  # the lab attack that shows the violation
     f: int = 1                   # ... at this f
     count: int = 1               # ... with this many Byzantine replicas (never more than f)
+    seeds: tuple[int, ...] = (1, 2)   # seeds on which the violation shows (tested; the command uses the first)
 
     def command(self, name: str) -> str:
         extra = (f" --f {self.f}" if self.f != 1 else "") + \
-            (f" --byzantine-count {self.count}" if self.count != 1 else "")
+            (f" --byzantine-count {self.count}" if self.count != 1 else "") + \
+            (f" --seed {self.seeds[0]}" if self.seeds[0] != 1 else "")
         return f"bftledger lab {self.attack} --mode {self.mode}{extra} --unsafe-disable {name}"
 
 
@@ -40,6 +42,9 @@ SWITCHES: dict[str, Switch] = {
                                   "(OSDI 1999, §4.2); off: f and f+1", "equivocate"),
     "distinct-senders": Switch("pbft", "quorums count distinct replicas (§4.2); off: every copy of a vote "
                                        "counts", "collude", f=2, count=2),
+    "view-change-certificates": Switch("pbft", "a NEW-VIEW re-proposes, for each sequence number, the digest "
+                                               "prepared in the highest view of its VIEW-CHANGEs' certificates "
+                                               "(§4.4); off: nulls everywhere", "lost-commits", seeds=(2, 3)),
     "client-signatures": Switch("pbft", "every request in a batch carries its client's valid signature (§4.1); "
                                         "off: backups accept any request", "forge-request"),
     "highest-ballot": Switch("paxos", "a new leader re-proposes, for each slot, the value accepted in the "
@@ -102,6 +107,17 @@ class DuplicateVotesCore(PbftCore):
     _handlers = {**PbftCore._handlers, Prepare: _on_prepare, Commit: _on_commit}
 
 
+def _plan_ignoring_p(vcs) -> NewViewPlan:
+    """O from V without P: every sequence number in (min-s, max-s] gets a null request, even
+    one that committed somewhere in the old view."""
+    plan = plan_new_view(vcs)
+    return NewViewPlan(plan.min_s, plan.max_s, plan.stable_proof, [(s, EMPTY_ROOT) for s, _d in plan.entries])
+
+
+class NewViewIgnoresP(PbftCore):
+    plan_new_view = staticmethod(_plan_ignoring_p)
+
+
 class _TrustingVerifier:
     """Says yes to every signature, and only to those: client requests in batches (replica
     messages are checked by the core's own verifier, which it keeps)."""
@@ -141,5 +157,5 @@ class MinorityPaxosCore(PaxosCore):
 
 
 PBFT_CORES = {"quorum-size": WeakQuorumCore, "distinct-senders": DuplicateVotesCore,
-              "client-signatures": NoClientSignaturesCore}
+              "client-signatures": NoClientSignaturesCore, "view-change-certificates": NewViewIgnoresP}
 PAXOS_CORES = {"paxos-majority": MinorityPaxosCore, "highest-ballot": ForgetfulLeaderCore}

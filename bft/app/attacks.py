@@ -170,6 +170,12 @@ ATTACKS: list[Attack] = [
            Outcome(("suspicion.REQUEST_TIMER", "pbft.OTHER_VIEW"), "a view change; every request commits"),
            Outcome(("paxos.PROMISE_NOT_RUNNING", "paxos.PREVOTE_GRANT_NOT_RUNNING", "paxos.STALE_BALLOT"),
                    "a new leader is elected; every request commits")),
+    Attack("lost-commits", "the network loses the COMMITs (and CHECKPOINTs) to replicas 2 and 3 for 0.4 s, "
+           "then cuts the primary off: replica 1 has committed batches the others only prepared",
+           "a VIEW-CHANGE carries the prepared certificates, and the NEW-VIEW re-proposes the highest-view "
+           "prepared digest of each sequence number (§4.4): what committed anywhere survives the view change",
+           Outcome(("pbft.OTHER_VIEW", "suspicion.REQUEST_TIMER", "pbft.ENTERING_VIEW"),
+                   "a view change; replica 1's commits survive it; every ledger stays equal")),
     Attack("split-brain", "the network splits the replicas in two, each side with clients, for 2 s",
            "only a quorum commits, and two quorums always intersect: the smaller side waits (§4.5.1; "
            "Paxos Made Simple, §2.2). Turn the rule off to see the war story: "

@@ -29,7 +29,7 @@ from bft.sim.scenario import build_pbft, make_signers
 from bft.sim.trace import TraceRecorder
 from bft.sim.world import CLIENT, Simulation
 from bft.unsafe import PAXOS_CORES, PBFT_CORES, SWITCHES
-from bft.wire import Prepare, Request
+from bft.wire import Checkpoint, Commit, Prepare, Request
 from ledger import quorum
 from ledger.rules import Rule
 from ledger.state import op_put
@@ -68,6 +68,16 @@ def _split_brain(sim: Simulation, n: int, rng: random.Random, notes: list[str]) 
     sim.at(2.5, lambda: sim.partition(None))
     notes.append(f"the network splits replicas {sorted(half)} with client 0 from the others with client 1, "
                  "from t=0.5 to t=2.5")
+
+
+def _lost_commits(sim: Simulation, n: int, rng: random.Random, notes: list[str]) -> None:
+    late = set(range(2, n))
+    sim.drop_if = lambda src, dst, m: type(m) in (Commit, Checkpoint) and dst in late and 0.5 <= sim.now < 0.9
+    others = set(range(1, n)) | {CLIENT + c for c in range(3)}
+    sim.at(0.9, lambda: sim.partition([{0}, others]))
+    sim.at(2.0, lambda: sim.partition(None))
+    notes.append(f"from t=0.5 to t=0.9 the COMMITs to replicas {sorted(late)} are lost (replica 1 commits, they "
+                 "only prepare); at t=0.9 the network cuts the primary off until t=2: a view change")
 
 
 def _bad_signatures(sim: Simulation, n: int, rng: random.Random, notes: list[str]) -> None:
@@ -118,6 +128,7 @@ SCENARIOS: dict[str, Scenario] = {
     "client-sends-protocol": Scenario("client", ("pbft", "paxos"), _client_protocol),
     "partition-primary": Scenario("network", ("pbft", "paxos"), _cut_primary),
     "split-brain": Scenario("network", ("pbft", "paxos"), _split_brain),
+    "lost-commits": Scenario("network", ("pbft",), _lost_commits),
 }
 
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 import pytest
 
 from bft.adversary import Byzantine
-from bft.pbft.certs import NewViewPlan, plan_new_view
 from bft.pbft.core import PbftCore
 from bft.pbft.rules import PbftRule as P
 from bft.sim.scenario import build_pbft, run_pbft
 from bft.sim.world import CLIENT
+from bft.unsafe import NewViewIgnoresP
 from bft.wire import decode
-from crypto.merkle import root_of
 from ledger.rules import Rule
 
 PREPARED_CERT_RULES = [r for r in P if r.name.startswith("PREPARED_CERT_")]
@@ -250,17 +249,6 @@ def test_requests_commit_within_three_view_change_timeouts_of_a_mid_run_fault(st
 
 
 # ----------------------------------------------------------------------------- the checker can fail
-def plan_ignoring_p(vcs) -> NewViewPlan:
-    """The bug: O from V without P, so every sequence number in (min-s, max-s] gets a null
-    request, even one that committed somewhere in the old view."""
-    plan = plan_new_view(vcs)
-    return NewViewPlan(plan.min_s, plan.max_s, plan.stable_proof, [(s, root_of([])) for s, _d in plan.entries])
-
-
-class NewViewIgnoresP(PbftCore):
-    plan_new_view = staticmethod(plan_ignoring_p)
-
-
 def test_checker_catches_a_new_view_that_ignores_prepared_certificates() -> None:
     caught = None
     for seed in range(50):
