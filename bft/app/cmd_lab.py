@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 
 from bft.app.args import PROG, Subparsers, UsageError, int_at_least
 from bft.app.attacks import ATTACKS, BY_NAME
@@ -32,11 +33,11 @@ def add_attacks(sub: Subparsers) -> None:
 def add_lab(sub: Subparsers) -> None:
     p = sub.add_parser("lab", help="run one attack in the simulator and say what happened",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Runs the real protocol cores in the deterministic simulator with one attack "
-                                   "in place and a steady load from two honest clients, then reports what the "
-                                   "honest replicas dropped (by rule and sender), whether safety and liveness "
-                                   "held, and the command that replays the same run. The same seed gives the "
-                                   "same run.",
+                       description=textwrap.fill(
+                           "Runs the real protocol cores in the deterministic simulator with one attack in place "
+                           "and a steady load from two honest clients, then reports what the honest replicas "
+                           "dropped (by rule and sender), whether safety and liveness held, and the command that "
+                           "replays the same run. The same seed gives the same run.", 78),
                        epilog=LAB_EXAMPLES)
     p.add_argument("scenario", metavar="ATTACK", help=f"an attack from '{PROG} attacks'")
     p.add_argument("--mode", choices=("pbft", "paxos"), default="pbft", help="the protocol (default pbft)")
