@@ -9,50 +9,15 @@ the check it removes, so reading it shows what the rule does.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from bft.paxos.core import PaxosCore
 from bft.paxos.proposer import Proposer
 from bft.pbft.certs import EMPTY_ROOT, Keys, NewViewPlan, batch_error, plan_new_view
 from bft.pbft.core import PbftCore
 from bft.pbft.slots import Slot
+
 from bft.wire import Commit, Prepare, PxAccept, PxPromise
 from crypto.signing import Verifier
 from ledger import quorum
-
-
-@dataclass(frozen=True)
-class Switch:
-    mode: str
-    rule: str                    # what is turned off
-    attack: str                  # the lab attack that shows the violation
-    f: int = 1                   # ... at this f
-    count: int = 1               # ... with this many Byzantine replicas (never more than f)
-    seeds: tuple[int, ...] = (1, 2)   # seeds on which the violation shows (tested; the command uses the first)
-
-    def command(self, name: str) -> str:
-        extra = (f" --f {self.f}" if self.f != 1 else "") + \
-            (f" --byzantine-count {self.count}" if self.count != 1 else "") + \
-            (f" --seed {self.seeds[0]}" if self.seeds[0] != 1 else "")
-        return f"bftledger lab {self.attack} --mode {self.mode}{extra} --unsafe-disable {name}"
-
-
-SWITCHES: dict[str, Switch] = {
-    "quorum-size": Switch("pbft", "prepared needs 2f PREPAREs and committed-local 2f+1 COMMITs "
-                                  "(OSDI 1999, §4.2); off: f and f+1", "equivocate"),
-    "distinct-senders": Switch("pbft", "quorums count distinct replicas (§4.2); off: every copy of a vote "
-                                       "counts", "collude", f=2, count=2),
-    "view-change-certificates": Switch("pbft", "a NEW-VIEW re-proposes, for each sequence number, the digest "
-                                               "prepared in the highest view of its VIEW-CHANGEs' certificates "
-                                               "(§4.4); off: nulls everywhere", "lost-commits", seeds=(2, 3)),
-    "client-signatures": Switch("pbft", "every request in a batch carries its client's valid signature (§4.1); "
-                                        "off: backups accept any request", "forge-request"),
-    "highest-ballot": Switch("paxos", "a new leader re-proposes, for each slot, the value accepted in the "
-                                      "highest ballot its promises report (Paxos Made Simple, §2.2); off: it "
-                                      "proposes its own", "partition-primary"),
-    "paxos-majority": Switch("paxos", "a ballot needs promises, and a value acceptances, from a majority "
-                                      "(Paxos Made Simple, §2.2); off: one acceptor is enough", "split-brain"),
-}
 
 
 class _WeakSlot(Slot):

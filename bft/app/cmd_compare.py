@@ -13,11 +13,12 @@ import argparse
 import json
 from dataclasses import dataclass, field
 
-import trio
+from typing import TYPE_CHECKING
 
 from bft.app.args import Subparsers, add_query_args, run_async
-from ledger.cluster import Cluster
-from ledger.net.session import ClientSession, query_status
+
+if TYPE_CHECKING:
+    from ledger.cluster import Cluster
 
 
 def add_compare(sub: Subparsers) -> None:
@@ -50,6 +51,10 @@ class Comparison:
 
 
 async def compare(cluster: Cluster, client: int, signer, timeout: float) -> Comparison:
+    import trio
+
+    from ledger.net.session import ClientSession, query_status
+
     st = await query_status(cluster, client, signer, timeout)
     up = [s for s in st if s.get("reachable") and isinstance(s.get("height"), int)]
     heights = {s["id"]: s["height"] for s in up}

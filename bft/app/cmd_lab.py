@@ -5,12 +5,16 @@ import argparse
 import json
 import textwrap
 
+from typing import TYPE_CHECKING
+
 from bft.app.args import PROG, Subparsers, UsageError, int_at_least
-from bft.app.attacks import ATTACKS, BY_NAME
-from bft.app.rules_table import families
-from bft.sim.lab import LabError, LabResult, run_lab
-from bft.sim.trace import TraceRecorder, render_html
-from bft.unsafe import SWITCHES
+from bft.switches import SWITCHES
+
+if TYPE_CHECKING:
+    from bft.sim.lab import LabResult
+    from bft.sim.trace import TraceRecorder
+
+# The simulator and the cores load only when a lab command runs: every other command starts faster.
 
 LAB_EXAMPLES = f"""examples:
   {PROG} attacks                          # the catalogue: what each attack does, what stops it
@@ -56,6 +60,8 @@ def add_lab(sub: Subparsers) -> None:
 
 
 def cmd_attacks(args) -> int:
+    from bft.app.attacks import ATTACKS
+
     if args.json:
         print(json.dumps([a.as_json() for a in ATTACKS], indent=2))
         return 0
@@ -85,6 +91,9 @@ def cmd_attacks(args) -> int:
 
 
 def cmd_lab(args) -> int:
+    from bft.sim.lab import LabError, run_lab
+    from bft.sim.trace import TraceRecorder
+
     try:
         recorder = TraceRecorder() if args.trace else None
         r = run_lab(args.scenario, mode=args.mode, f=args.f, count=args.byzantine_count, seed=args.seed,
@@ -101,6 +110,8 @@ def cmd_lab(args) -> int:
 
 
 def write_trace(path: str, r: LabResult, recorder: TraceRecorder) -> None:
+    from bft.sim.trace import render_html
+
     lanes = [f"r{i}" for i in range(r.n)] + [f"client{c}" for c in range(3)]
     summary = [f"{r.scenario} in {r.mode}, n={r.n}, f={r.f}, seed {r.seed}",
                f"safety {r.safety}" + (f": {r.violation}" if r.violation else ""), f"liveness {r.liveness}",
@@ -112,6 +123,9 @@ def write_trace(path: str, r: LabResult, recorder: TraceRecorder) -> None:
 
 
 def narrative(r: LabResult) -> str:
+    from bft.app.attacks import BY_NAME
+    from bft.app.rules_table import families
+
     texts = {rule.label: rule.text for fam in families() for rule in fam}
     a = BY_NAME.get(r.scenario)
     lines = [f"lab: {r.scenario} in {r.mode}, n={r.n} (tolerates f={r.f}), seed {r.seed}"]

@@ -28,7 +28,8 @@ from bft.sim.paxos_scenario import paxos_config, paxos_factory
 from bft.sim.scenario import build_pbft, make_signers
 from bft.sim.trace import TraceRecorder
 from bft.sim.world import CLIENT, Simulation
-from bft.unsafe import PAXOS_CORES, PBFT_CORES, SWITCHES
+from bft.switches import SWITCHES
+from bft.unsafe import PAXOS_CORES, PBFT_CORES
 from bft.wire import Checkpoint, Commit, Prepare, Request
 from ledger import quorum
 from ledger.rules import Rule

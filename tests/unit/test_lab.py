@@ -11,7 +11,7 @@ from bft.app.attacks import ATTACKS, BY_NAME
 from bft.app.cli import main
 from bft.app.rules_table import families
 from bft.sim.lab import SCENARIOS, run_lab
-from bft.unsafe import SWITCHES
+from bft.switches import SWITCHES
 
 ENTRIES = [(a.name, mode) for a in ATTACKS for mode in ("pbft", "paxos") if a.outcome(mode) is not None]
 
