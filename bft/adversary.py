@@ -26,6 +26,7 @@ STRATEGIES = {
     "flood": "sends every message many times over, hoping duplicates count twice",
     "equivocate": "as primary (leader), sends different PRE-PREPAREs (paxos: ACCEPTs) for one sequence number "
                   "(slot) to different backups",
+    "equivocate-all": "as primary, sends every backup two different PRE-PREPAREs for each sequence number",
     "slow": "delays everything it sends by most of the view-change timeout (the driver applies the delay)",
     "censor": "ignores every request of client 0 (as primary: never proposes them)",
     "forge-request": "as primary, slips a request with a forged client signature into every batch",
@@ -201,6 +202,17 @@ class Byzantine:
                         res.append(Send(r, pp if r % 2 == 0 else alt_pp))
             else:
                 res.append(a)
+        return res
+
+    def _equivocate_all(self, out: list[Action]) -> list[Action]:
+        """Every backup gets the real PRE-PREPARE and then another one for the same (view, sequence)."""
+        res = []
+        for a in out:
+            res.append(a)
+            if isinstance(a, Broadcast) and type(a.msg) is PrePrepare and a.msg.batch:
+                pp = a.msg
+                alt = list(reversed(pp.batch)) if len(pp.batch) > 1 else []
+                res.append(Broadcast(self._resign(pp, batch=alt, digest=root_of(alt))))
         return res
 
     def _forged_request(self) -> bytes:

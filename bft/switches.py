@@ -30,6 +30,9 @@ SWITCHES: dict[str, Switch] = {
     "view-change-certificates": Switch("pbft", "a NEW-VIEW re-proposes, for each sequence number, the digest "
                                                "prepared in the highest view of its VIEW-CHANGEs' certificates "
                                                "(§4.4); off: nulls everywhere", "lost-commits", seeds=(2, 3)),
+    "one-pre-prepare": Switch("pbft", "a backup accepts one PRE-PREPARE per (view, sequence) and never votes "
+                                      "against its own earlier vote (§4.2); off: a later one replaces it",
+                              "equivocate-all", seeds=(2, 4)),
     "client-signatures": Switch("pbft", "every request in a batch carries its client's valid signature (§4.1); "
                                         "off: backups accept any request", "forge-request"),
     "highest-ballot": Switch("paxos", "a new leader re-proposes, for each slot, the value accepted in the "

@@ -15,7 +15,7 @@ from bft.pbft.certs import EMPTY_ROOT, Keys, NewViewPlan, batch_error, plan_new_
 from bft.pbft.core import PbftCore
 from bft.pbft.slots import Slot
 
-from bft.wire import Commit, Prepare, PxAccept, PxPromise
+from bft.wire import Commit, PrePrepare, Prepare, PxAccept, PxPromise
 from crypto.signing import Verifier
 from ledger import quorum
 
@@ -83,6 +83,21 @@ class NewViewIgnoresP(PbftCore):
     plan_new_view = staticmethod(_plan_ignoring_p)
 
 
+class LaterPrePrepareCore(PbftCore):
+    """Takes a later PRE-PREPARE for a (view, sequence) it already has one for: the slot starts
+    over with the new digest, and this replica votes again (its own earlier vote forgotten)."""
+
+    def _on_pre_prepare(self, sender: int, pp: PrePrepare) -> None:
+        slot = self.log.get(pp.seq)
+        if (slot is not None and slot.pre_prepare is not None and slot.pre_prepare.digest != pp.digest
+                and pp.view == self.view and sender == self.leader and not slot.is_committed_local):
+            del self.log[pp.seq]
+            self.votes.pop((pp.view, pp.seq), None)
+        super()._on_pre_prepare(sender, pp)
+
+    _handlers = {**PbftCore._handlers, PrePrepare: _on_pre_prepare}
+
+
 class _TrustingVerifier:
     """Says yes to every signature, and only to those: client requests in batches (replica
     messages are checked by the core's own verifier, which it keeps)."""
@@ -122,5 +137,6 @@ class MinorityPaxosCore(PaxosCore):
 
 
 PBFT_CORES = {"quorum-size": WeakQuorumCore, "distinct-senders": DuplicateVotesCore,
-              "client-signatures": NoClientSignaturesCore, "view-change-certificates": NewViewIgnoresP}
+              "client-signatures": NoClientSignaturesCore, "view-change-certificates": NewViewIgnoresP,
+              "one-pre-prepare": LaterPrePrepareCore}
 PAXOS_CORES = {"paxos-majority": MinorityPaxosCore, "highest-ballot": ForgetfulLeaderCore}

@@ -37,7 +37,7 @@ from ledger.state import op_put
 
 RUNTIME_ONLY = RUNTIME_STRATEGIES             # they act in a replica process, not in its core
 PBFT_STRATEGIES = tuple(s for s in STRATEGIES if s not in RUNTIME_ONLY)
-AS_LEADER = ("equivocate", "censor", "forge-request", "empty-batches", "replay-executed", "slow", "collude",
+AS_LEADER = ("equivocate", "equivocate-all", "censor", "forge-request", "empty-batches", "replay-executed", "slow", "collude",
              "byzantine-ledger")
 # the war story "byzantine-ledger": the leader tells the replicas different ledgers (it equivocates)
 STORIES = {"byzantine-ledger": "equivocate"}
