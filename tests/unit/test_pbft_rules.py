@@ -158,16 +158,15 @@ def make_stable(cl: Cluster, core: PbftCore, seq: int) -> None:
     assert core.h == seq
 
 
-_BLOCKS: dict[int, list] = {}
-
-
 def blocks_of(core: PbftCore, upto: int) -> list:
-    return [b for b in _BLOCKS[id(core)] if b.height <= upto]
+    return [b for b in core.disk if b.height <= upto]
 
 
 def tracked(core: PbftCore) -> PbftCore:
-    """Remember every block the core appends (its 'disk'), for checkpoints and restarts."""
-    store = _BLOCKS.setdefault(id(core), [])
+    """Remember every block the core appends (its 'disk'), for checkpoints and restarts. Kept on
+    the core itself: a table keyed by id(core) handed a new core the blocks of a collected one
+    whose id it reused (a flaky test_garbage_collection_at_stable_checkpoint)."""
+    store = core.disk = []
     ready = core.ready
 
     def wrapped():
@@ -622,7 +621,7 @@ def test_garbage_collection_at_stable_checkpoint(cl):
 
 def _replayed(core: PbftCore) -> Chain:
     ch = Chain()
-    for b in _BLOCKS[id(core)]:
+    for b in core.disk:
         ch.replay(b)
     return ch
 
