@@ -14,6 +14,8 @@ class Switch:
     f: int = 1                   # ... at this f
     count: int = 1               # ... with this many Byzantine replicas (never more than f)
     seeds: tuple[int, ...] = (1, 2)   # seeds on which the violation shows (tested; the command uses the first)
+    config: tuple = ()           # core settings it changes, as (name, value) pairs
+    breaks: str = "safety"       # what breaks with the rule off
 
     def command(self, name: str) -> str:
         extra = (f" --f {self.f}" if self.f != 1 else "") + \
@@ -38,6 +40,10 @@ SWITCHES: dict[str, Switch] = {
     "highest-ballot": Switch("paxos", "a new leader re-proposes, for each slot, the value accepted in the "
                                       "highest ballot its promises report (Paxos Made Simple, §2.2); off: it "
                                       "proposes its own", "partition-primary"),
+    "paxos-backoff": Switch("paxos", "a pre-empted proposer waits a randomized, growing time before it tries "
+                                     "again (progress needs one distinguished proposer: Paxos Made Simple, §3); "
+                                     "off: it retries at once", "great-livelock", f=2,
+                            config=(("backoff", False),), breaks="liveness"),
     "paxos-majority": Switch("paxos", "a ballot needs promises, and a value acceptances, from a majority "
                                       "(Paxos Made Simple, §2.2); off: one acceptor is enough", "split-brain"),
 }

@@ -179,6 +179,13 @@ ATTACKS: list[Attack] = [
            "prepared digest of each sequence number (§4.4): what committed anywhere survives the view change",
            Outcome(("pbft.OTHER_VIEW", "suspicion.REQUEST_TIMER", "pbft.ENTERING_VIEW"),
                    "a view change; replica 1's commits survive it; every ledger stays equal")),
+    Attack("great-livelock", "the war story: every follower campaigns at once against the leader "
+           "(duelling proposers)",
+           "a pre-empted proposer backs off for a randomized, growing time, so one of them wins "
+           "(Paxos Made Simple, §3); turn it off to see the livelock: --f 2 --unsafe-disable paxos-backoff",
+           paxos=Outcome(("paxos.PROMISE_NOT_RUNNING", "paxos.PREVOTE_GRANT_NOT_RUNNING", "paxos.STALE_BALLOT",
+                          "paxos.LEADER_ALIVE", "paxos.NACK_NOT_RUNNING", "paxos.PREPARE_BELOW_PROMISE"),
+                         "a few elections, and blocks keep committing through the duel")),
     Attack("split-brain", "the network splits the replicas in two, each side with clients, for 2 s",
            "only a quorum commits, and two quorums always intersect: the smaller side waits (§4.5.1; "
            "Paxos Made Simple, §2.2). Turn the rule off to see the war story: "

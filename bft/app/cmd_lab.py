@@ -137,7 +137,8 @@ def narrative(r: LabResult) -> str:
     lines += [f"  note: {n}" for n in r.notes]
     expected = a.outcome(r.mode) if a is not None and r.unsafe is None else None
     if r.unsafe is not None:
-        lines.append(f"  what to expect: with '{r.unsafe}' off, the violation that rule prevents")
+        breaks = SWITCHES[r.unsafe].breaks
+        lines.append(f"  what to expect: with '{r.unsafe}' off, the {breaks} violation that rule prevents")
     elif expected is not None:
         if expected.rules or r.mode == "pbft":
             lines.append(f"  what should stop it: {a.defence}")
@@ -166,6 +167,8 @@ def narrative(r: LabResult) -> str:
         lines.append("  safety: held (no two honest replicas disagree, every acknowledged result was executed)")
     if r.violation:
         lines.append("  liveness: not measured (the run stops at the first safety violation)")
+    elif r.stalled:
+        lines.append("  liveness: VIOLATED: nothing committed in the watched window (a livelock)")
     elif r.unacked:
         lines.append(f"  liveness: VIOLATED: {r.unacked} of {r.requests} honest requests never acknowledged")
     else:

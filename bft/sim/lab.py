@@ -37,8 +37,8 @@ from ledger.state import op_put
 
 RUNTIME_ONLY = RUNTIME_STRATEGIES             # they act in a replica process, not in its core
 PBFT_STRATEGIES = tuple(s for s in STRATEGIES if s not in RUNTIME_ONLY)
-AS_LEADER = ("equivocate", "equivocate-all", "censor", "forge-request", "empty-batches", "replay-executed", "slow", "collude",
-             "byzantine-ledger")
+AS_LEADER = ("equivocate", "equivocate-all", "censor", "forge-request", "empty-batches", "replay-executed", "slow",
+             "collude", "byzantine-ledger")
 # the war story "byzantine-ledger": the leader tells the replicas different ledgers (it equivocates)
 STORIES = {"byzantine-ledger": "equivocate"}
 IN_VIEW_CHANGE = ("forge-vc", "padded-vc")     # they act only while replicas change views
@@ -79,6 +79,21 @@ def _lost_commits(sim: Simulation, n: int, rng: random.Random, notes: list[str])
     sim.at(2.0, lambda: sim.partition(None))
     notes.append(f"from t=0.5 to t=0.9 the COMMITs to replicas {sorted(late)} are lost (replica 1 commits, they "
                  "only prepare); at t=0.9 the network cuts the primary off until t=2: a view change")
+
+
+DUEL_AT, DUEL_WINDOW = 0.5, (1.0, 3.0)
+
+
+def _duel(sim: Simulation, n: int, rng: random.Random, notes: list[str]) -> None:
+    def campaign() -> None:
+        lead = max((r for r in sim.replicas if r.core.is_primary), key=lambda r: r.core.ballot, default=None)
+        for r in sim.replicas:
+            if r is not lead:
+                r.core.campaign()
+                sim._carry_out(r)
+    sim.at(DUEL_AT, campaign)
+    notes.append(f"at t={DUEL_AT} every follower campaigns at once (duelling proposers); the lab counts the "
+                 f"elections and the blocks committed from t={DUEL_WINDOW[0]} to t={DUEL_WINDOW[1]}")
 
 
 def _bad_signatures(sim: Simulation, n: int, rng: random.Random, notes: list[str]) -> None:
@@ -130,6 +145,7 @@ SCENARIOS: dict[str, Scenario] = {
     "partition-primary": Scenario("network", ("pbft", "paxos"), _cut_primary),
     "split-brain": Scenario("network", ("pbft", "paxos"), _split_brain),
     "lost-commits": Scenario("network", ("pbft",), _lost_commits),
+    "great-livelock": Scenario("network", ("paxos",), _duel),
 }
 
 
@@ -159,6 +175,7 @@ class LabResult:
     notes: list[str] = field(default_factory=list)
     divergence: dict = field(default_factory=dict)   # the first height where honest ledgers differ
     unsafe: str | None = None                        # the rule switched off (bft.unsafe), if any
+    stalled: bool = False                            # nothing committed in a scenario's watch window
 
     @property
     def safety(self) -> str:
@@ -168,7 +185,7 @@ class LabResult:
     def liveness(self) -> str:
         if self.violation:
             return "not measured"            # the run stops at the first safety violation
-        return "held" if self.unacked == 0 else "violated"
+        return "held" if self.unacked == 0 and not self.stalled else "violated"
 
     @property
     def attackers(self) -> list[str]:
@@ -219,7 +236,7 @@ def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: 
             raise LabError(f"unknown rule switch {unsafe!r}; one of: {', '.join(SWITCHES)}")
         if switch.mode != mode:
             raise LabError(f"the switch {unsafe!r} is a {switch.mode} rule; add --mode {switch.mode}")
-        core_cls = (PBFT_CORES if proto.byzantine else PAXOS_CORES)[unsafe]
+        core_cls = (PBFT_CORES if proto.byzantine else PAXOS_CORES).get(unsafe)     # None: only settings
     n = proto.n(f)
     if not 1 <= count < n:
         raise LabError(f"--byzantine-count must be between 1 and {n - 1} for n={n}")
@@ -233,7 +250,10 @@ def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: 
         byzantine = {i: team.member for i in faulty}
     else:
         byzantine = {i: STORIES.get(name, name) for i in faulty}
-    sim = _build(mode, n, f, seed, byzantine, rng, scenario.config, core_cls)
+    config = dict(scenario.config)
+    if unsafe is not None:
+        config.update(dict(SWITCHES[unsafe].config))
+    sim = _build(mode, n, f, seed, byzantine, rng, config, core_cls)
     sim.recorder = recorder
     notes: list[str] = []
     if unsafe is not None:
@@ -245,6 +265,10 @@ def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: 
     elif name in IN_VIEW_CHANGE:
         _cut_primary(sim, n, rng, notes)
         notes[-1] += ", to cause the view change this attack acts in"
+    window: list[int] = []
+    if name == "great-livelock":
+        for t in DUEL_WINDOW:
+            sim.at(t, lambda: window.append(max(len(r.blocks) for r in sim.replicas)))
     for j in range(requests):
         c = j % 2
         sim.at(rng.uniform(0.0, RUN_FOR), lambda c=c, j=j: sim.submit(c, f"k{j % 7}", b"v%d" % j))
@@ -269,12 +293,18 @@ def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: 
         + (f" --unsafe-disable {unsafe}" if unsafe else "") + f" --seed {seed}"
     # liveness is the honest clients' (the hostile one's refused requests never complete)
     unacked = [k for k in sim.checker.unacked() if k[0] != HOSTILE]
+    if len(window) == 2:
+        elections = sum(_core(r.core).stats["elections"] for r in sim.replicas)
+        notes.append(f"{elections} elections in all; {window[1] - window[0]} blocks committed from "
+                     f"t={DUEL_WINDOW[0]} to t={DUEL_WINDOW[1]}")
+        if window[1] == window[0]:
+            notes.append("LIVELOCK: nothing committed in the window while the proposers duelled")
     return LabResult(name, scenario.kind, mode, n, f, seed, faulty, sim.checker.violation,
                      0 if sim.checker.violation else len(unacked), requests,
                      dict(sorted(by_rule.items())), {k: dict(sorted(v.items())) for k, v in sorted(by_sender.items())},
                      dict(sorted(suspicions.items())),
                      {r.id: len(r.blocks) for r in sim.replicas}, {r.id: _core(r.core).view for r in honest},
-                     replay, notes, _divergence(honest), unsafe)
+                     replay, notes, _divergence(honest), unsafe, len(window) == 2 and window[0] == window[1])
 
 
 def _build(mode: str, n: int, f: int, seed: int, byzantine: dict, rng: random.Random,

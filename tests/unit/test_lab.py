@@ -126,10 +126,11 @@ def test_every_rule_switch_goes_from_held_to_violated(capsys, switch: str) -> No
     on = [a for a in argv if a not in ("--unsafe-disable", switch)]
     for seed in map(str, sw.seeds):
         code, out, _ = _run(capsys, *on, "--seed", seed, "--json")
-        assert code == 0 and json.loads(out)["safety"] == "held", (switch, seed)
+        r = json.loads(out)
+        assert code == 0 and (r["safety"], r["liveness"]) == ("held", "held"), (switch, seed)
         code, out, _ = _run(capsys, *argv, "--seed", seed, "--json")
         r = json.loads(out)
-        assert code == 0 and r["safety"] == "violated" and r["unsafe_disable"] == switch, (switch, seed)
+        assert code == 0 and r[sw.breaks] == "violated" and r["unsafe_disable"] == switch, (switch, seed)
         assert f"--unsafe-disable {switch}" in r["replay"]
 
 
