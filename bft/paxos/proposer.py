@@ -284,6 +284,10 @@ class Proposer:
         for acc in m.accepted:
             if acc.slot <= self.prepare_from or acc.slot in seen:
                 why = PaxosRule.PROMISE_SLOT_NOT_ASKED
+            elif acc.slot > m.commit_index + core.cfg.accept_window:
+                # an acceptor accepts no slot beyond its execution + the window (Acceptor.on_accept),
+                # and commit_index is its execution: so the re-proposal after phase 1 is bounded
+                why = PaxosRule.PROMISE_SLOT_BEYOND_WINDOW
             elif acc.ballot >= m.ballot:
                 why = PaxosRule.PROMISE_VALUE_ABOVE_BALLOT
             elif acc.replica != leader_of(acc.ballot, core.n) or root_of(acc.batch) != acc.digest:

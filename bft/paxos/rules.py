@@ -38,6 +38,10 @@ class PaxosRule(Rule):
     PROMISE_TOO_LARGE = ("too many accepted values to report in a PROMISE",
                          f"{OURS}: a message carries at most MAX_LIST values; the candidate learns them later")
     PROMISE_NOT_RUNNING = ("PROMISE for a ballot this replica is not running for", PHASE1)
+    PROMISE_SLOT_BEYOND_WINDOW = ("PROMISE reports a value above its acceptor's execution plus the accept "
+                                  "window, which no acceptor accepts",
+                                  f"{OURS}: a new leader re-proposes every slot up to the highest reported, so "
+                                  "an unbounded one would have it re-propose for ever")
     PROMISE_SLOT_NOT_ASKED = ("PROMISE reports a slot not asked for, or one slot twice",
                               f"{SMR}: phase 1 asks for the slots above the candidate's execution")
     PROMISE_VALUE_ABOVE_BALLOT = ("PROMISE reports a value accepted at or above the promised ballot",

@@ -28,6 +28,9 @@ NOT_COUNTED_BY_A_CORE = {
     "ledger.ATTEST_TOO_FEW": "execution attestations are checked by clients and auditors, not by a core",
     "ledger.BLOCK_LINK": "a served block at the wrong height is skipped (not counted); a wrong header is "
                          "counted as pbft.STATE_WRONG_HEADER",
+    "paxos.PROMISE_TOO_LARGE": "a defensive bound: an acceptor holds at most accept_window <= MAX_LIST values "
+                               "above its execution, and PROMISE_SLOT_BEYOND_WINDOW keeps a new leader from "
+                               "accepting more, so no run reaches it",
 }
 
 
