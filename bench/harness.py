@@ -102,12 +102,12 @@ def run(cfg: Config, workdir: Path) -> dict:
     if cfg.mode == "pysyncobj":
         return _run_pysyncobj(cfg, workdir)
     from bft.app.clusterinit import init_cluster
+    from bft.runtime.factory import write_tuning
 
     d = tempfile.mkdtemp(prefix=f"{cfg.mode}-", dir=workdir)
     loadgens = 1 if cfg.in_flight <= 16 else 2
     init_cluster(d, cfg.mode, cfg.f, clients=loadgens + 1, insecure_plaintext=cfg.transport == "plaintext")
-    toml = Path(d) / "cluster.toml"
-    toml.write_text(toml.read_text().replace(f"n = {cfg.n}\n", f"n = {cfg.n}\nbatch_size = {cfg.batch_size}\n", 1))
+    write_tuning(d, {"batch_size": cfg.batch_size})
     procs: list[subprocess.Popen] = []
     try:
         byzantine = dict(cfg.byzantine)

@@ -44,6 +44,8 @@ STRATEGIES = {
     "empty-transfer": "answers every state-transfer request with no blocks",
     "drip-transfer": "answers every state-transfer request with a single block",
 }
+TEAM_STRATEGY = "collude"      # several replicas run one plan (bft.collusion), given with --group
+TEAM_HELP = "with --group I,J,...: the team splits the honest backups and shows each half its own batch"
 RUNTIME_STRATEGIES = ("lying-receipts", "empty-transfer", "drip-transfer")
 # What acts on a Multi-Paxos replica's messages: strategies on any message (silence, corruption,
 # forgery, replay, floods, delay, censorship), on a leader's ACCEPT (equivocation), and the

@@ -9,7 +9,11 @@ counted a repeated vote twice). With at most f members the halves cannot both re
 can, and commit different batches at one sequence number: the bound n = 3f+1 is tight,
 which is what a course wants to show (Castro & Liskov, OSDI 1999, §4.5.1).
 
-Used by the lab (``bftledger lab collude --byzantine-count K``) and the simulator's tests.
+Used by the lab (``bftledger lab collude --byzantine-count K``, in the simulator or with
+``--real``), the simulator's tests and real replicas (``bftledger replica --byzantine collude
+--group 0,1``). A real team shares no memory: each member learns the (real, other) pair of a
+batch from the primary's PRE-PREPARE, which the primary sends to every member, and derives
+the other digest the way the primary does (``other_batch``).
 """
 from __future__ import annotations
 
@@ -19,6 +23,11 @@ from bft.outputs import Action, Broadcast, Send
 from bft.wire import Commit, PrePrepare, Prepare
 from crypto.merkle import root_of
 from crypto.signing import Signer
+
+
+def other_batch(batch: list[bytes]) -> list[bytes]:
+    """The batch the primary shows the second half: the same requests reversed, or none."""
+    return list(reversed(batch)) if len(batch) > 1 else []
 
 
 class Collusion:
@@ -49,6 +58,10 @@ class Colluder:
         return getattr(self.core, name)
 
     def step(self, sender: int, msg, from_client: bool = False) -> None:
+        team = self.team
+        if (not from_client and type(msg) is PrePrepare and sender in team.members and msg.batch
+                and (msg.view, msg.seq) not in team.pairs):
+            team.pairs[(msg.view, msg.seq)] = (msg.digest, root_of(other_batch(msg.batch)))
         self.core.step(sender, msg, from_client)
 
     def tick(self, now: float) -> None:
@@ -69,7 +82,7 @@ class Colluder:
         for a in self.core.ready():
             m = getattr(a, "msg", None)
             if isinstance(a, Broadcast) and type(m) is PrePrepare and m.batch and m.replica == self.core.id:
-                alt = list(reversed(m.batch)) if len(m.batch) > 1 else []
+                alt = other_batch(m.batch)
                 alt_pp = replace(m, batch=alt, digest=root_of(alt)).signed(self.signer)
                 team.pairs[(m.view, m.seq)] = (m.digest, alt_pp.digest)
                 out += [Send(r, m) for r in team.halves[0]] + [Send(r, alt_pp) for r in team.halves[1]]

@@ -34,6 +34,17 @@ def int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def id_list(text: str) -> list[int]:
+    """'0,1,2': distinct replica ids, for argparse."""
+    try:
+        ids = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected replica ids separated by commas (like 0,1), got {text!r}") from None
+    if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(f"expected distinct replica ids of 0 or more, got {text!r}")
+    return sorted(ids)
+
+
 def port(text: str) -> int:
     v = int_at_least(1)(text)
     if v > 65535:

@@ -42,13 +42,20 @@ class Attack:
     def command(self, mode: str) -> str:
         return f"bftledger lab {self.name} --mode {mode}"
 
+    def real_command(self, mode: str) -> str | None:
+        """The same attack on real replica processes, where ``--real`` runs it."""
+        from bft.app.reallab import real_attacks
+
+        return f"{self.command(mode)} --real" if self.name in real_attacks(mode) else None
+
     def as_json(self) -> dict:
         modes = {}
         for mode in ("pbft", "paxos"):
             o = self.outcome(mode)
             if o is not None:
                 modes[mode] = {"rules": list(o.rules), "observe": o.observe, "safety": o.safety,
-                               "liveness": o.liveness, "command": self.command(mode)}
+                               "liveness": o.liveness, "command": self.command(mode),
+                               "real_command": self.real_command(mode)}
         return {"name": self.name, "kind": self.kind, "what": self.what, "defence": self.defence, "modes": modes}
 
 

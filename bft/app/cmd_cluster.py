@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from bft.app.args import PROG, Subparsers, UsageError, int_at_least, port
+from bft.app.args import PROG, Subparsers, UsageError, id_list, int_at_least, port
 from crypto.keys import fingerprint
 from ledger.cluster import MODES, ClusterError, required_n
 from ledger.quorum import PAXOS
@@ -80,14 +80,15 @@ def _require_core(cluster) -> None:
 
 
 def _strategies_help() -> str:
-    from bft.adversary import STRATEGIES
+    from bft.adversary import STRATEGIES, TEAM_HELP, TEAM_STRATEGY
 
-    width = max(map(len, STRATEGIES))
-    return "\n".join(f"  {name:<{width}}  {desc}" for name, desc in STRATEGIES.items())
+    listed = {**STRATEGIES, TEAM_STRATEGY: TEAM_HELP}
+    width = max(map(len, listed))
+    return "\n".join(f"  {name:<{width}}  {desc}" for name, desc in listed.items())
 
 
 def add_replica(sub: Subparsers) -> None:
-    from bft.adversary import STRATEGIES
+    from bft.adversary import STRATEGIES, TEAM_STRATEGY
 
     p = sub.add_parser(
         "replica", help="run one replica of a cluster in the foreground",
@@ -100,8 +101,15 @@ def add_replica(sub: Subparsers) -> None:
                + _strategies_help())
     p.add_argument("dir", metavar="DIR", help="cluster directory (made by 'bftledger init')")
     p.add_argument("--id", required=True, type=int_at_least(0), metavar="I", help="replica id")
-    p.add_argument("--byzantine", choices=list(STRATEGIES), metavar="STRATEGY", default=None,
+    p.add_argument("--byzantine", choices=[*STRATEGIES, TEAM_STRATEGY], metavar="STRATEGY", default=None,
                    help="misbehave with STRATEGY (listed below)")
+    p.add_argument("--group", type=id_list, metavar="I,J,...", default=None,
+                   help=f"with --byzantine {TEAM_STRATEGY}: the ids of every replica in the team, this one "
+                        "included; the first must be the primary of view 0 (replica 0)")
+    p.add_argument("--trace-log", metavar="FILE", default=None,
+                   help="append one JSON line per message received (with the rule that dropped it), sent, and "
+                        "per view entered; 'bftledger lab --real --trace' merges these into a chart (costs a "
+                        "hash per message; off by default)")
     p.add_argument("--dormant", action="store_true",
                    help="with --byzantine: behave honestly until the process gets SIGUSR1 (kill -USR1 PID), "
                         "then misbehave; to watch a running cluster meet the attack (the benchmark does this)")
@@ -117,7 +125,7 @@ def cmd_replica(args: argparse.Namespace) -> int:
     if args.id >= cluster.n:
         raise ClusterError(f"replica {args.id} is not in this cluster (ids are 0..{cluster.n - 1})")
     _require_core(cluster)
-    from bft.adversary import STRATEGIES, applies
+    from bft.adversary import STRATEGIES, TEAM_STRATEGY, applies
     from bft.runtime.process import run_replica
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), force=True, stream=sys.stderr,
@@ -125,11 +133,20 @@ def cmd_replica(args: argparse.Namespace) -> int:
     try:
         if args.dormant and not args.byzantine:
             raise UsageError("--dormant needs --byzantine STRATEGY (what to turn into on SIGUSR1)")
-        if args.byzantine and not applies(args.byzantine, cluster.mode):
+        if (args.group is not None) != (args.byzantine == TEAM_STRATEGY):
+            raise UsageError(f"--group goes with --byzantine {TEAM_STRATEGY}, and {TEAM_STRATEGY} needs --group")
+        if args.group is not None:
+            if cluster.mode != "pbft":
+                raise UsageError(f"--byzantine {TEAM_STRATEGY} splits pbft backups; this is a {cluster.mode} cluster")
+            if args.id not in args.group or 0 not in args.group or max(args.group) >= cluster.n:
+                raise UsageError(f"--group must list replica 0 (the first primary) and this replica ({args.id}), "
+                                 f"with ids below {cluster.n}")
+        elif args.byzantine and not applies(args.byzantine, cluster.mode):
             raise UsageError(f"--byzantine {args.byzantine} does nothing to a {cluster.mode} replica (it acts on "
                              f"messages {cluster.mode} does not have); {cluster.mode} strategies: "
                              + ", ".join(s for s in STRATEGIES if applies(s, cluster.mode)))
-        return run_replica(cluster, args.id, byzantine=args.byzantine, dormant=args.dormant)
+        return run_replica(cluster, args.id, byzantine=args.byzantine, dormant=args.dormant, group=args.group,
+                           trace_log=args.trace_log)
     except OSError as e:
         r = cluster.replicas[args.id]
         if e.filename is None:

@@ -22,7 +22,8 @@ LAB_EXAMPLES = f"""examples:
   {PROG} lab equivocate --mode paxos      # the same leader in paxos: the ledgers diverge
   {PROG} lab censor --seed 7 --json       # one object: safety, liveness, drops_by_rule, ...
   {PROG} lab collude --byzantine-count 2  # f+1 colluding replicas at n=4: safety breaks
-  {PROG} lab split-brain --mode paxos --unsafe-disable paxos-majority   # the war story"""
+  {PROG} lab split-brain --mode paxos --unsafe-disable paxos-majority   # the war story
+  {PROG} lab collude --byzantine-count 2 --real --trace c.html   # on real processes, with a chart"""
 
 
 def add_attacks(sub: Subparsers) -> None:
@@ -52,8 +53,14 @@ def add_lab(sub: Subparsers) -> None:
     p.add_argument("--unsafe-disable", metavar="RULE", choices=list(SWITCHES), default=None,
                    help="turn one safety rule off in every replica, to see what it prevents (lab only; "
                         f"one of: {', '.join(SWITCHES)})")
+    p.add_argument("--real", action="store_true",
+                   help="run on real replica processes on 127.0.0.1 (a fresh cluster in a temporary directory) "
+                        "instead of the simulator: replica strategies and client attacks only; about 10-60 s")
+    p.add_argument("--keep-dir", metavar="DIR", default=None,
+                   help="with --real: make the cluster in DIR (must not exist) and keep it: keys, ledgers, logs")
     p.add_argument("--trace", metavar="FILE.html", default=None,
-                   help="write the run's message-sequence chart: one self-contained HTML file")
+                   help="write the run's message-sequence chart: one self-contained HTML file (with --real, "
+                        "from the replicas' own --trace-log event logs)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (safety, liveness, drops_by_rule, byzantine, seed, ...)")
     p.set_defaults(func=cmd_lab)
@@ -85,6 +92,8 @@ def cmd_attacks(args) -> int:
         print(f"{name} ({sw.mode}): {sw.rule}")
         print(f"    {sw.command(name)}")
     print()
+    print(f"Add --real to a replica or client attack's command to run it on real replica processes on 127.0.0.1 "
+          "(--json shows each one's real_command).")
     print(f"Rules are explained in docs/rules.md. The runtime's own attacks (lying-receipts, empty-transfer, "
           f"drip-transfer) act in a replica process: '{PROG} replica DIR --id 3 --byzantine lying-receipts'.")
     return 0
@@ -94,6 +103,10 @@ def cmd_lab(args) -> int:
     from bft.sim.lab import LabError, run_lab
     from bft.sim.trace import TraceRecorder
 
+    if args.real:
+        return _real_lab(args)
+    if args.keep_dir:
+        raise UsageError("--keep-dir goes with --real (the simulator keeps no files)")
     try:
         recorder = TraceRecorder() if args.trace else None
         r = run_lab(args.scenario, mode=args.mode, f=args.f, count=args.byzantine_count, seed=args.seed,
@@ -101,6 +114,36 @@ def cmd_lab(args) -> int:
     except LabError as e:
         raise UsageError(str(e)) from None
     if recorder is not None:
+        write_trace(args.trace, r, recorder)
+    if args.json:
+        print(json.dumps(r.as_json(), indent=2))
+    else:
+        print(narrative(r))
+    return 0
+
+
+def _real_lab(args) -> int:
+    from pathlib import Path
+
+    from bft.app.reallab import run_real_lab
+    from bft.runtime.tracelog import merge
+    from bft.sim.lab import LabError
+    from bft.sim.trace import TraceRecorder
+
+    if args.unsafe_disable:
+        raise UsageError("rule switches run in the simulator only: a real replica never turns a safety rule off; "
+                         "drop --real")
+    if args.keep_dir and Path(args.keep_dir).exists():
+        raise UsageError(f"{args.keep_dir} exists; --keep-dir makes a new directory, give one that does not exist")
+    try:
+        r, events = run_real_lab(args.scenario, mode=args.mode, f=args.f, count=args.byzantine_count, seed=args.seed,
+                                 trace=bool(args.trace), keep=args.keep_dir)
+    except LabError as e:
+        raise UsageError(str(e)) from None
+    if args.trace:
+        recorder = TraceRecorder()
+        drawn = merge(events, recorder, 0.0)
+        r.notes.append(f"the trace holds {drawn} messages from the replicas' event logs")
         write_trace(args.trace, r, recorder)
     if args.json:
         print(json.dumps(r.as_json(), indent=2))
@@ -128,7 +171,8 @@ def narrative(r: LabResult) -> str:
 
     texts = {rule.label: rule.text for fam in families() for rule in fam}
     a = BY_NAME.get(r.scenario)
-    lines = [f"lab: {r.scenario} in {r.mode}, n={r.n} (tolerates f={r.f}), seed {r.seed}"]
+    where = "real processes" if r.real else "the simulator"
+    lines = [f"lab: {r.scenario} in {r.mode} on {where}, n={r.n} (tolerates f={r.f}), seed {r.seed}"]
     if r.byzantine:
         who = ", ".join(str(i) for i in r.byzantine)
         lines.append(f"  attacker: replica {who} ({r.scenario}): {a.what if a else ''}")
@@ -163,14 +207,17 @@ def narrative(r: LabResult) -> str:
             lines.append(f"  the honest ledgers differ at height {r.divergence['height']}:")
             lines += [f"    replica {i}: block {b['block']}, batch root {b['batch_root']}, "
                       f"{b['transactions']} transaction(s)" for i, b in r.divergence["blocks"].items()]
+    elif r.real:
+        lines.append("  safety: held (the honest replicas' ledgers, read from disk, agree and pass their audits)")
     else:
         lines.append("  safety: held (no two honest replicas disagree, every acknowledged result was executed)")
-    if r.violation:
+    if r.violation and not r.real:
         lines.append("  liveness: not measured (the run stops at the first safety violation)")
     elif r.stalled:
         lines.append("  liveness: VIOLATED: nothing committed in the watched window (a livelock)")
     elif r.unacked:
-        lines.append(f"  liveness: VIOLATED: {r.unacked} of {r.requests} honest requests never acknowledged")
+        when = "within the lab's deadline" if r.real else "ever"
+        lines.append(f"  liveness: VIOLATED: {r.unacked} of {r.requests} honest requests not acknowledged {when}")
     else:
         lines.append(f"  liveness: held (all {r.requests} honest requests acknowledged)")
     views = sorted(set(r.views.values()))

@@ -233,6 +233,9 @@ class Acceptor:
             return
         if m.slot > core.chain.height and not duplicate:
             if prev is not None and prev.ballot == m.ballot:
+                if prev.digest != m.digest:
+                    core.note_equivocation((m.ballot, m.slot), sender, f"it sent this acceptor two values for "
+                                           f"slot {m.slot} in ballot {m.ballot}")
                 core._drop(PaxosRule.ACCEPT_TWICE, sender)
                 return
             core.persist(self._votes.accept(m))              # durable before the ACCEPTED leaves

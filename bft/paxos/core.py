@@ -83,6 +83,9 @@ __all__ = ["NOOP_DIGEST", "Acceptor", "AcceptorState", "PaxosCore", "PaxosStateE
 log = logging.getLogger("bft.paxos")
 
 
+MAX_EQUIVOCATIONS_KEPT = 64     # the evidence kept per replica; the count goes on
+
+
 class PaxosCore(CoreSkeleton):
     mode = "paxos"
     proposer_cls = Proposer             # a class attribute so that the lab's rule switches can swap it
@@ -93,6 +96,7 @@ class PaxosCore(CoreSkeleton):
         self.rng = rng if rng is not None else random.Random(f"paxos-{replica_id}")
         self.majority = quorum.majority(cfg.n)
         self.stats: Counter[str] = Counter()        # elections, pre-votes, pre-emptions (not drops)
+        self.equivocations: dict[tuple[int, int], str] = {}   # (ballot, slot) -> what showed it (bounded below)
 
         # clients (leader side)
         self.requests = RequestPool(keys, chain, cfg.max_pending, max_bytes=cfg.max_pending_bytes,
@@ -157,8 +161,22 @@ class PaxosCore(CoreSkeleton):
         role = self.proposer.role
         return role is Role.CANDIDATE or (not role.proposing and not self.proposer.leader_active)
 
+    def note_equivocation(self, key: tuple[int, int], leader: int, evidence: str) -> None:
+        """Proof that the leader of a ballot proposed two values for one slot (both carry its
+        signature). Paxos assumes no liar and cannot outvote one; it can say so, in the log and
+        in ``status``, so that an operator learns the ledgers may have diverged."""
+        if key in self.equivocations:
+            return
+        self.stats["equivocations_seen"] += 1
+        if len(self.equivocations) >= MAX_EQUIVOCATIONS_KEPT:
+            return                      # counted; the log keeps its first MAX_EQUIVOCATIONS_KEPT
+        self.equivocations[key] = f"replica {leader}: {evidence}"
+        log.warning("replica %d: the leader of ballot %d (replica %d) EQUIVOCATED: %s; Paxos tolerates crashes, "
+                    "not lies: the replicas' ledgers may differ (run 'bftledger compare')", self.id, key[0],
+                    leader, evidence)
+
     def status(self) -> dict:
-        return {"mode": "paxos", "view": self.ballot, "leader": self.leader, "in_view_change": self.in_view_change,
+        return {"mode": "paxos", "equivocations_seen": self.stats["equivocations_seen"], "view": self.ballot, "leader": self.leader, "in_view_change": self.in_view_change,
                 "executed": self.chain.height, "stable_checkpoint": self.learner.stable, "height": self.chain.height,
                 "head": self.chain.head.hex(), "pending": len(self.pending), "dropped": self.drops.as_json(),
                 "role": self.role.value, "promised": self.acceptor.promised, "commit_index": self.commit_index}

@@ -312,6 +312,20 @@ class Proposer:
         return highest_per_slot((acc for p in promises for acc in p.accepted), attrgetter("slot"),
                                 attrgetter("ballot"), known)
 
+    def _report_equivocation(self, promises: list[PxPromise]) -> None:
+        """Two acceptors reporting different values accepted in one ballot for one slot prove
+        that ballot's leader equivocated: a crash-fault protocol cannot stop a liar (Paxos
+        assumes none), but a replica that can tell says so, loudly, once per (ballot, slot)."""
+        core = self._core
+        seen: dict[tuple[int, int], bytes] = {}
+        for p in promises:
+            for acc in p.accepted:
+                key = (acc.ballot, acc.slot)
+                first = seen.setdefault(key, acc.digest)
+                if first != acc.digest:
+                    core.note_equivocation(key, acc.replica, f"promises report two values for slot {acc.slot} "
+                                           f"in ballot {acc.ballot}")
+
     def _become_leader(self) -> None:
         """Phase 1 done: re-propose the highest-ballot value of every open slot, no-ops in the gaps."""
         core = self._core
@@ -321,6 +335,7 @@ class Proposer:
         b = self._ballot
         promises = [self.promises[r] for r in sorted(self.promises)]
         known = max([core.chain.height] + [p.commit_index for p in promises])   # chosen up to here
+        self._report_equivocation(promises)
         best = self.values_to_repropose(promises, known)
         top = max(best, default=known)
         self._role = Role.LEADER

@@ -50,6 +50,7 @@ from bft.wire import (BatchRequest, BatchResponse, Checkpoint, Commit, Message, 
                       PreparedCert, Request, StateRequest, StateResponse, Suspect, ViewChange)
 from crypto.signing import Signer
 from ledger.block import Block
+from ledger.rules import Rule
 from ledger.chain import Chain
 
 log = logging.getLogger("bft.pbft")
@@ -161,7 +162,8 @@ class PbftCore(CoreSkeleton):
         st = {"mode": "pbft", "view": self.view, "leader": self.leader, "in_view_change": self.in_view_change,
               "executed": self.chain.height, "stable_checkpoint": self.h, "height": self.chain.height,
               "head": self.chain.head.hex(), "pending": len(self.pending), "dropped": self.drops.as_json(),
-              "checkpoint_interval": self.cfg.checkpoint_interval, "suspecting": self.suspicion.suspecting}
+              "checkpoint_interval": self.cfg.checkpoint_interval, "suspecting": self.suspicion.suspecting,
+              "suspicions": {k.label: v for k, v in self.stats.items() if isinstance(k, Rule)}}
         m = self.monitor
         st["primary_monitor"] = {"required_tps": round(m.required(self.now), 1), "last_tps": m.last_rate,
                                  "records_tps": [round(x, 1) for x in m.records]}

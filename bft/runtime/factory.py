@@ -11,7 +11,7 @@ import random
 import tomllib
 from pathlib import Path
 
-from bft.adversary import STRATEGIES, Byzantine
+from bft.adversary import STRATEGIES, TEAM_STRATEGY, Byzantine
 from bft.pbft.certs import Keys
 from crypto.signing import Signer
 from ledger.chain import Chain
@@ -20,7 +20,7 @@ from ledger.cluster import Cluster
 # Optional tuning keys a cluster.toml may carry at top level (the benchmark sets batch_size);
 # each goes to the core's config when that config has a field of the name.
 TUNING_KEYS = ("batch_size", "batch_bytes", "pipeline", "request_timeout", "retransmit_interval", "checkpoint_interval",
-               "log_size", "transfer_timeout")
+               "log_size", "transfer_timeout", "client_requests")
 
 
 class PaxosUnavailable(RuntimeError):
@@ -34,6 +34,19 @@ def read_tuning(cluster_dir: str | os.PathLike[str]) -> dict:
     except (OSError, ValueError):
         return {}
     return {k: doc[k] for k in TUNING_KEYS if k in doc and type(doc[k]) in (int, float)}
+
+
+def write_tuning(cluster_dir: str | os.PathLike[str], tuning: dict) -> None:
+    """Add tuning keys to DIR/cluster.toml, at top level (before its first table), where
+    ``read_tuning`` finds them; for the benchmark and the lab, not for users' clusters."""
+    path = Path(cluster_dir) / "cluster.toml"
+    lines = path.read_text().splitlines(keepends=True)
+    at = next((k for k, line in enumerate(lines) if line.lstrip().startswith("[")), len(lines))
+    for name, value in tuning.items():
+        if name not in TUNING_KEYS or type(value) not in (int, float):
+            raise ValueError(f"{name} = {value!r} is not a tuning key")
+    lines[at:at] = [f"{name} = {value}\n" for name, value in tuning.items()]
+    path.write_text("".join(lines))
 
 
 def _config(cls, n: int, f: int, tuning: dict):
@@ -52,8 +65,9 @@ def paxos_classes():
 
 def make_core(cluster: Cluster, replica_id: int, signer: Signer, chain: Chain, vote_records: list[bytes],
               now: float, byzantine: str | None = None, *, tuning: dict | None = None,
-              rng: random.Random | None = None):
-    """The core for replica ``replica_id`` of ``cluster``, wrapped by a Byzantine strategy if asked."""
+              rng: random.Random | None = None, group: list[int] | None = None):
+    """The core for replica ``replica_id`` of ``cluster``, wrapped by a Byzantine strategy if asked
+    (``collude`` with the team's replica ids in ``group``: ``bft.collusion``)."""
     tuning = tuning or {}
     rng = rng or random.Random()
     keys = Keys(cluster.replica_keys(), list(cluster.clients), cluster.verifier())
@@ -67,6 +81,12 @@ def make_core(cluster: Cluster, replica_id: int, signer: Signer, chain: Chain, v
         PaxosCore, PaxosConfig = paxos_classes()
         core = PaxosCore(_config(PaxosConfig, cluster.n, cluster.f, tuning), replica_id, signer, keys, chain,
                          vote_records, now, random.Random(rng.random()))
+    if byzantine == TEAM_STRATEGY:
+        from bft.collusion import Collusion
+
+        if not group or replica_id not in group or not cluster.protocol.byzantine:
+            raise ValueError("collude needs a pbft cluster and --group with this replica's id in it")
+        return Collusion(cluster.n, sorted(group)).member(core, signer)
     if byzantine:
         if byzantine not in STRATEGIES:
             raise ValueError(f"unknown strategy {byzantine!r}; one of: {', '.join(STRATEGIES)}")

@@ -19,10 +19,11 @@ def unwrap(eg: BaseException) -> BaseException:
     return eg
 
 
-def run_replica(cluster: Cluster, replica_id: int, *, byzantine: str | None = None, dormant: bool = False) -> int:
+def run_replica(cluster: Cluster, replica_id: int, *, byzantine: str | None = None, dormant: bool = False,
+                group: list[int] | None = None, trace_log: str | None = None) -> int:
     """Open, serve until a signal, close. Returns an exit code."""
     rep = Replica(cluster, replica_id, byzantine=byzantine, tuning=factory.read_tuning(cluster.directory),
-                  dormant=dormant)
+                  dormant=dormant, group=group, trace_log=trace_log)
 
     async def main() -> None:
         rep.open(trio.current_time())

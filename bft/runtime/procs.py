@@ -19,12 +19,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def replica_command(cluster_dir: str | os.PathLike[str], replica: int, byzantine: str | None = None,
-                    log_level: str = "info") -> list[str]:
+                    log_level: str = "info", extra: list[str] | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "bft", "replica", str(cluster_dir), "--id", str(replica),
            "--log-level", log_level]
     if byzantine:
         cmd += ["--byzantine", byzantine]
-    return cmd
+    return cmd + list(extra or [])
 
 
 def _die_with_parent() -> None:
@@ -52,13 +52,14 @@ def _env() -> dict:
 class ReplicaProcess:
     def __init__(self, cluster_dir: str | os.PathLike[str], replica: int, *, byzantine: str | None = None,
                  log: str | os.PathLike[str] | IO | None = None, log_level: str = "info",
-                 wrap: list[str] | None = None) -> None:
+                 wrap: list[str] | None = None, extra: list[str] | None = None) -> None:
         self.cluster_dir = str(Path(cluster_dir).resolve())     # the child runs in another directory
         self.replica = replica
         self.byzantine = byzantine
         self.log = log
         self.log_level = log_level
         self.wrap = list(wrap or [])                 # a command prefix, e.g. ip netns exec NS
+        self.extra = list(extra or [])               # more 'bftledger replica' options (--group, --trace-log)
         self.proc: subprocess.Popen | None = None
         self._log_fh = None
 
@@ -72,7 +73,7 @@ class ReplicaProcess:
         elif self.log is not None:
             out = self.log
         self.proc = subprocess.Popen(self.wrap + replica_command(self.cluster_dir, self.replica, self.byzantine,
-                                                                 self.log_level),
+                                                                 self.log_level, self.extra),
                                      stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=_env(), cwd=str(REPO),
                                      preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         return self
@@ -284,11 +285,13 @@ class LocalCluster:
     def log_path(self, i: int) -> Path:
         return self.log_dir / f"replica-{i}.log"
 
-    def start(self, ids: list[int] | None = None, byzantine: dict[int, str] | None = None) -> "LocalCluster":
+    def start(self, ids: list[int] | None = None, byzantine: dict[int, str] | None = None,
+              extra: dict[int, list[str]] | None = None) -> "LocalCluster":
         byzantine = byzantine or {}
+        extra = extra or {}
         for i in range(self.n) if ids is None else ids:
             p = ReplicaProcess(self.directory, i, byzantine=byzantine.get(i), log=self.log_path(i),
-                               log_level=self.log_level, wrap=self.wrap.get(i))
+                               log_level=self.log_level, wrap=self.wrap.get(i), extra=extra.get(i))
             self.procs[i] = p.start()
         return self
 

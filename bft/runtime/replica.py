@@ -25,6 +25,7 @@ from bft.runtime import factory
 from bft.runtime.admission import PER_CLIENT, Admission, Heard, Intake, RateLimit, unwrap_heard
 from bft.runtime.serving import BlockServer, SlowSender
 from bft.runtime.status import replica_status, status_bytes
+from bft.runtime.tracelog import TraceLog
 from bft.wire import (MAX_FRAME, AttestRequest, Auth, DecodeError, FrameDecoder, Hello, ReceiptRequest, Request,
                       StatusRequest, StatusResponse, decode, describe, frame)
 from ledger.cluster import Cluster
@@ -58,13 +59,17 @@ VOTELOG_NAME = "votes.log"
 
 class Replica:
     def __init__(self, cluster: Cluster, replica_id: int, *, byzantine: str | None = None,
-                 tuning: dict | None = None, dormant: bool = False) -> None:
+                 tuning: dict | None = None, dormant: bool = False, group: list[int] | None = None,
+                 trace_log: str | None = None) -> None:
         if not 0 <= replica_id < cluster.n:
             raise ValueError(f"replica {replica_id} is not in this cluster (ids are 0..{cluster.n - 1})")
         self.cluster = cluster
         self.id = replica_id
         self.byzantine = byzantine
         self.dormant = dormant                  # honest until SIGUSR1 (--dormant)
+        self.group = group                      # --byzantine collude: the team (bft.collusion)
+        self.trace_path = trace_log
+        self.trace: TraceLog | None = None      # --trace-log: every message in and out (bft.runtime.tracelog)
         self.tuning = dict(tuning or {})
         self.signer = cluster.load_replica_key(replica_id)
         if self.signer.public_key != cluster.replicas[replica_id].public_key:
@@ -101,7 +106,8 @@ class Replica:
         try:
             self.votelog = VoteLog.open(d / VOTELOG_NAME)
             self.core = factory.make_core(self.cluster, self.id, self.signer, self.store.chain,
-                                          self.votelog.records(), now, self.byzantine, tuning=self.tuning)
+                                          self.votelog.records(), now, self.byzantine, tuning=self.tuning,
+                                          group=self.group)
         except (ValueError, TypeError, IndexError) as e:
             self.close()
             raise StoreError(f"replica {self.id} cannot start from {d}: {e} (its vote log or tuning in "
@@ -113,8 +119,14 @@ class Replica:
             self.core.active = False
         if self.byzantine == "slow":
             self.slow = SlowSender(factory.slow_delay(self.core))
+        if self.trace_path:
+            self.trace = TraceLog(self.trace_path, f"r{self.id}")
+            self._traced_view = self.core.view
+            self.trace.view("view" if self.cluster.protocol.byzantine else "ballot", self.core.view)
 
     def close(self) -> None:
+        if self.trace is not None:
+            self.trace.close()
         if self.votelog is not None:
             self.votelog.close()
         if self.store is not None:
@@ -270,6 +282,8 @@ class Replica:
         ok = True
         useless = core.useless
         debug = log.isEnabledFor(logging.DEBUG)
+        trace = self.trace
+        watch = debug or trace is not None
         for body in bodies:
             try:
                 msg = decode(body)
@@ -295,13 +309,16 @@ class Replica:
                 self.problems.note(WireRule.HANDSHAKE_AFTER_AUTH, conn.name)
                 ok = False
                 break
-            if debug:
+            if watch:
                 before = dict(core.drops.by_rule)
             try:
                 core.step(sender, msg, from_client)
-                if debug:
+                if watch:
                     rule = next((k.label for k, v in core.drops.by_rule.items() if v > before.get(k, 0)), None)
-                    log.debug("%s from %s%s", describe(msg), conn.name, f": dropped by {rule}" if rule else "")
+                    if debug:
+                        log.debug("%s from %s%s", describe(msg), conn.name, f": dropped by {rule}" if rule else "")
+                    if trace is not None:
+                        self._trace_in(conn, msg, body, rule)
             except Exception:
                 self.internal_errors += 1
                 if self.internal_errors <= 5:
@@ -318,6 +335,10 @@ class Replica:
             conn.pause_until = now + wait
         self._dirty.set()
         return ok
+
+    def _trace_in(self, conn: Connection, msg, body: bytes, rule: str | None) -> None:
+        src = f"client{conn.ident}" if conn.role == ROLE_CLIENT else f"r{conn.ident}"
+        self.trace.received(src, msg, body, rule)
 
     def _lies(self, strategy: str) -> bool:
         """This replica runs the runtime-level Byzantine ``strategy`` now (not dormant)."""
@@ -351,6 +372,10 @@ class Replica:
             return
         steps, sends = plan(actions)
         apply_durable(steps, self.votelog, self.store)
+        trace = self.trace
+        if trace is not None and self.core.view != self._traced_view:
+            self._traced_view = self.core.view
+            trace.view("view" if self.cluster.protocol.byzantine else "ballot", self._traced_view)
         framed: dict[int, bytes | None] = {}
         for a in sends:
             t = type(a)
@@ -364,13 +389,19 @@ class Replica:
                     continue
                 if t is Send:
                     self._send_replica(a.to, fr)
+                    if trace is not None:
+                        trace.sent(f"r{a.to}", a.msg, fr)
                 else:
                     for r in self.links:
                         self._send_replica(r, fr)
+                        if trace is not None:
+                            trace.sent(f"r{r}", a.msg, fr)
             elif t is ToClient:
                 fr = self._frame(a.msg)
                 if fr is not None:
                     self._send_client(a.client, fr)
+                    if trace is not None:
+                        trace.sent(f"client{a.client}", a.msg, fr)
             elif t is ServeBlocks:
                 fr = self.server.blocks(a)
                 if fr is not None:

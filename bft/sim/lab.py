@@ -176,6 +176,7 @@ class LabResult:
     divergence: dict = field(default_factory=dict)   # the first height where honest ledgers differ
     unsafe: str | None = None                        # the rule switched off (bft.unsafe), if any
     stalled: bool = False                            # nothing committed in a scenario's watch window
+    real: bool = False                               # real processes (bft.app.reallab), not the simulator
 
     @property
     def safety(self) -> str:
@@ -183,7 +184,7 @@ class LabResult:
 
     @property
     def liveness(self) -> str:
-        if self.violation:
+        if self.violation and not self.real:
             return "not measured"            # the run stops at the first safety violation
         return "held" if self.unacked == 0 and not self.stalled else "violated"
 
@@ -210,7 +211,7 @@ class LabResult:
                 "attacker_drops": self.attacker_drops(), "suspicions_by_rule": self.suspicions,
                 "heights": {str(i): h for i, h in self.heights.items()},
                 "views": {str(i): v for i, v in self.views.items()}, "divergence": self.divergence,
-                "unsafe_disable": self.unsafe,
+                "unsafe_disable": self.unsafe, "real": self.real,
                 "notes": self.notes, "replay": self.replay}
 
 

@@ -52,6 +52,11 @@ class TraceRecorder:
     def message(self, sent: float, delivered: float, src: str, dst: str, msg, dropped: str | None) -> None:
         self.arrows.append(Arrow(sent, delivered, src, dst, msg.NAME, describe(msg), dropped))
 
+    def add_arrow(self, sent: float, delivered: float, src: str, dst: str, kind: str, label: str,
+                  dropped: str | None) -> None:
+        """An arrow from a real replica's trace log (``bft.runtime.tracelog``)."""
+        self.arrows.append(Arrow(sent, delivered, src, dst, kind, label, dropped))
+
     def crash(self, t: float, lane: str) -> None:
         self._open[lane] = b = Band(t, None, lane, "crashed")
         self.bands.append(b)

@@ -747,3 +747,27 @@ def test_an_illegal_local_transition_raises_a_typed_error() -> None:
     assert c.role is Role.CANDIDATE
     with pytest.raises(PaxosStateError):
         AcceptorState.recover([msgpack.packb(["promise", 5])], 0).promise(5)
+
+
+def test_a_new_leader_that_sees_two_values_in_one_ballot_says_the_old_leader_equivocated(caplog) -> None:
+    """Issue 14: Paxos cannot outvote a lying leader, but a replica that can tell says so."""
+    d = core(1, n=5)
+    d.step(0, PxHeartbeat(5, 0, 0))
+    d.campaign()
+    d.ready()
+    x, y = [req(0, 1).encode()], [req(0, 2).encode()]
+    with caplog.at_level("WARNING", logger="bft.paxos"):
+        d.step(2, _promise_from(2, d.ballot, 0, [accept(5, 1, x, n=5)]))
+        d.step(3, _promise_from(3, d.ballot, 0, [accept(5, 1, y, n=5)]))     # ballot 5's leader told them apart
+        d.ready()
+    assert d.status()["equivocations_seen"] == 1 and (5, 1) in d.equivocations
+    assert "EQUIVOCATED" in caplog.text and "slot 1 in ballot 5" in caplog.text
+
+
+def test_an_acceptor_sent_two_values_for_one_slot_in_one_ballot_says_so() -> None:
+    c = core(2)
+    x, y = [req(0, 1).encode()], [req(0, 2).encode()]
+    c.step(0, accept(0, 1, x))
+    c.step(0, accept(0, 1, y))
+    assert c.drops.by_rule[PaxosRule.ACCEPT_TWICE] == 1
+    assert c.status()["equivocations_seen"] == 1 and "two values for slot 1" in c.equivocations[(0, 1)]
