@@ -31,6 +31,15 @@ class StoreError(Exception):
     """A store cannot be used as asked (missing, locked, closed, failed write): one line for the user."""
 
 
+class LockHeld(StoreError):
+    """Another process holds a store's lock; ``pid`` is the PID it wrote there (None if unknown)."""
+
+    def __init__(self, message: str, path: Path, pid: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.pid = pid
+
+
 class FrameCorrupt(Exception):
     """A complete record that is not what the writer wrote; ``offset`` is where it starts."""
 
@@ -148,21 +157,42 @@ def acquire_lock(path: Path, what: str) -> int:
     """Hold an exclusive advisory lock so that two writers never interleave appends.
 
     The lock dies with the process (kill -9 included), so a crash never leaves a stale lock.
+    The holder writes its PID into the lock file, so that the process turned away can name it
+    (``LockHeld.pid``); the PID is only a hint, the lock is the flock.
     """
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            os.close(fd)
+            raise
+        pid = _lock_holder(fd)
         os.close(fd)
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise StoreError(f"{what} is in use by another process (lock {path}); "
-                             "stop the other replica process first") from None
-        raise
+        who = "another process" if pid is None else f"another process (PID {pid})"
+        raise LockHeld(f"{what} is in use by {who} (lock {path}); stop that process first", path, pid) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass                                      # a hint only: the flock is what excludes
     return fd
+
+
+def _lock_holder(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
 
 
 def release_lock(fd: int) -> None:
     try:
+        try:
+            os.ftruncate(fd, 0)                   # no stale PID hint once released
+        except OSError:
+            pass
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

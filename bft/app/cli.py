@@ -59,14 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; returns the exit code (never raises SystemExit or a user error)."""
-    from bft.app.clusterinit import InitError
-    from bft.runtime.factory import PaxosUnavailable
-    from ledger.client import LedgerError
-    from ledger.receipt import ReceiptError
+    try:
+        from bft.app.clusterinit import InitError
+        from bft.runtime.factory import PaxosUnavailable
+        from ledger.client import LedgerError
+        from ledger.receipt import ReceiptError
+    except KeyboardInterrupt:                    # Ctrl-C while the modules load
+        return 130
 
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: warning: %(message)s")
-    parser = build_parser()
     try:
+        parser = build_parser()
         args = parser.parse_args(argv)
         try:
             return int(args.func(args))

@@ -160,8 +160,14 @@ def add_up(sub: Subparsers) -> None:
     p = sub.add_parser(
         "up", help="run every replica of a cluster (child processes) until Ctrl-C",
         description="Start 'bftledger replica DIR --id I' for every replica of DIR as child "
-                    "processes, report when they answer, and keep them running. Ctrl-C or "
-                    "SIGTERM stops them all; no replica outlives this command.")
+                    "processes (their PIDs are printed at once, their logs pass through to "
+                    "stderr) and keep them running in the foreground. It says 'all N replicas are "
+                    "up' once each of them answered a status query. If a replica cannot start "
+                    "(e.g. it already runs: another 'up' on DIR), it prints that replica's reason, "
+                    "stops the others and exits with status 1. Ctrl-C stops them all, at any "
+                    "moment, and exits with status 130; SIGTERM (kill PID) or SIGHUP does the "
+                    "same and exits with status 0. No replica outlives this command, even when "
+                    "it is killed with kill -9 (the replicas then get SIGTERM).")
     p.add_argument("dir", metavar="DIR", help="cluster directory (made by 'bftledger init')")
     p.set_defaults(func=cmd_up)
 

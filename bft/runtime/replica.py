@@ -33,6 +33,7 @@ from ledger.net.channel import channels_for
 from ledger.net.transport import (CLIENT_MAX_FRAME, HANDSHAKE_TIMEOUT, ROLE_CLIENT, ROLE_REPLICA, Connection,
                                   HandshakeError, Link, LocalFault, Problems, SendQueue, fail_fast, peer_name)
 from ledger.rules import WireRule
+from ledger.records import LockHeld
 from ledger.store import BlockStore, StoreError
 from ledger.votelog import VoteLog
 
@@ -101,7 +102,13 @@ class Replica:
     # ------------------------------------------------------------------ lifecycle
     def open(self, now: float) -> None:
         d = self.cluster.data_dir(self.id)
-        self.store = BlockStore.open(d)
+        try:
+            self.store = BlockStore.open(d)
+        except LockHeld as e:
+            # the usual cause: this replica already runs ('bftledger up' twice on one directory)
+            who = "another process" if e.pid is None else f"another process (PID {e.pid})"
+            raise StoreError(f"replica {self.id} is already running: {who} holds its lock {e.path}; "
+                             "stop that process first") from None
         self.server = BlockServer(self.id, self.signer, self.store, self.problems, self._lies)
         try:
             self.votelog = VoteLog.open(d / VOTELOG_NAME)

@@ -321,9 +321,11 @@ def test_scan_is_read_only(tmp_path: Path) -> None:
 
 def test_single_writer_lock(tmp_path: Path) -> None:
     s = BlockStore.open(tmp_path, fsync=False)
-    with pytest.raises(StoreError, match="in use by another process"):
+    with pytest.raises(StoreError, match="in use by another process") as held:
         BlockStore.open(tmp_path, fsync=False)
+    assert held.value.pid == os.getpid() and f"(PID {os.getpid()})" in str(held.value)   # the holder, named
     s.close()
+    assert (tmp_path / "LOCK").read_bytes() == b""          # released: no stale PID left behind
     BlockStore.open(tmp_path, fsync=False).close()
     with pytest.raises(StoreError, match="closed"):
         s.append(make_blocks(1)[0][0])
