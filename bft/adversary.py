@@ -9,12 +9,14 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from bft.outputs import Action, AppendBlock, Broadcast, Send, ToClient
+from bft.outputs import Action, AppendBlock, Broadcast, Send, ServeBlocks, ToClient
+from bft.pbft.certs import EMPTY_ROOT, NewViewPlan, plan_new_view
 from bft.wire import (Checkpoint, Commit, Message, PrePrepare, Prepare, PreparedCert, PxAccept, Reply,
-                      Request, StateRequest, ViewChange, decode)
+                      Request, StateRequest, StateResponse, ViewChange, decode)
 from crypto.merkle import root_of
 from crypto.signing import Signer
 from ledger import quorum
+from ledger.block import Block
 from ledger.state import op_put
 
 STRATEGIES = {
@@ -39,6 +41,12 @@ STRATEGIES = {
     "replay-executed": "as primary, proposes batches of requests that already executed (no progress)",
     "flood-votes": "re-sends its recent PREPAREs and COMMITs (valid duplicates) to every peer, all the time",
     "flood-vc": "sends a valid VIEW-CHANGE for the next view to every peer, thousands of times a second",
+    "forge-new-view": "as primary of a new view, sends a NEW-VIEW whose O puts null requests where its "
+                      "VIEW-CHANGEs show prepared batches (it drops what committed in the old view)",
+    "false-checkpoint": "claims in its VIEW-CHANGEs a stable checkpoint beyond every ledger, for a state nobody "
+                        "reached, proved by its own CHECKPOINT alone",
+    "forge-transfer": "answers state-transfer requests with forged blocks: each batch reordered or emptied, "
+                      "under the real block's commit certificate",
     # the next three act in the replica process (bft.runtime.replica), outside the core
     "lying-receipts": "serves receipts with an altered result and attests to a block hash nobody computed",
     "empty-transfer": "answers every state-transfer request with no blocks",
@@ -97,6 +105,9 @@ class Byzantine:
         self._executed_batches: list[list[bytes]] = []
         self._votes: list = []
         self.active = True                 # False: honest for now (``bftledger replica --dormant``)
+        self._blocks: dict[int, Block] = {}    # forge-transfer: the blocks it appended, by height
+        if strategy == "forge-new-view" and core.mode == "pbft":
+            core.plan_new_view = self._forged_plan     # its own core builds (and enters) the forged NEW-VIEW
 
     def __getattr__(self, name: str):
         return getattr(self.core, name)
@@ -355,3 +366,47 @@ class Byzantine:
         proof = [Checkpoint(seq, head, seq, root, r).signed(self.signer) for r in others][:need]
         return self._resign(vc, stable_seq=seq, checkpoints=proof,
                             prepared=[c for c in vc.prepared if c.pre_prepare.seq > seq])
+
+    # -- forgeries that only a rule switch (bft.unsafe) lets through
+    def _forged_plan(self, vcs: list[ViewChange]) -> NewViewPlan:
+        """O with a null request at every sequence number of (min-s, max-s], whatever V shows
+        prepared there (the backups recompute O from V and find it wrong: NEW_VIEW_WRONG_O)."""
+        plan = plan_new_view(vcs)
+        if not self.active:
+            return plan
+        return NewViewPlan(plan.min_s, plan.max_s, plan.stable_proof, [(s, EMPTY_ROOT) for s, _d in plan.entries])
+
+    def _false_checkpoint(self, out: list[Action]) -> list[Action]:
+        """Every VIEW-CHANGE it sends claims a stable checkpoint four intervals beyond its own
+        ledger, with a made-up state, proved by one CHECKPOINT: its own (CHECKPOINT_PROOF_SIZE)."""
+        res = []
+        k = self.core.cfg.checkpoint_interval if self.core.mode == "pbft" else 0
+        for a in out:
+            if k and isinstance(a, (Send, Broadcast)) and type(a.msg) is ViewChange:
+                seq = (max(a.msg.stable_seq, self.core.chain.height) // k + 4) * k
+                head, root = self.rng.randbytes(32), self.rng.randbytes(32)
+                proof = [Checkpoint(seq, head, seq, root, self.core.id).signed(self.signer)]
+                a = replace(a, msg=self._resign(a.msg, stable_seq=seq, checkpoints=proof, prepared=[]))
+            res.append(a)
+        return res
+
+    def _forge_transfer(self, out: list[Action]) -> list[Action]:
+        """Serves forged blocks in place of the ones it holds (CERT_TOO_FEW_COMMITS: the certificate
+        signs the real batch root)."""
+        res = []
+        for a in out:
+            if type(a) is AppendBlock:
+                self._blocks[a.block.height] = a.block
+                self._blocks.pop(a.block.height - 1024, None)      # bounded: the last 1024
+            if type(a) is ServeBlocks:
+                held = [self._blocks[h] for h in range(a.from_height, a.to_height + 1) if h in self._blocks]
+                if held:
+                    a = Send(a.to, StateResponse(self.core.id, [self._forged_block(b).encode() for b in held], []))
+            res.append(a)
+        return res
+
+    @staticmethod
+    def _forged_block(b: Block) -> Block:
+        txs = list(reversed(b.txs)) if len(b.txs) > 1 else []
+        results = list(reversed(b.results)) if len(b.results) > 1 else []
+        return replace(b, txs=txs, results=results, batch_root=root_of(txs))

@@ -15,8 +15,10 @@ SKIP = Rejection(LedgerRule.BLOCK_LINK, "not the next height")   # ignore it and
 WRONG_HEADER = Rejection(LedgerRule.BLOCK_LINK, "the peer's header differs from ours for a certified batch")
 
 
-def execute_served(chain: Chain, mode: str, f: int, keys, raw: bytes) -> tuple[Block | None, Rejection | None]:
-    """(our block, None) when executed; (None, SKIP) when not the next height; (None, why) when bad.
+def execute_served(chain: Chain, mode: str, f: int, keys, raw: bytes,
+                   check=certified_block_error) -> tuple[Block | None, Rejection | None]:
+    """(our block, None) when executed; (None, SKIP) when not the next height; (None, why) when bad
+    (``check``: certified_block_error, unless a lab build of the core swaps it).
 
     A block is returned with why="wrong header" when the peer's header for the certified
     batch differs from ours (the block still stands; the caller counts the lie).
@@ -27,7 +29,7 @@ def execute_served(chain: Chain, mode: str, f: int, keys, raw: bytes) -> tuple[B
         return None, Rejection(LedgerRule.BLOCK_MALFORMED)
     if b.height != chain.height + 1:
         return None, SKIP
-    why = certified_block_error(mode, f, keys.replicas, b, keys.verifier)
+    why = check(mode, f, keys.replicas, b, keys.verifier)
     if why:
         return None, why
     block = chain.execute(b.sequence, b.view, b.txs, b.cert)

@@ -35,6 +35,16 @@ SWITCHES: dict[str, Switch] = {
     "one-pre-prepare": Switch("pbft", "a backup accepts one PRE-PREPARE per (view, sequence) and never votes "
                                       "against its own earlier vote (§4.2); off: a later one replaces it",
                               "equivocate-all", seeds=(2, 4)),
+    "new-view-recompute": Switch("pbft", "a backup accepts a NEW-VIEW only if its O is the one it computes itself "
+                                         "from V (§4.4); off: it takes the new primary's O", "forge-new-view"),
+    "checkpoint-proofs": Switch("pbft", "a stable checkpoint claimed in a VIEW-CHANGE or NEW-VIEW carries 2f+1 "
+                                        "matching CHECKPOINTs of distinct replicas (§4.3, §4.4); off: one "
+                                        "replica's CHECKPOINT is proof enough", "false-checkpoint",
+                                breaks="liveness"),
+    "transfer-certificates": Switch("pbft", "a replica catching up executes a served block only under a commit "
+                                            "certificate of 2f+1 COMMITs for its batch (§4.2, §4.3; state "
+                                            "transfer moves certified blocks); off: it takes the serving peer's "
+                                            "word", "forge-transfer"),
     "client-signatures": Switch("pbft", "every request in a batch carries its client's valid signature (§4.1); "
                                         "off: backups accept any request", "forge-request"),
     "highest-ballot": Switch("paxos", "a new leader re-proposes, for each slot, the value accepted in the "

@@ -72,6 +72,7 @@ class Host(Protocol):
     cfg: object
     keys: object
     _out: list
+    check_served_block: Callable
 
     def _drop(self, rule, replica: int | None = None, detail: str = "") -> None: ...
 
@@ -146,7 +147,7 @@ class StateTransfer:
             return
         before = host.chain.height
         for raw in m.blocks:
-            block, why = execute_served(host.chain, host.mode, host.f, host.keys, raw)
+            block, why = execute_served(host.chain, host.mode, host.f, host.keys, raw, host.check_served_block)
             if why == SKIP:
                 continue
             if block is None:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from bft.paxos.core import PaxosCore
 from bft.paxos.proposer import Proposer
-from bft.pbft.certs import EMPTY_ROOT, Keys, NewViewPlan, batch_error, plan_new_view
+from bft.pbft.certs import (EMPTY_ROOT, Keys, NewViewPlan, batch_error, checkpoint_proof_error, new_view_error,
+                            plan_new_view)
 from bft.pbft.core import PbftCore
 from bft.pbft.slots import Slot
 
-from bft.wire import Commit, PrePrepare, Prepare, PxAccept, PxPromise
+from bft.wire import Checkpoint, Commit, NewView, PrePrepare, Prepare, PxAccept, PxPromise
 from crypto.signing import Verifier
 from ledger import quorum
+from ledger.certificate import block_shape_error
 
 
 class _WeakSlot(Slot):
@@ -121,6 +123,44 @@ class NoClientSignaturesCore(PbftCore):
     check_batch = staticmethod(_unchecked_batch)
 
 
+def _new_view_as_sent(keys: Keys, f: int, nv: NewView, log_size: int, plan_fn=None,
+                      proof_error=checkpoint_proof_error):
+    """V is checked as before (2f+1 valid VIEW-CHANGEs), but O is not recomputed from it: the
+    backup takes the O the new primary sent for the one V implies. min-s and its checkpoint
+    still come from V."""
+    def as_sent(vcs) -> NewViewPlan:
+        plan = (plan_fn or plan_new_view)(vcs)
+        entries = [(pp.seq, pp.digest) for pp in nv.pre_prepares]
+        return NewViewPlan(plan.min_s, max((s for s, _d in entries), default=plan.min_s), plan.stable_proof, entries)
+    return new_view_error(keys, f, nv, log_size, as_sent, proof_error)
+
+
+class NewViewTakesOCore(PbftCore):
+    check_new_view = staticmethod(_new_view_as_sent)
+
+
+def _one_checkpoint_proves(keys: Keys, f: int, seq: int, proof: list[Checkpoint]):
+    """A claimed stable checkpoint (in a VIEW-CHANGE or a NEW-VIEW) is proved by one signed
+    CHECKPOINT, the first of its proof, instead of 2f+1 matching ones of distinct replicas: one
+    replica's word makes a checkpoint stable."""
+    return checkpoint_proof_error(keys, 0, seq, proof[:1])
+
+
+class OneCheckpointCore(PbftCore):
+    check_checkpoint_proof = staticmethod(_one_checkpoint_proves)
+
+
+def _served_block_uncertified(mode: str, f: int, replica_keys: list[bytes], block, verifier):
+    """A block a peer serves in state transfer is checked for its own consistency (sequence,
+    batch root) but not for its commit certificate: the replica takes the peer's word that
+    this batch committed at this sequence number."""
+    return block_shape_error(block)             # certified_block_error without its certificate_error
+
+
+class TrustingTransferCore(PbftCore):
+    check_served_block = staticmethod(_served_block_uncertified)
+
+
 class _ForgetfulProposer(Proposer):
     def values_to_repropose(self, promises: list[PxPromise], known: int) -> dict[int, PxAccept]:
         return {}                       # ignores what the acceptors report having accepted
@@ -138,5 +178,6 @@ class MinorityPaxosCore(PaxosCore):
 
 PBFT_CORES = {"quorum-size": WeakQuorumCore, "distinct-senders": DuplicateVotesCore,
               "client-signatures": NoClientSignaturesCore, "view-change-certificates": NewViewIgnoresP,
-              "one-pre-prepare": LaterPrePrepareCore}
+              "one-pre-prepare": LaterPrePrepareCore, "new-view-recompute": NewViewTakesOCore,
+              "checkpoint-proofs": OneCheckpointCore, "transfer-certificates": TrustingTransferCore}
 PAXOS_CORES = {"paxos-majority": MinorityPaxosCore, "highest-ballot": ForgetfulLeaderCore}

@@ -70,14 +70,20 @@ def certified_block_error(mode: str, f: int, replica_keys: list[bytes], block, v
     transactions under the signed batch root, and the certificate itself. The receiver
     re-executes the batch, so the peer's results and header are never trusted.
     """
+    return block_shape_error(block) or certificate_error(mode, f, replica_keys, block.view, block.sequence,
+                                                         block.batch_root, block.cert, verifier)
+
+
+def block_shape_error(block) -> Rejection | None:
+    """What a block shows by itself: one block per sequence number, its transactions under its
+    batch root. Anyone can build a block that passes; only the certificate says it committed."""
     from crypto.merkle import root_of
 
     if block.sequence != block.height:
         return Rejection(LedgerRule.BLOCK_SEQUENCE_NOT_HEIGHT)
     if len(block.results) != len(block.txs) or root_of(block.txs) != block.batch_root:
         return Rejection(LedgerRule.BLOCK_BATCH_ROOT)
-    return certificate_error(mode, f, replica_keys, block.view, block.sequence, block.batch_root, block.cert,
-                             verifier)
+    return None
 
 
 ATTEST_TAG = 7

@@ -141,6 +141,25 @@ ATTACKS: list[Attack] = [
     Attack("flood-vc", STRATEGIES["flood-vc"],
            "f VIEW-CHANGEs cannot move anyone: a replica joins a view change after f+1 (§4.5.2)",
            Outcome((), "nobody leaves the view")),
+    Attack("forge-new-view", STRATEGIES["forge-new-view"] + "; the network loses the COMMITs to replicas 2 and 3 "
+           "for 0.4 s, then cuts the primary off, so that replicas 0 and 1 have committed batches the others only "
+           "prepared, and the attacker, replica 1, is the next primary",
+           "a backup accepts a NEW-VIEW only if O is what it computes itself from V (§4.4); turn it off to see "
+           "the ledgers split: --unsafe-disable new-view-recompute",
+           Outcome(("pbft.NEW_VIEW_WRONG_O",),
+                   "the forged NEW-VIEW is rejected, the view moves on to an honest primary, and what committed "
+                   "in view 0 survives")),
+    Attack("false-checkpoint", STRATEGIES["false-checkpoint"],
+           "a stable checkpoint is proved by 2f+1 matching CHECKPOINTs of distinct replicas, in a VIEW-CHANGE "
+           "as anywhere (§4.3, §4.4); turn it off to see every replica stall: --unsafe-disable checkpoint-proofs",
+           Outcome(("pbft.CHECKPOINT_PROOF_SIZE",),
+                   "its VIEW-CHANGEs are rejected; the NEW-VIEW is built from honest ones")),
+    Attack("forge-transfer", STRATEGIES["forge-transfer"] + "; the network cuts replica 2 off for 1.5 s, so that "
+           "it must catch up by state transfer, a few blocks per request from each peer in turn",
+           "a served block is executed only under a commit certificate of 2f+1 COMMITs for its batch; turn it "
+           "off to see the ledgers split: --unsafe-disable transfer-certificates",
+           Outcome(("ledger.CERT_TOO_FEW_COMMITS",),
+                   "the forged blocks are rejected; replica 2 fetches the real ones from the next peer")),
     Attack("collude", "K replicas led by the primary split the honest ones in two halves: each half gets its "
            "own PRE-PREPARE and the team's PREPAREs and COMMITs for it (bft.collusion)",
            "with K <= f the halves cannot both reach 2f PREPAREs and 2f+1 COMMITs: quorums of 2f+1 intersect "

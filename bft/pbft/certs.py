@@ -137,10 +137,13 @@ def prepared_cert_error(keys: Keys, f: int, cert: PreparedCert, below_view: int,
     return None
 
 
-def view_change_error(keys: Keys, f: int, vc: ViewChange, log_size: int) -> Rejection | None:
+def view_change_error(keys: Keys, f: int, vc: ViewChange, log_size: int,
+                      proof_error=checkpoint_proof_error) -> Rejection | None:
+    """A VIEW-CHANGE's signature, its checkpoint proof (``proof_error``: checkpoint_proof_error
+    unless a lab build swaps it) and its prepared certificates."""
     if not keys.replica_signed(vc, vc.replica):
         return R(P.VIEW_CHANGE_SIGNATURE)
-    why = checkpoint_proof_error(keys, f, vc.stable_seq, vc.checkpoints)
+    why = proof_error(keys, f, vc.stable_seq, vc.checkpoints)
     if why:
         return why
     seen: set[int] = set()
@@ -178,8 +181,8 @@ def plan_new_view(vcs: list[ViewChange]) -> NewViewPlan:
     return NewViewPlan(min_s, max_s, list(best_stable.checkpoints), entries)
 
 
-def new_view_error(keys: Keys, f: int, nv: NewView, log_size: int,
-                   plan_fn=None) -> tuple[Rejection | None, NewViewPlan | None]:
+def new_view_error(keys: Keys, f: int, nv: NewView, log_size: int, plan_fn=None,
+                   proof_error=checkpoint_proof_error) -> tuple[Rejection | None, NewViewPlan | None]:
     """A backup's check of NEW-VIEW: V holds 2f+1 valid VIEW-CHANGEs and O is what V implies
     (``plan_fn`` computes O from V; plan_new_view unless a test swaps it)."""
     p = primary(nv.view, keys.n)
@@ -195,7 +198,7 @@ def new_view_error(keys: Keys, f: int, nv: NewView, log_size: int,
             return R(P.NEW_VIEW_FOREIGN_VIEW_CHANGE), None
         if vc.replica in senders:
             return R(P.NEW_VIEW_REPEATS), None
-        why = view_change_error(keys, f, vc, log_size)
+        why = view_change_error(keys, f, vc, log_size, proof_error)
         if why:
             return R(P.NEW_VIEW_BAD_VIEW_CHANGE, f"{why.rule.label}: {why}"), None
         senders.add(vc.replica)

@@ -37,7 +37,7 @@ from bft.pbft.intake import RequestIntake
 from bft.pbft.recovery import recover
 from bft.pbft.retransmit import Retransmitter
 from bft.pbft.suspicion import CENSOR_GRACE, Suspicion
-from bft.pbft.certs import Keys, batch_error, plan_new_view, primary
+from bft.pbft.certs import Keys, batch_error, checkpoint_proof_error, new_view_error, plan_new_view, primary
 from bft.pbft.config import PbftConfig
 from bft.pbft.transfer import Catchup
 from bft.pbft.viewchange import ViewChanger
@@ -63,7 +63,9 @@ class PbftCore(CoreSkeleton):
     # O from V; a class attribute so that a test build of the core can swap in a faulty rule
     # (the simulator must then catch it) without patching module globals
     plan_new_view = staticmethod(plan_new_view)
-    check_batch = staticmethod(batch_error)       # the same for a batch's checks (bft.unsafe)
+    check_batch = staticmethod(batch_error)       # the same for a batch's checks (bft.unsafe),
+    check_new_view = staticmethod(new_view_error)                 # a backup's check of a NEW-VIEW,
+    check_checkpoint_proof = staticmethod(checkpoint_proof_error)  # a claimed stable checkpoint's proof
 
     def __init__(self, cfg: PbftConfig, replica_id: int, signer: Signer, keys: Keys, chain: Chain,
                  vote_records: list[bytes] = (), now: float = 0.0) -> None:

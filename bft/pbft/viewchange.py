@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ledger import quorum
 from bft.outputs import Broadcast, Send
-from bft.pbft.certs import EMPTY_ROOT, checkpoint_proof_error, new_view_error, primary, strip, view_change_error
+from bft.pbft.certs import EMPTY_ROOT, primary, strip, view_change_error
 from bft.pbft import viewstate
 from bft.pbft.rules import PbftRule
 from bft.pbft.viewstate import Changing, Normal, ViewState
@@ -165,7 +165,7 @@ class ViewChanger:
             if latest > vc.new_view:
                 core._drop(PbftRule.VIEW_CHANGE_REGRESSES, sender)
             return
-        why = view_change_error(core.keys, core.f, vc, core.cfg.log_size)
+        why = view_change_error(core.keys, core.f, vc, core.cfg.log_size, core.check_checkpoint_proof)
         if why:
             core._drop(why, sender)
             return
@@ -202,7 +202,8 @@ class ViewChanger:
         core = self._core
         if nv.view < core.view or (nv.view == core.view and not core.in_view_change):
             return
-        why, plan = new_view_error(core.keys, core.f, nv, core.cfg.log_size, core.plan_new_view)
+        why, plan = core.check_new_view(core.keys, core.f, nv, core.cfg.log_size, core.plan_new_view,
+                                         core.check_checkpoint_proof)
         if why:
             core._drop(why, sender)
             return
@@ -221,7 +222,7 @@ class ViewChanger:
         for old in [x for x in self._view_changes if x <= v]:
             del self._view_changes[old]
         cps = core.checkpoints
-        if plan.min_s > cps.h and not checkpoint_proof_error(core.keys, core.f, plan.min_s, plan.stable_proof):
+        if plan.min_s > cps.h and not core.check_checkpoint_proof(core.keys, core.f, plan.min_s, plan.stable_proof):
             cps.make_stable(plan.min_s, plan.stable_proof)
         core.propose_after(max(plan.max_s, cps.h, core.chain.height))
         fetcher = core.fetcher

@@ -41,7 +41,8 @@ AS_LEADER = ("equivocate", "equivocate-all", "censor", "forge-request", "empty-b
              "collude", "byzantine-ledger")
 # the war story "byzantine-ledger": the leader tells the replicas different ledgers (it equivocates)
 STORIES = {"byzantine-ledger": "equivocate"}
-IN_VIEW_CHANGE = ("forge-vc", "padded-vc")     # they act only while replicas change views
+IN_VIEW_CHANGE = ("forge-vc", "padded-vc", "false-checkpoint")   # they act only while replicas change views
+AS_NEXT_PRIMARY = ("forge-new-view",)          # replica 1, the primary of view 1
 CUT_PRIMARY = (0.8, 2.0)                       # the network fault that causes that view change
 HOSTILE = 2                                    # the hostile client's id (clients 0 and 1 are honest)
 RUN_FOR = 3.0                                  # virtual seconds of load
@@ -79,6 +80,23 @@ def _lost_commits(sim: Simulation, n: int, rng: random.Random, notes: list[str])
     sim.at(2.0, lambda: sim.partition(None))
     notes.append(f"from t=0.5 to t=0.9 the COMMITs to replicas {sorted(late)} are lost (replica 1 commits, they "
                  "only prepare); at t=0.9 the network cuts the primary off until t=2: a view change")
+
+
+def _lost_commits_new_primary(sim: Simulation, n: int, rng: random.Random, notes: list[str]) -> None:
+    _lost_commits(sim, n, rng, notes)
+    notes[-1] = notes[-1].replace("replica 1 commits", "replicas 0 and 1 commit") + \
+        ", whose primary is the attacker"
+
+
+LAG = (0.3, 1.8)                               # replica 2 is cut off, then catches up by state transfer
+
+
+def _cut_backup(sim: Simulation, n: int, rng: random.Random, notes: list[str]) -> None:
+    others = (set(range(n)) - {2}) | {CLIENT + c for c in range(3)}
+    sim.at(LAG[0], lambda: sim.partition([{2}, others]))
+    sim.at(LAG[1], lambda: sim.partition(None))
+    notes.append(f"the network cuts replica 2 off from t={LAG[0]} to t={LAG[1]}: it falls behind, then "
+                 "fetches the blocks it missed from its peers in turn, a few per request (state transfer)")
 
 
 DUEL_AT, DUEL_WINDOW = 0.5, (1.0, 3.0)
@@ -146,6 +164,10 @@ SCENARIOS: dict[str, Scenario] = {
     "split-brain": Scenario("network", ("pbft", "paxos"), _split_brain),
     "lost-commits": Scenario("network", ("pbft",), _lost_commits),
     "great-livelock": Scenario("network", ("paxos",), _duel),
+    # replica attacks that need the network's help to matter: a batch committed at some replicas
+    # only, or a replica that must catch up
+    "forge-new-view": Scenario("replica", ("pbft",), _lost_commits_new_primary),
+    "forge-transfer": Scenario("replica", ("pbft",), _cut_backup, {"transfer_chunk": 4}),
 }
 
 
@@ -243,7 +265,7 @@ def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: 
         raise LabError(f"--byzantine-count must be between 1 and {n - 1} for n={n}")
     faulty: list[int] = []
     if scenario.kind == "replica":
-        first = 0 if name in AS_LEADER else n - count
+        first = 0 if name in AS_LEADER else 1 if name in AS_NEXT_PRIMARY else n - count
         faulty = list(range(first, first + count))
     rng = random.Random(f"lab-{mode}-{name}-{seed}")
     if name == "collude":
