@@ -109,7 +109,7 @@ def add_status(sub: Subparsers) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from ledger.client import _resolve
-    from ledger.net.session import query_status
+    from ledger.net.session import no_replica_reachable, query_status
 
     cluster, cid, signer = _resolve(args.dir, args.client)
     st = run_async(query_status, cluster, cid, signer, args.timeout)
@@ -156,12 +156,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"! replicas {groups} hold different ledgers at height {h}: "
                       f"'{PROG} compare {cluster.directory}' finds where they first differ")
     if not reachable:
-        by_error: dict[str, list[str]] = {}
-        for s, r in zip(st, cluster.replicas):
-            by_error.setdefault(str(s.get("error")), []).append(f"{r.host}:{r.port}")
-        errors = "; ".join(f"{err} at {', '.join(addrs)}" for err, addrs in sorted(by_error.items()))
-        return fail(f"no replica of {cluster.directory} answered ({errors}); "
-                     f"start the cluster with '{PROG} up {cluster.directory}'", 1)
+        return fail(no_replica_reachable(cluster, [str(s.get("error")) for s in st]), 1)
     return 0
 
 
