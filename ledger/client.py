@@ -90,7 +90,8 @@ def check_operation(op: bytes) -> bytes:
     it before it connects)."""
     if len(op) > MAX_OP:
         raise TooLarge(f"the operation is {len(op):,} bytes encoded, over the ledger's limit of {MAX_OP:,} bytes "
-                       f"(64 KiB) per operation; a put whose key and value total {MAX_OP - 11:,} bytes or less always fits")
+                       f"(64 KiB) per operation; a put whose key and value total {MAX_OP - 11:,} bytes or less "
+                       "always fits")
     return op
 
 

@@ -306,4 +306,5 @@ async def query_status(cluster: Cluster, client_id: int, signer: Signer, timeout
     return results
 
 
-__all__ = ["ClientSession", "Outcome", "Unavailable", "query_status", "no_replica_reachable", "CONNECT_TIMEOUT", "HANDSHAKE_TIMEOUT"]
+__all__ = ["ClientSession", "Outcome", "Unavailable", "query_status", "no_replica_reachable", "CONNECT_TIMEOUT",
+           "HANDSHAKE_TIMEOUT"]
