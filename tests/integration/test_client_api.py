@@ -117,6 +117,11 @@ def test_asyncio_errors_cancellation_and_close_leave_no_thread(running_pbft, tmp
                 with pytest.raises(asyncio.TimeoutError):
                     await asyncio.wait_for(c.put("k", "v"), 0.5)
                 assert time.monotonic() - t0 < 2
+                for _ in range(100):                  # the cancelled call ended in the trio thread too
+                    if not c._host._calls.child_tasks:
+                        break
+                    await asyncio.sleep(0.01)
+                assert not c._host._calls.child_tasks
                 stuck = [asyncio.create_task(c.get(f"k{i}")) for i in range(20)]
                 await asyncio.sleep(0.2)
             # leaving the block cancelled the 20 calls in flight and ended the client's thread
