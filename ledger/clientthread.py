@@ -168,7 +168,9 @@ class TrioThread:
         except Exception as e:                        # the caller's to handle, in the caller's thread
             _settle(fut, error=_unwrap(e))
         finally:                                      # cancelled by its caller (who no longer waits) or by close
-            _settle(fut, error=_lc().LedgerError("the call was cancelled") if scope.cancelled_caught else _closed())
+            if not fut.done():
+                _settle(fut, error=_lc().LedgerError("the call was cancelled") if scope.cancelled_caught
+                        else _closed())
 
     def cancel(self, scope: trio.CancelScope) -> None:
         """Cancel one call (from any thread)."""
@@ -217,7 +219,11 @@ class SyncClient:
         self._closed = False
         self._host = TrioThread(cluster_dir, client, timeout)
         self._host.start()
-        self._client: Client = self._host.started.result()
+        try:
+            self._client: Client = self._host.started.result()
+        except BaseException:                    # it could not start, or Ctrl-C while it started
+            self._host.stop()
+            raise
 
     @property
     def cluster(self) -> Cluster:
