@@ -1,11 +1,11 @@
 """The ledger's client API: put, get, delete, compare-and-set, each with a verified receipt.
 
 ```python
-async with ledger.client.connect(cluster_dir) as client:
+async with ledger.client.connect(cluster_dir) as client:   # under trio or asyncio
     receipt = await client.put("alice", b"100")     # returns once committed
     value = await client.get("alice")               # b"100" (reads go through consensus)
     receipt.verify(cluster_dir)                     # offline, public keys only
-with ledger.client.SyncClient(cluster_dir) as client:   # the same, blocking
+with ledger.client.SyncClient(cluster_dir) as client:   # the same, blocking, from any thread
     client.put("bob", "50")
 ```
 
@@ -14,6 +14,19 @@ Every write returns a ``Receipt`` built from a block the client has checked agai
 cluster's public keys (its certificate and Merkle roots), holding the client's own
 signed request and the result the replicas replied; the block comes from a replica that
 replied, or another one if that fails.
+
+Event loops: the client is trio code. ``connect`` looks at the loop it is entered on:
+under trio it yields a ``Client`` running in the caller's loop; under asyncio an
+``AsyncioClient`` with the same methods, whose ``Client`` runs on a trio loop in a
+thread of its own (``ledger.clientthread``; no anyio needed). ``SyncClient`` does the
+same for blocking code, from any number of threads; inside a running event loop it
+raises ``InsideEventLoop`` rather than stall it.
+
+Limits: a key is at most ``MAX_KEY`` (1,024) bytes of UTF-8 and one operation at most
+``MAX_OP`` (65,536, 64 KiB) bytes encoded, which a put of key and value totalling
+65,525 bytes always fits. Anything larger raises ``TooLarge`` before anything is sent.
+A request fails with ``Unavailable`` after ``timeout`` seconds, or within about half a
+second when every replica refuses the connection (the cluster is not running).
 
 The network session under it is ``ledger.net.session.ClientSession`` (authenticated
 connections, ``ledger.net.channel``/``transport``), whose decisions about replies,
@@ -25,9 +38,8 @@ all of ``ledger``, imports nothing from ``bft`` (the layers are crypto <- ledger
 from __future__ import annotations
 
 import os
-import threading
 from collections import OrderedDict
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -38,13 +50,15 @@ from ledger import state
 from ledger.block import Block, BlockFormatError
 from ledger.certificate import certificate_error
 from ledger.clientcore import Outcome
+from ledger.clientthread import (DEFAULT_TIMEOUT, AsyncioClient, InsideEventLoop, SyncClient, close_on_asyncio,
+                                 open_on_asyncio, running_async_library)
 from ledger.cluster import Cluster, ClusterError, load
 from ledger.net.session import ClientSession, query_status
 from ledger.net.session import Unavailable as _SessionUnavailable
 from ledger.receipt import Receipt, ReceiptError
 from ledger.wire import MAX_OP
 
-DEFAULT_TIMEOUT = 60.0
+MAX_KEY = state.MAX_KEY           # bytes of UTF-8 in a key (1 KiB)
 RECEIPT_FETCH_TIMEOUT = 2.0
 BLOCK_CACHE = 256
 
@@ -65,6 +79,22 @@ class ReceiptUnavailable(LedgerError):
     """Committed, but no replica served a block that verifies as its receipt."""
 
 
+class TooLarge(LedgerError, ValueError):
+    """A key over ``MAX_KEY`` bytes or an operation over ``MAX_OP`` bytes, refused before
+    anything is sent (the replicas would drop it unanswered, so it could only time out).
+    A ValueError too, because it is the caller's input that is wrong."""
+
+
+def check_operation(op: bytes) -> bytes:
+    """``op`` if it is within ``MAX_OP``, else ``TooLarge`` with the sizes (the CLI checks with
+    it before it connects)."""
+    if len(op) > MAX_OP:
+        raise TooLarge(f"the operation is {len(op):,} bytes encoded, over the ledger's limit of {MAX_OP:,} bytes "
+                       f"(64 KiB) per operation; a put whose key and value total {MAX_OP - 11:,} bytes or less "
+                       "always fits")
+    return op
+
+
 def _value_bytes(value: bytes | str) -> bytes:
     if isinstance(value, str):
         return value.encode()
@@ -76,8 +106,9 @@ def _value_bytes(value: bytes | str) -> bytes:
 def _check_key(key: str) -> str:
     if not isinstance(key, str):
         raise TypeError(f"a key is a str, not {type(key).__name__}")
-    if len(key.encode()) > state.MAX_KEY:
-        raise ValueError(f"a key is at most {state.MAX_KEY} bytes of UTF-8")
+    size = len(key.encode())
+    if size > MAX_KEY:
+        raise TooLarge(f"the key is {size:,} bytes of UTF-8, over the ledger's limit of {MAX_KEY:,} bytes per key")
     return key
 
 
@@ -124,8 +155,7 @@ class Client:
 
     # ------------------------------------------------------------------ internals
     async def _submit(self, op: bytes) -> Outcome:
-        if len(op) > MAX_OP:
-            raise ValueError("the operation is larger than 64 KiB")
+        check_operation(op)
         try:
             out = await self._session.submit(op, self.timeout)
         except _SessionUnavailable as e:
@@ -274,13 +304,9 @@ def _resolve(cluster_dir: str | os.PathLike[str], client: int | None):
 
 
 @asynccontextmanager
-async def connect(cluster_dir: str | os.PathLike[str], client: int | None = None, *,
-                  timeout: float | None = DEFAULT_TIMEOUT) -> AsyncIterator[Client]:
-    """A client of the cluster in ``cluster_dir`` using key DIR/keys/client-N.key (N = ``client``, default 0).
-
-    Each operation raises ``Unavailable`` when it has not committed within ``timeout``
-    seconds (None: wait for ever). Connections are made in the background and remade
-    when they break."""
+async def _open(cluster_dir: str | os.PathLike[str], client: int | None,
+                timeout: float | None) -> AsyncIterator[Client]:
+    """``connect`` under trio: the session's connection tasks run in a nursery of the caller's."""
     cluster, cid, signer = _resolve(cluster_dir, client)
     session = ClientSession(cluster, cid, signer)
     try:
@@ -299,82 +325,51 @@ async def connect(cluster_dir: str | os.PathLike[str], client: int | None = None
         raise leaf from None
 
 
-class SyncClient:
-    """The blocking twin of ``connect``: the same methods, each returning when committed.
+class _Connection:
+    """What ``connect`` returns: an async context manager that looks, when entered, at the
+    event loop it runs on (the client was trio-only, and asyncio failed deep inside trio)."""
 
-    A background thread runs the trio event loop with one ``Client``; calls from any
-    thread are handed to it (so several threads may share one SyncClient). Use it as a
-    context manager or call ``close()``."""
+    def __init__(self, cluster_dir: str | os.PathLike[str], client: int | None, timeout: float | None) -> None:
+        self._args = (cluster_dir, client, timeout)
+        self._trio: AbstractAsyncContextManager[Client] | None = None
+        self._thread = None                    # ledger.clientthread.TrioThread, under asyncio
+        self._entered = False
 
-    def __init__(self, cluster_dir: str | os.PathLike[str], client: int | None = None, *,
-                 timeout: float | None = DEFAULT_TIMEOUT) -> None:
-        _resolve(cluster_dir, client)            # raise bad-cluster / bad-key errors here, in the caller
-        self._dir, self._cid, self._timeout = cluster_dir, client, timeout
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._client: Client | None = None
-        self._token = None
-        self._stop: trio.Event | None = None
-        self._closed = False
-        self._thread = threading.Thread(target=self._thread_main, name="bftledger-client", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
+    async def __aenter__(self) -> Client | AsyncioClient:
+        if self._entered:
+            raise RuntimeError("a connect(...) object is entered once; call connect() again for another client")
+        self._entered = True
+        library = running_async_library()
+        if library == "trio":
+            self._trio = _open(*self._args)
+            return await self._trio.__aenter__()
+        if library == "asyncio":
+            self._thread, client = await open_on_asyncio(*self._args)
+            return client
+        raise RuntimeError("ledger.client.connect() runs under trio or asyncio; without an event loop use "
+                           "ledger.client.SyncClient")
 
-    def _thread_main(self) -> None:
-        async def main() -> None:
-            async with connect(self._dir, self._cid, timeout=self._timeout) as c:
-                self._client = c
-                self._token = trio.lowlevel.current_trio_token()
-                self._stop = trio.Event()
-                self._ready.set()
-                await self._stop.wait()
-
-        try:
-            trio.run(main)
-        except BaseException as e:               # reported to the constructor if it is still waiting
-            self._error = e
-        finally:
-            self._ready.set()
-
-    def _call(self, name: str, *args):
-        if self._closed or self._client is None:
-            raise LedgerError("this SyncClient is closed")
-        return trio.from_thread.run(getattr(self._client, name), *args, trio_token=self._token)
-
-    def put(self, key: str, value: bytes | str) -> Receipt:
-        return self._call("put", key, value)
-
-    def get(self, key: str) -> bytes | None:
-        return self._call("get", key)
-
-    def delete(self, key: str) -> Receipt:
-        return self._call("delete", key)
-
-    def cas(self, key: str, expected: bytes | str | None, new: bytes | str) -> Receipt:
-        return self._call("cas", key, expected, new)
-
-    def status(self, timeout: float = 2.0) -> list[dict]:
-        return self._call("status", timeout)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._token is not None and self._stop is not None:
-            try:
-                trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-            except trio.RunFinishedError:
-                pass
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> "SyncClient":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    async def __aexit__(self, *exc_info: object) -> bool | None:
+        if self._trio is not None:
+            return await self._trio.__aexit__(*exc_info)      # type: ignore[arg-type]
+        await close_on_asyncio(self._thread, failing=exc_info[0] is not None)
+        return None
 
 
-__all__ = ["connect", "Client", "SyncClient", "Receipt", "ReceiptError", "LedgerError", "Unavailable", "Refused",
-           "ReceiptUnavailable"]
+def connect(cluster_dir: str | os.PathLike[str], client: int | None = None, *,
+            timeout: float | None = DEFAULT_TIMEOUT) -> _Connection:
+    """``async with connect(DIR) as client``: a client of the cluster in ``cluster_dir`` using key
+    DIR/keys/client-N.key (N = ``client``, default 0), under trio or asyncio.
+
+    Under trio it is a ``Client`` whose connection tasks run in the caller's trio loop;
+    under asyncio an ``AsyncioClient`` with the same methods, whose ``Client`` runs on a
+    trio loop in a thread of its own (ended, and joined, when the block exits). Each
+    operation raises ``Unavailable`` when it has not committed within ``timeout`` seconds
+    (None: wait for ever), or sooner when every replica refuses the connection.
+    Connections are made in the background and remade when they break."""
+    return _Connection(cluster_dir, client, timeout)
+
+
+__all__ = ["connect", "Client", "SyncClient", "AsyncioClient", "InsideEventLoop", "Receipt", "ReceiptError",
+           "LedgerError", "Unavailable", "Refused", "ReceiptUnavailable", "TooLarge", "MAX_KEY", "MAX_OP",
+           "check_operation", "running_async_library"]

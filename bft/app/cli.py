@@ -2,8 +2,9 @@
 
 One ``add_<name>`` function builds each subcommand's parser and one ``cmd_<name>``
 function runs it and returns the exit code (in ``cmd_cluster``: init, up, replica, demo;
-in ``cmd_client``: put, get, status, audit, verify-receipt; in ``cmd_lab``: attacks, lab); adding a subcommand means
-writing that pair and listing the adder in ``SUBCOMMANDS``. Every error a user can cause
+in ``cmd_client``: put, get, delete, cas, status, audit, verify-receipt; in ``cmd_lab``:
+attacks, lab); adding a subcommand means writing that pair and listing the adder in
+``SUBCOMMANDS``. Every error a user can cause
 becomes one line on stderr, ``bftledger: error: <what is wrong and what to do>``, with exit
 code 2 for bad arguments and 1 otherwise; a traceback means a bug in bftledger.
 """
@@ -15,7 +16,7 @@ import sys
 from typing import Callable, Sequence
 
 from bft.app.args import PROG, Parser, Subparsers, UsageError, fail
-from bft.app.cmd_client import add_audit, add_get, add_put, add_status, add_verify_receipt
+from bft.app.cmd_client import add_audit, add_cas, add_delete, add_get, add_put, add_status, add_verify_receipt
 from bft.app.cmd_cluster import add_demo, add_init, add_replica, add_up
 from bft.app.cmd_compare import add_compare
 from bft.app.cmd_lab import add_attacks, add_lab
@@ -30,6 +31,8 @@ EXAMPLES = f"""examples:
   {PROG} up ./mycluster                      # run them (Ctrl-C stops them)
   {PROG} put ./mycluster alice 100           # commit, print the verified receipt
   {PROG} get ./mycluster alice               # read through consensus
+  {PROG} put ./mycluster photo --file a.jpg  # a value from a file ('-': from standard input), up to 64 KiB
+  {PROG} cas ./mycluster alice 90 --expect 100   # compare-and-set; 'delete DIR KEY' removes a key
   {PROG} status ./mycluster                  # view, leader, height, head of each replica
   {PROG} audit ./mycluster --id 0            # verify replica 0's ledger offline
   {PROG} compare ./mycluster                 # do the replicas hold the same ledger? where not?
@@ -40,8 +43,8 @@ EXAMPLES = f"""examples:
 '{PROG} COMMAND --help' describes each command."""
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
-    add_init, add_up, add_replica, add_put, add_get, add_status, add_audit, add_verify_receipt, add_demo,
-    add_compare, add_attacks, add_lab]
+    add_init, add_up, add_replica, add_put, add_get, add_delete, add_cas, add_status, add_audit, add_verify_receipt,
+    add_demo, add_compare, add_attacks, add_lab]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,10 @@
-"""``bftledger`` subcommands that talk to a running cluster (put, get, status) or check
-its output offline (audit, verify-receipt)."""
+"""``bftledger`` subcommands that talk to a running cluster (put, get, delete, cas, status) or
+check its output offline (audit, verify-receipt)."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,50 +12,128 @@ from bft.app.args import PROG, Subparsers, UsageError, add_query_args, fail, int
 from ledger.quorum import protocol
 
 
-# ----------------------------------------------------------------------------- put, get, status
+# ----------------------------------------------------------------------------- put, get, delete, cas, status
+MAX_OP = 64 * 1024            # ledger.wire.MAX_OP and ledger.state.MAX_KEY, here so that --help needs no import
+MAX_KEY = 1024                # (tests/integration/test_client_api.py checks that they agree)
+LIMITS = (f"Limits: KEY is at most {MAX_KEY:,} bytes of UTF-8, and one operation at most {MAX_OP:,} bytes "
+          f"(64 KiB) encoded, which KEY and VALUE totalling {MAX_OP - 11:,} bytes always fit; anything larger "
+          f"is refused before it is sent.")
+VALUE_SOURCES = ("VALUE is taken as given (UTF-8 text), '-' reads it from standard input and --file PATH "
+                 "from a file, both byte for byte (a trailing newline included).")
+
+
 def client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--client", type=int_at_least(0), default=0, metavar="N",
                    help="use client key DIR/keys/client-N.key (default: 0)")
     p.add_argument("--timeout", type=float, default=15.0, metavar="S",
-                   help="give up after S seconds without a commit (default: 15)")
+                   help="give up after S seconds without a commit (default: 15); within a second when "
+                        "every replica refuses the connection")
+
+
+def value_args(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument("value", metavar=name, nargs="?", help="the value; '-' for standard input")
+    p.add_argument("--file", metavar="PATH", help=f"read {name} from PATH instead")
+
+
+def _key(args: argparse.Namespace) -> str:
+    """KEY, checked against the ledger's limit before anything is sent."""
+    from ledger.client import TooLarge, _check_key
+
+    try:
+        args.key.encode()
+    except UnicodeEncodeError:
+        raise UsageError("KEY is not valid UTF-8") from None
+    try:
+        return _check_key(args.key)
+    except TooLarge as e:
+        raise UsageError(str(e)) from None
+
+
+def _value(args: argparse.Namespace, name: str) -> bytes:
+    """The value from the command line, standard input ('-') or --file; a source holding more
+    than an operation can is refused after reading at most MAX_OP + 1 bytes of it."""
+    if args.file is not None:
+        if args.value is not None:
+            raise UsageError(f"give {name} or --file PATH, not both")
+        try:
+            with open(args.file, "rb") as fh:
+                data = fh.read(MAX_OP + 1)
+                size = os.fstat(fh.fileno()).st_size
+        except OSError as e:
+            raise UsageError(f"cannot read --file {args.file}: {e.strerror}") from None
+        where = f"--file {args.file}"
+    elif args.value is None:
+        raise UsageError(f"give {name}, '-' to read it from standard input, or --file PATH")
+    elif args.value == "-":
+        data = sys.stdin.buffer.read(MAX_OP + 1)
+        size, where = 0, "standard input"           # its size is not known: it is not read to the end
+    else:
+        return os.fsencode(args.value)           # bytes as given, even when they are not UTF-8
+    if len(data) > MAX_OP:
+        more = f"is {size:,} bytes" if size > MAX_OP else f"holds more than {MAX_OP:,} bytes"
+        raise UsageError(f"{name} from {where} {more}, over the ledger's limit of {MAX_OP:,} bytes (64 KiB) "
+                         "per operation")
+    return data
+
+
+def _check(op: bytes) -> None:
+    from ledger.client import TooLarge, check_operation
+
+    try:
+        check_operation(op)
+    except TooLarge as e:
+        raise UsageError(str(e)) from None
+
+
+def _run_client(args: argparse.Namespace, method: str, *call_args):
+    """One call of ``ledger.client.Client`` on a fresh connection."""
+    import ledger.client
+
+    async def go():
+        async with ledger.client.connect(args.dir, args.client, timeout=args.timeout) as c:
+            return await getattr(c, method)(*call_args)
+
+    return run_async(go)
+
+
+def _print_receipt(args: argparse.Namespace, r) -> None:
+    if args.json:
+        print(r.to_json())
+        return
+    from ledger.cluster import load
+
+    cluster = load(args.dir)
+    v = r.verify(cluster)
+    proto = protocol(r.mode)
+    outcome = "" if r.ok else f"; outcome {r.status}"       # a delete of nothing, a cas that did not swap
+    print(f"committed: {r.describe()} at height {r.height}, index {r.index} ({proto.round_word} {r.view}){outcome}")
+    print(f"  block {v.block_hash.hex()}")
+    print(f"  certificate: {proto.certificate_word} "
+          f"{', '.join(map(str, v.signers))}; block hash signed by replicas {', '.join(map(str, v.attesters))}; "
+          f"receipt verified with public keys only")
+    print(f"  trust: {v.trust_model}")
 
 
 def add_put(sub: Subparsers) -> None:
     p = sub.add_parser(
         "put", help="commit KEY=VALUE and print its verified receipt",
-        description="Commit a put of VALUE (UTF-8 text) under KEY through consensus, then fetch and "
-                    "verify its receipt with the cluster's public keys. --json prints the receipt "
-                    "itself, which 'bftledger verify-receipt' checks later.")
+        description="Commit a put of VALUE under KEY through consensus, then fetch and verify its receipt "
+                    "with the cluster's public keys. --json prints the receipt itself, which "
+                    f"'bftledger verify-receipt' checks later. {VALUE_SOURCES} {LIMITS}")
     p.add_argument("dir", metavar="DIR", help="cluster directory")
     p.add_argument("key", metavar="KEY")
-    p.add_argument("value", metavar="VALUE")
+    value_args(p, "VALUE")
     p.add_argument("--json", action="store_true", help="print the receipt as JSON")
     client_args(p)
     p.set_defaults(func=cmd_put)
 
 
 def cmd_put(args: argparse.Namespace) -> int:
-    import ledger.client
+    from ledger import state
 
-    async def go():
-        async with ledger.client.connect(args.dir, args.client, timeout=args.timeout) as c:
-            return await c.put(args.key, args.value)
-
-    r = run_async(go)
-    if args.json:
-        print(r.to_json())
-        return 0
-    from ledger.cluster import load
-
-    cluster = load(args.dir)
-    v = r.verify(cluster)
-    proto = protocol(r.mode)
-    print(f"committed: {r.describe()} at height {r.height}, index {r.index} ({proto.round_word} {r.view})")
-    print(f"  block {v.block_hash.hex()}")
-    print(f"  certificate: {proto.certificate_word} "
-          f"{', '.join(map(str, v.signers))}; block hash signed by replicas {', '.join(map(str, v.attesters))}; "
-          f"receipt verified with public keys only")
-    print(f"  trust: {v.trust_model}")
+    key, value = _key(args), _value(args, "VALUE")
+    _check(state.op_put(key, value))
+    _print_receipt(args, _run_client(args, "put", key, value))
     return 0
 
 
@@ -63,7 +142,7 @@ def add_get(sub: Subparsers) -> None:
         "get", help="read KEY (a linearizable read through consensus)",
         description="Read KEY's committed value; the read is ordered through consensus like a write. "
                     "Prints the value; exit status 1 when KEY is absent (with --json, 0 and "
-                    "\"found\": false).")
+                    f"\"found\": false). {LIMITS}")
     p.add_argument("dir", metavar="DIR", help="cluster directory")
     p.add_argument("key", metavar="KEY")
     p.add_argument("--json", action="store_true", help="print {key, found, value} as JSON")
@@ -72,13 +151,7 @@ def add_get(sub: Subparsers) -> None:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    import ledger.client
-
-    async def go():
-        async with ledger.client.connect(args.dir, args.client, timeout=args.timeout) as c:
-            return await c.get(args.key)
-
-    value = run_async(go)
+    value = _run_client(args, "get", _key(args))
     if args.json:
         doc = {"key": args.key, "found": value is not None, "value": None, "value_hex": None}
         if value is not None:
@@ -96,6 +169,62 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_delete(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "delete", help="commit the removal of KEY and print its verified receipt",
+        description="Commit a delete of KEY through consensus and print its verified receipt (as 'put' "
+                    "does). Exit status 1 when KEY was absent (with --json, 0: the receipt's "
+                    f"status says \"failed\"). {LIMITS}")
+    p.add_argument("dir", metavar="DIR", help="cluster directory")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("--json", action="store_true", help="print the receipt as JSON")
+    client_args(p)
+    p.set_defaults(func=cmd_delete)
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    r = _run_client(args, "delete", _key(args))
+    _print_receipt(args, r)
+    if not r.ok and not args.json:
+        sys.stderr.write(f"{PROG}: {args.key!r} was not set\n")
+        return 1
+    return 0
+
+
+def add_cas(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "cas", help="compare-and-set: set KEY to NEW if it holds OLD (or is absent)",
+        description="Commit a compare-and-set through consensus: KEY becomes NEW if its value is "
+                    "--expect OLD (UTF-8 text), or with --absent if KEY is not set; prints the verified "
+                    "receipt. Exit status 1 when it did not swap, and the current value is printed "
+                    "(with --json, 0: the receipt's status says \"failed\" and its value is the current "
+                    f"one). {VALUE_SOURCES.replace('VALUE', 'NEW')} {LIMITS.replace('VALUE', 'OLD and NEW')}")
+    p.add_argument("dir", metavar="DIR", help="cluster directory")
+    p.add_argument("key", metavar="KEY")
+    value_args(p, "NEW")
+    expect = p.add_mutually_exclusive_group(required=True)
+    expect.add_argument("--expect", metavar="OLD", help="swap only if KEY holds OLD")
+    expect.add_argument("--absent", action="store_true", help="swap only if KEY is not set")
+    p.add_argument("--json", action="store_true", help="print the receipt as JSON")
+    client_args(p)
+    p.set_defaults(func=cmd_cas)
+
+
+def cmd_cas(args: argparse.Namespace) -> int:
+    from ledger import state
+
+    key, new = _key(args), _value(args, "NEW")
+    expected = None if args.absent else os.fsencode(args.expect)
+    _check(state.op_cas(key, expected, new))
+    r = _run_client(args, "cas", key, expected, new)
+    _print_receipt(args, r)
+    if not r.ok and not args.json:
+        now = "is not set" if r.value is None else f"holds {r.value!r}"
+        sys.stderr.write(f"{PROG}: not swapped: {args.key!r} {now}\n")
+        return 1
+    return 0
+
+
 def add_status(sub: Subparsers) -> None:
     p = sub.add_parser(
         "status", help="ask every replica for its view, leader, height and head",
@@ -109,7 +238,7 @@ def add_status(sub: Subparsers) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from ledger.client import _resolve
-    from ledger.net.session import query_status
+    from ledger.net.session import no_replica_reachable, query_status
 
     cluster, cid, signer = _resolve(args.dir, args.client)
     st = run_async(query_status, cluster, cid, signer, args.timeout)
@@ -156,12 +285,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"! replicas {groups} hold different ledgers at height {h}: "
                       f"'{PROG} compare {cluster.directory}' finds where they first differ")
     if not reachable:
-        by_error: dict[str, list[str]] = {}
-        for s, r in zip(st, cluster.replicas):
-            by_error.setdefault(str(s.get("error")), []).append(f"{r.host}:{r.port}")
-        errors = "; ".join(f"{err} at {', '.join(addrs)}" for err, addrs in sorted(by_error.items()))
-        return fail(f"no replica of {cluster.directory} answered ({errors}); "
-                     f"start the cluster with '{PROG} up {cluster.directory}'", 1)
+        return fail(no_replica_reachable(cluster, [str(s.get("error")) for s in st]), 1)
     return 0
 
 

@@ -10,6 +10,13 @@ restarted client never reuses one. Two processes must not use one client key at 
 same time: the ledger executes a client's timestamps only within a window of 4096 below
 its highest, so the later-started process would make the other's stale.
 
+A request fails early, with the message ``bftledger status`` gives, when every replica's
+host refuses the connection ``REFUSALS_TO_FAIL`` times in a row (about 0.2 to 0.4 s of
+reconnection backoff): nothing listens, so waiting out the whole timeout would only
+hide that the cluster is not running. One replica that accepts a connection, or one
+dial that times out instead (a host that does not answer may yet), keeps the request
+waiting; so do replicas restarting while others are up.
+
 It lives in ``ledger.net`` with the channel and the transport it runs on (which the
 replicas' runtime, ``bft.runtime``, uses too) so that ``ledger.client`` builds the public
 API (receipts, put/get/...) on it without importing ``bft``.
@@ -39,6 +46,7 @@ log = logging.getLogger("ledger.net.session")
 MAX_IN_FLIGHT = 2048          # well inside the ledger's window of 4096 timestamps per client
 RETRANSMIT_FIRST = 1.0
 RETRANSMIT_MAX = 4.0
+REFUSALS_TO_FAIL = 4          # dials refused in a row by every replica: the cluster is not running
 
 
 class Unavailable(Exception):
@@ -60,7 +68,7 @@ class ClientSession:
         self.channels = channels_for(cluster, ROLE_CLIENT, client_id, signer)
         self.links = [Link(self.channels, r.id, r.host, r.port, self._on_frames, self.problems,
                            queue=SendQueue(f"replica {r.id}", max_bytes=64 * 1024 * 1024, max_frames=65536),
-                           on_down=self._on_link_down)
+                           on_down=self._on_link_down, on_refused=self._on_refused)
                       for r in cluster.replicas]
         self._waiting: dict[int, tuple[trio.Event, bytes]] = {}      # timestamp -> (answered, frame)
         self._ts = time.time_ns() // 1000
@@ -76,6 +84,16 @@ class ClientSession:
 
     def _reachable(self, replica: int) -> bool:
         return self.links[replica].connected
+
+    def refused_by_all(self) -> bool:
+        """Every replica's host refused our last ``REFUSALS_TO_FAIL`` dials: nothing runs there."""
+        return all(not link.connected and link.refusals >= REFUSALS_TO_FAIL for link in self.links)
+
+    def _on_refused(self, replica: int) -> None:
+        """Wake every waiting request once no replica is left to wait for (``submit`` decides)."""
+        if self.refused_by_all():
+            for done, _ in self._waiting.values():
+                done.set()
 
     # ------------------------------------------------------------------ input
     def _on_frames(self, conn: Connection, bodies: list[bytes]) -> bool:
@@ -144,15 +162,17 @@ class ClientSession:
             ts = self.next_timestamp()
             req = Request(self.id, ts, op).signed(self.signer)
             p = self.core.add(req)
-            done = trio.Event()
-            self._waiting[ts] = (done, frame(p.encoded))
+            fr = frame(p.encoded)
+            self._waiting[ts] = (trio.Event(), fr)
+            answered = False
             try:
                 with trio.fail_after(timeout) if timeout is not None else nullcontext():
                     while True:
+                        if self.refused_by_all():
+                            raise Unavailable(self.describe_unavailable(timeout))
                         self._transmit(p)
-                        with trio.move_on_after(self.core.retransmit_after(p)):
-                            await done.wait()
-                        if p.outcome is not None:
+                        if await self._wait_answer(p, ts, fr, self.core.retransmit_after(p)):
+                            answered = True
                             return p.outcome
             except trio.TooSlowError:
                 why = self.describe_unavailable(timeout)
@@ -163,17 +183,29 @@ class ClientSession:
             finally:
                 self.core.remove(ts)
                 del self._waiting[ts]
+                if not answered:
+                    for link in self.links:
+                        link.queue.discard(fr)
+
+    async def _wait_answer(self, p: Pending, ts: int, fr: bytes, wait: float) -> bool:
+        """Until ``p`` is answered (True), ``wait`` seconds pass (False, retransmit), or every
+        replica refuses connections (False; ``submit`` then fails at once)."""
+        deadline = trio.current_time() + wait
+        while True:
+            done = self._waiting[ts][0]
+            with trio.move_on_at(deadline):
+                await done.wait()
+            if p.outcome is not None:
+                return True
+            if not done.is_set() or self.refused_by_all():
+                return False
+            self._waiting[ts] = (trio.Event(), fr)      # woken by _on_refused, but a link came back
 
     def describe_unavailable(self, timeout: float | None) -> str:
         up = [link.replica for link in self.links if link.connected]
         need = self.core.need
         if not up:
-            by_error: dict[str, list[str]] = {}
-            for link in self.links:
-                by_error.setdefault(link.last_error or "not connected", []).append(f"{link.host}:{link.port}")
-            errors = "; ".join(f"{err} at {', '.join(addrs)}" for err, addrs in sorted(by_error.items()))
-            return (f"no replica of {self.cluster.directory} is reachable ({errors}); "
-                    f"start the cluster with 'bftledger up {self.cluster.directory}'")
+            return no_replica_reachable(self.cluster, [link.last_error or "not connected" for link in self.links])
         return (f"not committed within {timeout:g} s with {len(up)} of {len(self.links)} replicas reachable "
                 f"(replicas {', '.join(map(str, up))}); a commit needs {self.cluster.quorum} working replicas "
                 f"and {need} matching replies; check 'bftledger status {self.cluster.directory}'")
@@ -214,6 +246,18 @@ class ClientSession:
                 await trio.sleep(0.02)
             return True
         return False
+
+
+def no_replica_reachable(cluster: Cluster, errors: list[str]) -> str:
+    """The one message for a cluster none of whose replicas could be reached (``errors[i]``:
+    why not replica i), shared by ``bftledger status`` and a failed request so that both
+    say the same thing."""
+    by_error: dict[str, list[str]] = {}
+    for err, r in zip(errors, cluster.replicas):
+        by_error.setdefault(err, []).append(f"{r.host}:{r.port}")
+    listed = "; ".join(f"{err} at {', '.join(addrs)}" for err, addrs in sorted(by_error.items()))
+    return (f"no replica of {cluster.directory} is reachable ({listed}); "
+            f"start the cluster with 'bftledger up {cluster.directory}'")
 
 
 async def query_status(cluster: Cluster, client_id: int, signer: Signer, timeout: float = 2.0,
@@ -262,4 +306,5 @@ async def query_status(cluster: Cluster, client_id: int, signer: Signer, timeout
     return results
 
 
-__all__ = ["ClientSession", "Outcome", "Unavailable", "query_status", "CONNECT_TIMEOUT", "HANDSHAKE_TIMEOUT"]
+__all__ = ["ClientSession", "Outcome", "Unavailable", "query_status", "no_replica_reachable", "CONNECT_TIMEOUT",
+           "HANDSHAKE_TIMEOUT"]

@@ -128,6 +128,15 @@ class SendQueue:
         self.frames.clear()
         self.nbytes = 0
 
+    def discard(self, fr: bytes) -> None:
+        """Remove ``fr`` if it still waits here: a client that gave up on a request while the
+        link was down must not deliver it when the link comes back, long after it said it failed."""
+        try:
+            self.frames.remove(fr)
+        except ValueError:
+            return
+        self.nbytes -= len(fr)
+
     async def take(self) -> bytes:
         """Wait for frames, then remove and return as many as fit in one write, joined."""
         while not self.frames:
@@ -261,11 +270,17 @@ class Link:
     """An outgoing connection to one replica that keeps itself connected.
 
     Frames put into ``queue`` go out in order whenever the link is up; frames that
-    arrive on the link go to ``on_frames`` like those of any other connection."""
+    arrive on the link go to ``on_frames`` like those of any other connection.
+
+    ``refusals`` counts the consecutive dials that failed at once with an error from the
+    peer's host (nothing listens there: "connection refused"), as opposed to a timeout,
+    which says nothing; a client gives up early when every replica refuses like that
+    (``ledger.net.session``). ``on_refused`` is called after each such dial."""
 
     def __init__(self, channels: Channels, replica: int, host: str, port: int,
                  on_frames: FrameHandler, problems: Problems, *, max_frame: int = MAX_FRAME,
-                 queue: SendQueue | None = None, on_down: Callable[[int], None] | None = None) -> None:
+                 queue: SendQueue | None = None, on_down: Callable[[int], None] | None = None,
+                 on_refused: Callable[[int], None] | None = None) -> None:
         self.channels = channels
         self.replica = replica
         self.host = host
@@ -275,6 +290,8 @@ class Link:
         self.max_frame = max_frame
         self.queue = queue or SendQueue(f"replica {replica}")
         self.on_down = on_down
+        self.on_refused = on_refused
+        self.refusals = 0
         self.connected = False
         self.connects = 0
         self.last_error: str | None = None
@@ -315,9 +332,16 @@ class Link:
                 with trio.fail_after(CONNECT_TIMEOUT):
                     stream = await trio.open_tcp_stream(self.host, self.port)
                 fail_fast(stream)
+                self.refusals = 0
             except (OSError, trio.TooSlowError) as e:
                 self.last_error = _describe(e)
                 self._set_down(True)
+                if isinstance(e, OSError):
+                    self.refusals += 1
+                    if self.on_refused is not None:
+                        self.on_refused(self.replica)
+                else:
+                    self.refusals = 0
                 await self._backoff(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
