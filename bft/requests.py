@@ -14,7 +14,7 @@ from bft.rules import RequestRule
 from bft.wire import MAX_OP, Reply, Request
 from ledger.block import Block
 from ledger.chain import Chain, ClientRecord
-from ledger.state import BUSY, DUPLICATE, INVALID, encode_result
+from ledger.state import BUSY, DUPLICATE, INVALID, STALE_TEXT, encode_result
 
 Key = tuple[int, int]                    # (client, timestamp)
 
@@ -36,7 +36,7 @@ BLACKLIST_SECONDS = 10.0
 
 # The answer to a stale request: height 0 names no block, so a client that gets f+1 of
 # these knows the request was refused rather than lost.
-STALE_RESULT = msgpack.packb([INVALID, b"stale timestamp: below the client's window of executable requests"])
+STALE_RESULT = msgpack.packb([INVALID, STALE_TEXT])
 
 _DUPLICATE_PREFIX = msgpack.packb([DUPLICATE, None])[:2]
 _RESULT_OVERHEAD = 16

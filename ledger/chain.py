@@ -14,8 +14,8 @@ from ledger.block import GENESIS_HASH, Block
 from ledger.state import DUPLICATE, INVALID, KVStore, encode_result
 
 
-# A client may have this many requests in flight: timestamps more than WINDOW below
-# its highest executed one are refused as stale, those inside are remembered exactly.
+# Per client, the ledger remembers at least its WINDOW most recent executed requests (by
+# timestamp) exactly; a timestamp below all of those is refused as stale.
 WINDOW = 4096
 
 
@@ -29,29 +29,35 @@ class ClientRecord:
 
 
 class ClientState:
-    """Per client: the highest executed timestamp and the executed ones inside the window.
+    """Per client: its recent executed requests, and the floor below which it may not go.
 
     PBFT's single "last timestamp" forbids a client from having two requests in flight,
     but one client object here carries many concurrent requests that the primary may
     order either way; the window keeps exactly-once without that restriction.
+
+    The window counts executed requests, not timestamps: a request at or above ``floor``
+    executed if and only if it is in ``recent``. So a request that timed out can be sent
+    again, the very same signed bytes, and it either gets its cached reply or executes
+    now, however far the client's clock moved meanwhile (``ledger.client.Client.outcome``);
+    only after WINDOW later requests of the client executed is it stale, and then it can
+    never execute.
     """
 
-    __slots__ = ("max_ts", "recent")
+    __slots__ = ("floor", "recent")
 
     def __init__(self) -> None:
-        self.max_ts = -1
+        self.floor = -1
         self.recent: dict[int, ClientRecord] = {}
 
     def is_stale(self, timestamp: int) -> bool:
-        return timestamp <= self.max_ts - WINDOW
+        return timestamp < self.floor
 
     def record(self, rec: ClientRecord) -> None:
         self.recent[rec.timestamp] = rec
-        if rec.timestamp > self.max_ts:
-            self.max_ts = rec.timestamp
-            if len(self.recent) > 2 * WINDOW:
-                floor = self.max_ts - WINDOW
-                self.recent = {t: r for t, r in self.recent.items() if t > floor}
+        if len(self.recent) > 2 * WINDOW:
+            kept = sorted(self.recent)[-WINDOW:]
+            self.floor = kept[0]
+            self.recent = {t: self.recent[t] for t in kept}
 
 
 class ReplayError(Exception):

@@ -56,10 +56,11 @@ from ledger.cluster import Cluster, ClusterError, load
 from ledger.net.session import ClientSession, query_status
 from ledger.net.session import Unavailable as _SessionUnavailable
 from ledger.receipt import Receipt, ReceiptError
-from ledger.wire import MAX_OP
+from ledger.wire import MAX_OP, DecodeError, Request, decode
 
 MAX_KEY = state.MAX_KEY           # bytes of UTF-8 in a key (1 KiB)
 RECEIPT_FETCH_TIMEOUT = 2.0
+UNCERTAIN_KEPT = 4096             # requests outcome(request_id) can name, per client object
 BLOCK_CACHE = 256
 
 
@@ -71,8 +72,29 @@ class Unavailable(LedgerError):
     """Nothing was committed in time: too few replicas reachable or working (the message says which)."""
 
 
+class Uncertain(Unavailable):
+    """A write was sent but not confirmed in time: it may still commit (or have committed).
+
+    ``request_id`` ("CLIENT-TIMESTAMP") names it to ``Client.outcome``, which sends the very
+    same signed request again and returns its receipt; the ledger executes a request once,
+    so asking never writes twice. ``request`` holds the signed request's bytes: keep them
+    (the CLI writes them to DIR/pending/) to ask from another process."""
+
+    def __init__(self, message: str, request: Request, advice: str = "outcome() tells what became of it") -> None:
+        self.reason = message
+        self.request_id = request_id(request)
+        self.request = request.encode()
+        super().__init__(f"{message}; the request may still commit: it is {self.request_id}, and {advice}")
+
+
 class Refused(LedgerError):
     """The replicas refused the request without executing it (e.g. a stale timestamp)."""
+
+
+class Forgotten(LedgerError):
+    """``outcome`` of a request below the client's window: the replicas no longer remember
+    whether it executed (they keep each client's last 4,096 executed requests), and it can
+    no longer execute. Whether it did is in the ledger's history, not in its client table."""
 
 
 class ReceiptUnavailable(LedgerError):
@@ -93,6 +115,10 @@ def check_operation(op: bytes) -> bytes:
                        f"(64 KiB) per operation; a put whose key and value total {MAX_OP - 11:,} bytes or less "
                        "always fits")
     return op
+
+
+def request_id(req: Request) -> str:
+    return f"{req.client}-{req.timestamp}"
 
 
 def _value_bytes(value: bytes | str) -> bytes:
@@ -125,6 +151,7 @@ class Client:
         self._attested: OrderedDict[int, list[tuple[int, bytes]]] = OrderedDict()
         self._attesting: dict[int, trio.Event] = {}
         self._fetching: dict[int, trio.Event] = {}
+        self._uncertain: OrderedDict[str, Request] = OrderedDict()     # for outcome(request_id)
 
     # ------------------------------------------------------------------ operations
     async def put(self, key: str, value: bytes | str) -> Receipt:
@@ -140,6 +167,30 @@ class Client:
         exp = None if expected is None else _value_bytes(expected)
         return await self._write(state.op_cas(_check_key(key), exp, _value_bytes(new)))
 
+    async def transact(self, puts: dict[str, bytes | str] | None = None, deletes: list[str] | None = None,
+                       require: dict[str, bytes | str | None] | None = None) -> Receipt:
+        """One atomic transaction over several keys: every put and delete applies if every
+        requirement holds (``require[key]`` is its expected value, None: the key is absent),
+        else none does. ``receipt.ok`` tells which; ``receipt.failed`` maps each unmet
+        requirement's key to its current value. One transaction in the ledger, one receipt."""
+        puts_b = {_check_key(k): _value_bytes(v) for k, v in (puts or {}).items()}
+        dels = [_check_key(k) for k in (deletes or [])]
+        req = {_check_key(k): None if v is None else _value_bytes(v) for k, v in (require or {}).items()}
+        why = state.txn_error(puts_b, dels, req)
+        if why is not None:
+            raise ValueError(why)
+        return await self._write(state.op_txn(puts_b, dels, req))
+
+    async def outcome(self, request: str | bytes | Uncertain) -> Receipt:
+        """What became of a write that raised ``Uncertain``: its receipt, whether it committed
+        before or commits now (the same signed request is sent again; the ledger executes it
+        at most once). ``request`` is the ``Uncertain`` itself, its ``request_id`` (this client
+        object must have raised it), or its ``request`` bytes (from any process with this
+        client's key). Raises ``Uncertain`` again if it is still not confirmed, ``Refused``
+        if the replicas refuse it, ``Forgotten`` if it is too old for them to tell."""
+        req = self._request_of(request)
+        return await self._receipt(await self._send(req, write=True, asking=True))
+
     async def get(self, key: str) -> bytes | None:
         """The committed value (a linearizable read: it is ordered like a write), or None."""
         out = await self._submit(state.op_get(_check_key(key)))
@@ -154,20 +205,57 @@ class Client:
                                   channels=self._session.channels)
 
     # ------------------------------------------------------------------ internals
-    async def _submit(self, op: bytes) -> Outcome:
+    async def _submit(self, op: bytes, write: bool = False) -> Outcome:
         check_operation(op)
+        return await self._send(self._session.sign(op), write)
+
+    async def _send(self, req: Request, write: bool, asking: bool = False) -> Outcome:
         try:
-            out = await self._session.submit(op, self.timeout)
+            out = await self._session.submit_request(req, self.timeout)
         except _SessionUnavailable as e:
+            if write and (e.sent or asking):
+                rid = request_id(req)
+                self._uncertain[rid] = req
+                while len(self._uncertain) > UNCERTAIN_KEPT:
+                    self._uncertain.popitem(last=False)
+                raise Uncertain(str(e), req) from None
             raise Unavailable(str(e)) from None
         if out.height == 0:                       # no block: f+1 replicas (the leader in paxos) refused it
             _status, why = _decode(out.result)
-            raise Refused(f"the replicas refused the request: {(why or b'').decode(errors='replace')}; "
+            text = (why or b"").decode(errors="replace")
+            if asking and why == state.STALE_TEXT:
+                raise Forgotten(f"request {request_id(req)} is older than the last 4,096 executed requests of "
+                                f"client {req.client}, which is all the replicas remember: it cannot execute now, "
+                                "and whether it did earlier is in the ledger's history") from None
+            raise Refused(f"the replicas refused the request: {text}; "
                           "is another process using the same client key? give each its own (init --clients N)")
+        self._uncertain.pop(request_id(req), None)
         return out
 
+    def _request_of(self, request: str | bytes | Uncertain) -> Request:
+        if isinstance(request, Uncertain):
+            request = request.request
+        if isinstance(request, str):
+            req = self._uncertain.get(request)
+            if req is None:
+                raise LedgerError(f"this client holds no uncertain request {request!r}; pass the request's bytes "
+                                  "(Uncertain.request) to ask from another client object")
+            return req
+        if not isinstance(request, (bytes, bytearray)):
+            raise TypeError(f"outcome() takes an Uncertain, a request id or request bytes, not "
+                            f"{type(request).__name__}")
+        try:
+            req = decode(bytes(request))
+        except DecodeError as e:
+            raise ValueError(f"not a signed request: {e}") from None
+        if type(req) is not Request:
+            raise ValueError(f"not a signed request but a {req.NAME}")
+        if req.client != self.id:
+            raise ValueError(f"the request is client {req.client}'s; this client is {self.id}")
+        return req
+
     async def _write(self, op: bytes) -> Receipt:
-        out = await self._submit(op)
+        out = await self._submit(op, write=True)
         return await self._receipt(out)
 
     async def _receipt(self, out: Outcome) -> Receipt:
@@ -371,5 +459,5 @@ def connect(cluster_dir: str | os.PathLike[str], client: int | None = None, *,
 
 
 __all__ = ["connect", "Client", "SyncClient", "AsyncioClient", "InsideEventLoop", "Receipt", "ReceiptError",
-           "LedgerError", "Unavailable", "Refused", "ReceiptUnavailable", "TooLarge", "MAX_KEY", "MAX_OP",
+           "LedgerError", "Unavailable", "Uncertain", "Refused", "Forgotten", "ReceiptUnavailable", "TooLarge", "MAX_KEY", "MAX_OP",
            "check_operation", "running_async_library"]

@@ -269,6 +269,12 @@ class SyncClient:
     def status(self, timeout: float = 2.0) -> list[dict]:
         return self._call("status", timeout)
 
+    def transact(self, puts: dict | None = None, deletes: list | None = None, require: dict | None = None) -> Receipt:
+        return self._call("transact", puts, deletes, require)
+
+    def outcome(self, request: Any) -> Receipt:
+        return self._call("outcome", request)
+
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if _coroutine_method(name):
             return functools.partial(self._call, name)
@@ -336,6 +342,13 @@ class AsyncioClient:
 
     async def cas(self, key: str, expected: bytes | str | None, new: bytes | str) -> Receipt:
         return await self._call("cas", key, expected, new)
+
+    async def transact(self, puts: dict | None = None, deletes: list | None = None,
+                       require: dict | None = None) -> Receipt:
+        return await self._call("transact", puts, deletes, require)
+
+    async def outcome(self, request: Any) -> Receipt:
+        return await self._call("outcome", request)
 
     async def status(self, timeout: float = 2.0) -> list[dict]:
         return await self._call("status", timeout)

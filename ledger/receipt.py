@@ -28,7 +28,7 @@ from ledger import tx as txmod
 from ledger.block import BLOCK_TAG, BLOCK_VERSION, Block
 from ledger.certificate import attestation_error, attesters, certificate_error, commit_signers
 from ledger.cluster import MODES, Cluster, load
-from ledger.state import OK, STATUS_NAMES, decode_result, describe_op
+from ledger.state import FAILED, OK, STATUS_NAMES, decode_failed, decode_result, describe_op, operation_of
 
 RECEIPT_VERSION = 3
 
@@ -122,6 +122,32 @@ class Receipt:
     def describe(self) -> str:
         t = txmod.parse(self.tx)
         return "invalid transaction" if t is None else describe_op(t.op)
+
+    @property
+    def operation(self) -> dict | None:
+        """What the receipt proves was asked: ``{"kind": "put", "key", "value"}``, ``"get"``,
+        ``"delete"``, ``"cas"`` (with ``"expected"``), or ``"transact"`` with ``"puts"``,
+        ``"deletes"`` and ``"require"``; None for a malformed transaction. Read from the
+        client's signed request, which the receipt's proofs cover."""
+        t = txmod.parse(self.tx)
+        return None if t is None else operation_of(t.op)
+
+    @property
+    def failed(self) -> dict[str, bytes | None]:
+        """The unmet requirements of a transaction or cas that did not apply: key -> its value
+        when it was checked (None: absent); {} when the operation applied."""
+        status, value = self._result()
+        if status != FAILED:
+            return {}
+        op = self.operation or {}
+        if op.get("kind") == "transact":
+            try:
+                return decode_failed(value)
+            except Exception:
+                return {}
+        if op.get("kind") == "cas":
+            return {op["key"]: value}
+        return {}
 
     # ------------------------------------------------------------------ checking
     def verify(self, cluster_dir: "str | os.PathLike[str] | Cluster", *,

@@ -1,7 +1,14 @@
-"""The replicated application: a key-value map with put, get, delete and compare-and-set.
+"""The replicated application: a key-value map with put, get, delete, compare-and-set and
+atomic multi-key transactions.
 
 Operations and results are msgpack arrays so that every replica computes byte-identical
-results. Reads go through consensus too (linearizable), so ``get`` is an operation.
+results. An ordered read (linearizable) goes through consensus too, so ``get`` is an operation.
+
+A transaction (``op_txn``) applies puts and deletes over several keys if and only if every
+requirement holds (a key has an expected value, or is absent): all of it, or none of it,
+in one step of the state machine, so no crash or concurrent writer can come between its
+parts. When a requirement fails, the result lists the unmet requirements with their
+current values.
 The state digest is an additive multiset hash (sum of H(key, value) mod 2^256): it is
 kept up to date in O(1) per write, so a checkpoint never walks the whole map.
 """
@@ -13,6 +20,7 @@ from typing import Any
 import msgpack
 
 MAX_KEY = 1024
+MAX_TXN_ENTRIES = 1000          # puts + deletes + requirements of one transaction (the 64 KiB operation bounds it too)
 
 # result status codes
 OK = 0
@@ -20,6 +28,9 @@ FAILED = 1      # compare-and-set whose expectation did not hold
 INVALID = 2     # malformed operation (deterministically rejected)
 DUPLICATE = 3   # a retransmitted request already executed: not applied again
 BUSY = 4        # not a result of execution: a replica refused to hold the request (never in a block)
+
+# what replicas answer (at height 0) to a request below its client's window (ledger.chain.ClientState)
+STALE_TEXT = b"stale timestamp: below the client's window of executable requests"
 
 STATUS_NAMES = {OK: "ok", FAILED: "failed", INVALID: "invalid", DUPLICATE: "duplicate", BUSY: "busy"}
 
@@ -40,6 +51,34 @@ def op_cas(key: str, expected: bytes | None, new: bytes) -> bytes:
     return msgpack.packb(["cas", key, expected, new], use_bin_type=True)
 
 
+def op_txn(puts: dict[str, bytes], deletes: list[str], require: dict[str, bytes | None]) -> bytes:
+    """Keys sorted: one transaction has one encoding, whatever order the caller built it in."""
+    return msgpack.packb(["txn", sorted(puts.items()), sorted(deletes), sorted(require.items())],
+                         use_bin_type=True)
+
+
+def txn_error(puts: dict, deletes: list, require: dict) -> str | None:
+    """Why a transaction is malformed (the replicas would answer INVALID), or None; clients
+    check before they send."""
+    n = len(puts) + len(deletes) + len(require)
+    if n == 0:
+        return "a transaction needs at least one put, delete or requirement"
+    if n > MAX_TXN_ENTRIES:
+        return f"a transaction has at most {MAX_TXN_ENTRIES} puts, deletes and requirements in all, not {n}"
+    both = set(puts) & set(deletes)
+    if both:
+        return f"key {sorted(both)[0]!r} is both put and deleted"
+    if len(set(deletes)) != len(deletes):
+        return "a key is deleted twice"
+    return None
+
+
+def decode_failed(value: bytes | None) -> dict[str, bytes | None]:
+    """The unmet requirements of a failed transaction: key -> its current value (None: absent)."""
+    pairs = msgpack.unpackb(value or b"\x90", raw=False)
+    return {k: v for k, v in pairs}
+
+
 def encode_result(status: int, value: bytes | None = None) -> bytes:
     return msgpack.packb([status, value], use_bin_type=True)
 
@@ -56,8 +95,61 @@ def describe_op(op: bytes) -> str:
     parsed = _parse(op)
     if parsed is None:
         return "invalid operation"
+    if parsed[0] == "txn":
+        _, puts, deletes, require = parsed
+        parts = [f"{word} {', '.join(repr(k) for k in keys)}" for word, keys in
+                 (("put", [k for k, _ in puts]), ("delete", deletes), ("require", [k for k, _ in require])) if keys]
+        return "transact: " + "; ".join(parts)
     name, key, *rest = parsed
     return f"{name} {key!r}"
+
+
+def operation_of(op: bytes) -> dict | None:
+    """What an operation does, as plain data (for receipts): kind and keys and values, or None
+    if it is malformed."""
+    v = _parse(op)
+    if v is None:
+        return None
+    kind = v[0]
+    if kind == "put":
+        return {"kind": "put", "key": v[1], "value": v[2]}
+    if kind == "get":
+        return {"kind": "get", "key": v[1]}
+    if kind == "del":
+        return {"kind": "delete", "key": v[1]}
+    if kind == "cas":
+        return {"kind": "cas", "key": v[1], "expected": v[2], "value": v[3]}
+    return {"kind": "transact", "puts": dict(v[1]), "deletes": list(v[2]), "require": dict(v[3])}
+
+
+def _key_ok(k: object) -> bool:
+    return type(k) is str and len(k.encode()) <= MAX_KEY
+
+
+def _pairs_ok(pairs: object, values_may_be_none: bool) -> bool:
+    if type(pairs) is not list:
+        return False
+    last = None
+    for p in pairs:
+        if type(p) is not list or len(p) != 2 or not _key_ok(p[0]):
+            return False
+        if not (type(p[1]) is bytes or (values_may_be_none and p[1] is None)):
+            return False
+        if last is not None and p[0] <= last:
+            return False                        # sorted, no key twice (op_txn's one encoding)
+        last = p[0]
+    return True
+
+
+def _txn_ok(v: list) -> bool:
+    if len(v) != 4 or not _pairs_ok(v[1], False) or not _pairs_ok(v[3], True) or type(v[2]) is not list:
+        return False
+    deletes = v[2]
+    if not all(_key_ok(k) for k in deletes) or deletes != sorted(set(deletes)):
+        return False
+    puts = {k for k, _ in v[1]}
+    n = len(v[1]) + len(deletes) + len(v[3])
+    return 0 < n <= MAX_TXN_ENTRIES and not puts.intersection(deletes)
 
 
 def _parse(op: bytes) -> list[Any] | None:
@@ -67,6 +159,8 @@ def _parse(op: bytes) -> list[Any] | None:
         return None
     if type(v) is not list or not v or type(v[0]) is not str:
         return None
+    if v[0] == "txn":
+        return v if _txn_ok(v) else None
     if len(v) < 2 or type(v[1]) is not str or len(v[1].encode()) > MAX_KEY:
         return None
     kind = v[0]
@@ -116,6 +210,8 @@ class KVStore:
         if v is None:
             return encode_result(INVALID, b"malformed operation")
         kind, key = v[0], v[1]
+        if kind == "txn":
+            return self._transact(v[1], v[2], v[3])
         if kind == "put":
             self._set(key, v[2])
             return encode_result(OK)
@@ -130,6 +226,17 @@ class KVStore:
         if current != v[2]:
             return encode_result(FAILED, current)
         self._set(key, v[3])
+        return encode_result(OK)
+
+    def _transact(self, puts: list, deletes: list, require: list) -> bytes:
+        data = self._data
+        unmet = [[k, data.get(k)] for k, expected in require if data.get(k) != expected]
+        if unmet:
+            return encode_result(FAILED, msgpack.packb(unmet, use_bin_type=True))
+        for k, value in puts:
+            self._set(k, value)
+        for k in deletes:
+            self._set(k, None)
         return encode_result(OK)
 
     def digest(self) -> bytes:

@@ -16,7 +16,8 @@ import sys
 from typing import Callable, Sequence
 
 from bft.app.args import PROG, Parser, Subparsers, UsageError, fail
-from bft.app.cmd_client import add_audit, add_cas, add_delete, add_get, add_put, add_status, add_verify_receipt
+from bft.app.cmd_client import (add_audit, add_cas, add_delete, add_get, add_outcome, add_put, add_status, add_transact,
+                                add_verify_receipt)
 from bft.app.cmd_cluster import add_demo, add_init, add_replica, add_up
 from bft.app.cmd_compare import add_compare
 from bft.app.cmd_lab import add_attacks, add_lab
@@ -37,14 +38,15 @@ EXAMPLES = f"""examples:
   {PROG} audit ./mycluster --id 0            # verify replica 0's ledger offline
   {PROG} compare ./mycluster                 # do the replicas hold the same ledger? where not?
   {PROG} put ./mycluster bob 5 --json > r.json && {PROG} verify-receipt r.json --cluster ./mycluster
+  {PROG} transact ./mycluster --put a=90 --put b=60 --require a=100   # atomic, over several keys
   {PROG} attacks                             # what the lab can attack, and the rules that stop it
   {PROG} lab equivocate --mode paxos         # one attack in the simulator: what held, what broke
 
 '{PROG} COMMAND --help' describes each command."""
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
-    add_init, add_up, add_replica, add_put, add_get, add_delete, add_cas, add_status, add_audit, add_verify_receipt,
-    add_demo, add_compare, add_attacks, add_lab]
+    add_init, add_up, add_replica, add_put, add_get, add_delete, add_cas, add_transact, add_outcome, add_status,
+    add_audit, add_verify_receipt, add_demo, add_compare, add_attacks, add_lab]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from bft.app.clusterinit import InitError
         from bft.runtime.factory import PaxosUnavailable
-        from ledger.client import LedgerError
+        from ledger.client import LedgerError, Uncertain
         from ledger.receipt import ReceiptError
     except KeyboardInterrupt:                    # Ctrl-C while the modules load
         return 130
@@ -87,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except UsageError as e:
         return fail(f"{e}", 2)
+    except Uncertain as e:                        # sent, not confirmed: it may still commit (exit 3)
+        return fail(str(e), 3)
     except (ClusterError, KeyFileError, StoreError, InitError, LedgerError, ReceiptError) as e:
         return fail(str(e), 1)
     except PaxosUnavailable as e:

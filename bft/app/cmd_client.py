@@ -85,15 +85,60 @@ def _check(op: bytes) -> None:
         raise UsageError(str(e)) from None
 
 
+UNCERTAIN_HELP = ("Exit status 3 when the request was sent but not confirmed in time: it may still commit. "
+                  "The signed request is then kept in DIR/pending/ and its id printed; "
+                  f"'{PROG} outcome DIR ID' tells what became of it (it never writes twice).")
+
+
+def pending_path(cluster_dir: str, rid: str) -> Path:
+    return Path(cluster_dir) / "pending" / f"{rid}.req"
+
+
 def _run_client(args: argparse.Namespace, method: str, *call_args):
-    """One call of ``ledger.client.Client`` on a fresh connection."""
+    """One call of ``ledger.client.Client`` on a fresh connection. A write that raises
+    ``Uncertain`` leaves its signed request in DIR/pending/ for ``bftledger outcome``."""
     import ledger.client
 
     async def go():
         async with ledger.client.connect(args.dir, args.client, timeout=args.timeout) as c:
             return await getattr(c, method)(*call_args)
 
-    return run_async(go)
+    try:
+        return run_async(go)
+    except ledger.client.Uncertain as e:
+        path = pending_path(args.dir, e.request_id)
+        try:
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(e.request)
+            os.replace(tmp, path)
+            advice = f"'{PROG} outcome {args.dir} {e.request_id}' tells what became of it (kept in {path})"
+        except OSError as err:
+            advice = f"it could not be kept in {path} ({err.strerror})"
+        raise ledger.client.Uncertain(e.reason, ledger.client.decode(e.request), advice) from None
+
+
+def _show(v: bytes | None) -> str:
+    if v is None:
+        return "(absent)"
+    text = repr(v)
+    return text if len(text) <= 60 else f"{text[:48]}... ({len(v):,} bytes)"
+
+
+def operation_lines(op: dict | None) -> list[str]:
+    """What a receipt proves was asked, one line per part (verify-receipt and the writes)."""
+    if op is None:
+        return ["  operation: malformed"]
+    kind = op["kind"]
+    if kind == "put":
+        return [f"  operation: put {op['key']!r} = {_show(op['value'])}"]
+    if kind == "cas":
+        return [f"  operation: cas {op['key']!r}: {_show(op['expected'])} -> {_show(op['value'])}"]
+    if kind != "transact":
+        return [f"  operation: {kind} {op['key']!r}"]
+    return (["  operation: transact"] + [f"    put {k!r} = {_show(v)}" for k, v in op["puts"].items()]
+            + [f"    delete {k!r}" for k in op["deletes"]]
+            + [f"    require {k!r} = {_show(v)}" for k, v in op["require"].items()])
 
 
 def _print_receipt(args: argparse.Namespace, r) -> None:
@@ -107,6 +152,7 @@ def _print_receipt(args: argparse.Namespace, r) -> None:
     proto = protocol(r.mode)
     outcome = "" if r.ok else f"; outcome {r.status}"       # a delete of nothing, a cas that did not swap
     print(f"committed: {r.describe()} at height {r.height}, index {r.index} ({proto.round_word} {r.view}){outcome}")
+    print("\n".join(operation_lines(r.operation)))
     print(f"  block {v.block_hash.hex()}")
     print(f"  certificate: {proto.certificate_word} "
           f"{', '.join(map(str, v.signers))}; block hash signed by replicas {', '.join(map(str, v.attesters))}; "
@@ -119,7 +165,7 @@ def add_put(sub: Subparsers) -> None:
         "put", help="commit KEY=VALUE and print its verified receipt",
         description="Commit a put of VALUE under KEY through consensus, then fetch and verify its receipt "
                     "with the cluster's public keys. --json prints the receipt itself, which "
-                    f"'bftledger verify-receipt' checks later. {VALUE_SOURCES} {LIMITS}")
+                    f"'bftledger verify-receipt' checks later. {VALUE_SOURCES} {UNCERTAIN_HELP} {LIMITS}")
     p.add_argument("dir", metavar="DIR", help="cluster directory")
     p.add_argument("key", metavar="KEY")
     value_args(p, "VALUE")
@@ -174,7 +220,7 @@ def add_delete(sub: Subparsers) -> None:
         "delete", help="commit the removal of KEY and print its verified receipt",
         description="Commit a delete of KEY through consensus and print its verified receipt (as 'put' "
                     "does). Exit status 1 when KEY was absent (with --json, 0: the receipt's "
-                    f"status says \"failed\"). {LIMITS}")
+                    f"status says \"failed\"). {UNCERTAIN_HELP} {LIMITS}")
     p.add_argument("dir", metavar="DIR", help="cluster directory")
     p.add_argument("key", metavar="KEY")
     p.add_argument("--json", action="store_true", help="print the receipt as JSON")
@@ -198,7 +244,7 @@ def add_cas(sub: Subparsers) -> None:
                     "--expect OLD (UTF-8 text), or with --absent if KEY is not set; prints the verified "
                     "receipt. Exit status 1 when it did not swap, and the current value is printed "
                     "(with --json, 0: the receipt's status says \"failed\" and its value is the current "
-                    f"one). {VALUE_SOURCES.replace('VALUE', 'NEW')} {LIMITS.replace('VALUE', 'OLD and NEW')}")
+                    f"one). {VALUE_SOURCES.replace('VALUE', 'NEW')} {UNCERTAIN_HELP} {LIMITS.replace('VALUE', 'OLD and NEW')}")
     p.add_argument("dir", metavar="DIR", help="cluster directory")
     p.add_argument("key", metavar="KEY")
     value_args(p, "NEW")
@@ -222,6 +268,101 @@ def cmd_cas(args: argparse.Namespace) -> int:
         now = "is not set" if r.value is None else f"holds {r.value!r}"
         sys.stderr.write(f"{PROG}: not swapped: {args.key!r} {now}\n")
         return 1
+    return 0
+
+
+def _assignments(items: list[str], flag: str) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise UsageError(f"{flag} takes KEY=VALUE, got {item!r}")
+        if key in out:
+            raise UsageError(f"{flag} names {key!r} twice")
+        out[key] = os.fsencode(value)
+    return out
+
+
+def add_transact(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "transact", help="commit puts and deletes over several keys atomically, if requirements hold",
+        description="Commit one atomic transaction: every --put and --delete applies if every --require "
+                    "(KEY holds VALUE) and --require-absent (KEY is not set) holds when it executes, else "
+                    "none does. One transaction in the ledger, one verified receipt. Exit status 1 when a "
+                    "requirement failed (the unmet ones are printed with their current values; with --json, "
+                    f"0: the receipt says so). Values are UTF-8 text as given. {UNCERTAIN_HELP} {LIMITS}",
+        epilog=f"example: {PROG} transact DIR --put alice=90 --put bob=60 --require alice=100 --require bob=50")
+    p.add_argument("dir", metavar="DIR", help="cluster directory")
+    p.add_argument("--put", action="append", default=[], metavar="KEY=VALUE", help="set KEY to VALUE")
+    p.add_argument("--delete", action="append", default=[], metavar="KEY", help="remove KEY")
+    p.add_argument("--require", action="append", default=[], metavar="KEY=VALUE",
+                   help="apply only if KEY holds VALUE")
+    p.add_argument("--require-absent", action="append", default=[], metavar="KEY",
+                   help="apply only if KEY is not set")
+    p.add_argument("--json", action="store_true", help="print the receipt as JSON")
+    client_args(p)
+    p.set_defaults(func=cmd_transact)
+
+
+def cmd_transact(args: argparse.Namespace) -> int:
+    from ledger import state
+    from ledger.client import TooLarge, _check_key
+
+    puts = _assignments(args.put, "--put")
+    require: dict[str, bytes | None] = dict(_assignments(args.require, "--require"))
+    for k in args.require_absent:
+        if k in require:
+            raise UsageError(f"{k!r} is both --require'd and --require-absent")
+        require[k] = None
+    try:
+        for k in [*puts, *args.delete, *require]:
+            _check_key(k)
+    except TooLarge as e:
+        raise UsageError(str(e)) from None
+    why = state.txn_error(puts, args.delete, require)
+    if why is not None:
+        raise UsageError(why)
+    _check(state.op_txn(puts, args.delete, require))
+    r = _run_client(args, "transact", puts, args.delete, require)
+    _print_receipt(args, r)
+    if not r.ok and not args.json:
+        for k, v in r.failed.items():
+            now = "is not set" if v is None else f"holds {v!r}"
+            sys.stderr.write(f"{PROG}: not applied: {k!r} {now}\n")
+        return 1
+    return 0
+
+
+def add_outcome(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "outcome", help="what became of a write that timed out: its receipt, committed then or now",
+        description="Send again the very request a put, cas, delete or transact left in DIR/pending/ when "
+                    "it was not confirmed in time, and print its verified receipt: the ledger executes a "
+                    "request once, so this tells whether it committed (and where) or makes it commit now, "
+                    "never twice. The kept request is removed once its receipt is in hand. Exit status 3 "
+                    "if it is still not confirmed, 1 if the replicas refuse it or no longer remember it.")
+    p.add_argument("dir", metavar="DIR", help="cluster directory")
+    p.add_argument("request_id", metavar="REQUEST_ID", help="the id the timed-out command printed (CLIENT-TIMESTAMP)")
+    p.add_argument("--json", action="store_true", help="print the receipt as JSON")
+    p.add_argument("--timeout", type=float, default=15.0, metavar="S",
+                   help="give up after S seconds without an answer (default: 15)")
+    p.set_defaults(func=cmd_outcome)
+
+
+def cmd_outcome(args: argparse.Namespace) -> int:
+    client, dash, ts = args.request_id.partition("-")
+    if not (dash and client.isdigit() and ts.isdigit()):
+        raise UsageError(f"REQUEST_ID is CLIENT-TIMESTAMP (like 0-1764662400000001), not {args.request_id!r}")
+    path = pending_path(args.dir, args.request_id)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"no kept request {args.request_id} in {path.parent}: only a write that timed out on "
+                         "this machine keeps one") from None
+    args.client = int(client)
+    r = _run_client(args, "outcome", raw)
+    _print_receipt(args, r)
+    path.unlink(missing_ok=True)
     return 0
 
 
@@ -318,6 +459,9 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
         return 1
     print(f"OK: {r.describe()} by client {r.client} is in block {r.height} at index {r.index}; "
           f"outcome {r.status}")
+    print("\n".join(operation_lines(r.operation)))
+    if r.failed:
+        print("  unmet: " + ", ".join(f"{k!r} {_show(v)}" for k, v in r.failed.items()))
     print(f"  block {v.block_hash.hex()}")
     print(f"  order certified by replicas {', '.join(map(str, v.signers))}, result (block hash) attested by "
           f"replicas {', '.join(map(str, v.attesters))} ({r.mode})")

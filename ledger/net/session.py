@@ -50,7 +50,12 @@ REFUSALS_TO_FAIL = 4          # dials refused in a row by every replica: the clu
 
 
 class Unavailable(Exception):
-    """No answer in time; the message says what was reachable."""
+    """No answer in time; the message says what was reachable. ``sent``: whether the request
+    may have reached a replica (then it may still commit)."""
+
+    def __init__(self, message: str, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class ClientSession:
@@ -140,10 +145,10 @@ class ClientSession:
 
     # ------------------------------------------------------------------ requests
     def next_timestamp(self) -> int:
-        # +1 per request, never the clock again: the ledger remembers a window of 4096 timestamps
-        # below a client's highest executed one, so the requests in flight must stay consecutive
-        # (MAX_IN_FLIGHT of them at most). The time-based start keeps a restarted client above
-        # every timestamp its predecessor used (it issued far fewer than one per microsecond).
+        # +1 per request, never the clock again. The time-based start keeps a restarted client
+        # above every timestamp its predecessor used (it issued far fewer than one per
+        # microsecond). The ledger remembers the client's last 4096 executed requests exactly
+        # (ledger.chain.ClientState), well above MAX_IN_FLIGHT.
         self._ts += 1
         return self._ts
 
@@ -156,20 +161,34 @@ class ClientSession:
         else:
             self.links[target].send(fr)
 
+    def sign(self, op: bytes) -> Request:
+        """A new request of this client: the next timestamp, signed."""
+        return Request(self.id, self.next_timestamp(), op).signed(self.signer)
+
     async def submit(self, op: bytes, timeout: float | None = None) -> Outcome:
         """Sign and send one operation; returns once it is committed, retransmitting as needed."""
+        return await self.submit_request(self.sign(op), timeout)
+
+    async def submit_request(self, req: Request, timeout: float | None = None) -> Outcome:
+        """Send one signed request of this client (a new one, or one sent before: the ledger
+        executes a request once and answers a copy with its cached reply)."""
+        if req.client != self.id:
+            raise ValueError(f"request of client {req.client} given to client {self.id}'s session")
         async with self._slots:
-            ts = self.next_timestamp()
-            req = Request(self.id, ts, op).signed(self.signer)
+            ts = req.timestamp
+            if ts in self._waiting:
+                raise ValueError(f"request {self.id}-{ts} is already in flight on this client")
             p = self.core.add(req)
             fr = frame(p.encoded)
             self._waiting[ts] = (trio.Event(), fr)
             answered = False
+            sent = False
             try:
                 with trio.fail_after(timeout) if timeout is not None else nullcontext():
                     while True:
                         if self.refused_by_all():
-                            raise Unavailable(self.describe_unavailable(timeout))
+                            raise Unavailable(self.describe_unavailable(timeout), sent)
+                        sent = sent or any(link.connected for link in self.links)
                         self._transmit(p)
                         if await self._wait_answer(p, ts, fr, self.core.retransmit_after(p)):
                             answered = True
@@ -179,7 +198,7 @@ class ClientSession:
                 if p.busy:
                     why = (f"the replicas answered BUSY {p.busy} times (they hold as many requests of this "
                            f"client, or in all, as they allow); slow down or retry later. {why}")
-                raise Unavailable(why) from None
+                raise Unavailable(why, sent) from None
             finally:
                 self.core.remove(ts)
                 del self._waiting[ts]

@@ -129,16 +129,36 @@ def test_duplicate_older_executed_timestamp_is_not_applied():
 
 
 def test_stale_timestamp_below_the_window_is_not_applied():
+    """The window counts executed requests: once more than 2 x WINDOW of a client's requests
+    executed, all but its WINDOW newest are forgotten, and every timestamp below them is
+    stale (it may have executed; it can no longer)."""
     window = chainmod.WINDOW
     c = Chain()
-    c.execute(1, 0, [req(0, window + 10, op_put("k", b"new"))])
-    for ts in (10, 9, 1, 0):                                         # never executed, but stale
+    stamps = [1000 + 2 * i for i in range(2 * window + 1)]            # even: the odd ones never execute
+    c.execute(1, 0, [req(0, ts, op_put("k", b"%d" % ts)) for ts in stamps])
+    floor = stamps[-window]
+    for ts in (5, 1000, 1001, floor - 1):                            # executed and forgotten, or never executed
         assert c.is_stale(0, ts)
         b = c.execute(c.height + 1, 0, [req(0, ts, op_put("k", b"old"))])
         assert results(b) == [(DUPLICATE, None)]
         assert c.executed(0, ts) is None
-    assert c.kv.read("k") == b"new"
-    assert not c.is_stale(0, 11) and not c.is_stale(1, 0)
+    assert c.kv.read("k") == b"%d" % stamps[-1]
+    assert c.executed(0, floor) is not None                          # remembered: its cached reply
+    b = c.execute(c.height + 1, 0, [req(0, floor, op_put("k", b"again")), req(0, floor + 1, op_put("j", b"1"))])
+    assert results(b) == [(DUPLICATE, None), (OK, None)]             # inside the window, never executed: runs
+    assert not c.is_stale(1, 0)
+
+
+def test_a_request_sent_again_after_the_clock_jumped_executes_once():
+    """Client.outcome sends a timed-out request again, however many later requests (fewer than
+    the window) its client's new processes sent with clock-based timestamps meanwhile."""
+    c = Chain()
+    c.execute(1, 0, [req(0, 10, op_put("a", b"1"))])
+    c.execute(2, 0, [req(0, 10 ** 12, op_put("b", b"2"))])           # a later process: the clock moved on
+    assert not c.is_stale(0, 11)
+    b = c.execute(3, 0, [req(0, 11, op_put("c", b"3")), req(0, 10, op_put("a", b"x"))])
+    assert results(b) == [(OK, None), (DUPLICATE, None)]
+    assert c.executed(0, 11).height == 3 and c.kv.read("a") == b"1"
 
 
 def test_older_unexecuted_timestamp_inside_the_window_executes():

@@ -662,14 +662,16 @@ def test_duplicate_request_gets_cached_reply(cl):
     assert not core.pending and not sent(acts)
 
 
-def test_stale_request_is_refused_with_an_answer(cl):
+def test_stale_request_is_refused_with_an_answer(cl, monkeypatch):
     """A timestamp below the client's window can never execute: the client is told so
-    (height 0, an INVALID result) instead of waiting for a timeout."""
-    from ledger.chain import WINDOW
+    (height 0, an INVALID result) instead of waiting for a timeout. (A window of 2 executed
+    requests, so that 5 requests move it past timestamp 5.)"""
+    from ledger import chain as chainmod
     from ledger.state import INVALID
 
+    monkeypatch.setattr(chainmod, "WINDOW", 2)
     core = cl.core()
-    prepare_and_commit(cl, core, 0, 1, [cl.req(0, ts=WINDOW + 10)])
+    prepare_and_commit(cl, core, 0, 1, [cl.req(0, ts=t) for t in (10, 11, 12, 13, 14)])
     core.step(0, cl.req(0, ts=5), True)
     acts = out(core)
     replies = [a.msg for a in acts if isinstance(a, ToClient)]

@@ -256,3 +256,43 @@ def test_random_history_matches_a_model_and_fresh_digest():
         fresh.apply(op_put(k, model[k]))
     assert fresh.digest() == kv.digest()
     assert all(kv.read(k) == v for k, v in model.items())
+
+
+# ----------------------------------------------------------------------------- transactions (issue 15)
+def test_a_transaction_applies_all_or_nothing() -> None:
+    from ledger.state import decode_failed, op_txn
+
+    kv = KVStore()
+    kv.apply(op_put("a", b"1"))
+    before = kv.digest()
+    status, value = decode_result(kv.apply(op_txn({"a": b"2", "b": b"2"}, ["c"], {"a": b"1", "c": b"x"})))
+    assert status == FAILED and decode_failed(value) == {"c": None}
+    assert kv.read("a") == b"1" and kv.read("b") is None and kv.digest() == before
+    kv.apply(op_put("c", b"x"))
+    assert decode_result(kv.apply(op_txn({"a": b"2", "b": b"2"}, ["c"], {"a": b"1", "c": b"x"}))) == (OK, None)
+    assert (kv.read("a"), kv.read("b"), kv.read("c")) == (b"2", b"2", None)
+
+
+def test_a_transaction_has_one_encoding_and_malformed_ones_are_invalid() -> None:
+    import msgpack
+
+    from ledger.state import MAX_TXN_ENTRIES, describe_op, op_txn, operation_of, txn_error
+
+    assert op_txn({"b": b"1", "a": b"2"}, ["d", "c"], {}) == op_txn({"a": b"2", "b": b"1"}, ["c", "d"], {})
+    op = op_txn({"a": b"1"}, ["b"], {"a": None})
+    assert operation_of(op) == {"kind": "transact", "puts": {"a": b"1"}, "deletes": ["b"], "require": {"a": None}}
+    assert describe_op(op) == "transact: put 'a'; delete 'b'; require 'a'"
+    bad = [["txn", [["b", b"1"], ["a", b"1"]], [], []],          # unsorted: a second encoding
+           ["txn", [["a", b"1"], ["a", b"2"]], [], []],          # a key twice
+           ["txn", [["a", b"1"]], ["a"], []],                    # put and deleted
+           ["txn", [], [], []],                                  # empty
+           ["txn", [["a", None]], [], []],                       # a put of nothing
+           ["txn", [], ["x" * 1025], []],                        # key too long
+           ["txn", [], [f"k{i:05d}" for i in range(MAX_TXN_ENTRIES + 1)], []],
+           ["txn", [], [], [["a", 5]]],
+           ["txn", {}, [], []]]
+    for v in bad:
+        status, _ = decode_result(KVStore().apply(msgpack.packb(v, use_bin_type=True)))
+        assert status == INVALID, v
+    assert txn_error({}, [], {}) and txn_error({"a": b""}, ["a"], {}) and txn_error({}, ["a", "a"], {})
+    assert txn_error({"a": b""}, [], {"a": None}) is None
