@@ -12,9 +12,10 @@ import msgpack
 
 from bft.rules import RequestRule
 from bft.wire import MAX_OP, Reply, Request
+from crypto.tls import CertificateError, ed25519_key_of
 from ledger.block import Block
 from ledger.chain import Chain, ClientRecord
-from ledger.state import BUSY, DUPLICATE, INVALID, STALE_TEXT, encode_result
+from ledger.state import BUSY, DUPLICATE, INVALID, STALE_TEXT, encode_result, is_registration, registration_cert
 
 Key = tuple[int, int]                    # (client, timestamp)
 
@@ -234,6 +235,10 @@ class RequestPool:
             if direct:
                 self._bad_signature(client, now)
             return DROP, RequestRule.BAD_CLIENT_SIGNATURE
+        if is_registration(req.op):
+            why = registration_error(self.keys, req)
+            if why is not None:
+                return DROP, why
         self.pending[key] = (raw, now, req)
         self.nbytes += cost
         if mine is None:
@@ -403,6 +408,24 @@ def is_duplicate(result: bytes) -> bool:
 def busy_reply(view: int, replica: int, client: int, timestamp: int, why: str) -> Reply:
     """Height 0 names no block: the request was not held. A hint to back off, never an outcome."""
     return Reply(view, client, timestamp, replica, 0, 0, encode_result(BUSY, why.encode()))
+
+
+def registration_error(keys, req: Request) -> RequestRule | None:
+    """Why ``req`` may not register a client (``ledger.clients``), or None: only the
+    administrator registers, and never a key that already names a replica or a client. A
+    malformed registration passes: it executes as INVALID, like any malformed operation."""
+    if req.client != keys.admin:
+        return RequestRule.REGISTRATION_NOT_ADMIN
+    cert = registration_cert(req.op)
+    if cert is None:
+        return None
+    try:
+        key = ed25519_key_of(cert)
+    except CertificateError:
+        return None
+    if key in keys.replicas or key in keys.clients:
+        return RequestRule.REGISTRATION_KEY_TAKEN
+    return None
 
 
 def stale_reply(view: int, replica: int, client: int, timestamp: int) -> Reply:

@@ -44,6 +44,10 @@ class RequestRule(Rule):
     CLIENT_QUOTA_FULL = ("refused: the client's quota of held requests is full",
                          f"{OURS}: bounded resources, one client cannot spend another's share")
     POOL_FULL = ("refused: the pool of held requests is full", f"{OURS}: bounded resources")
+    REGISTRATION_NOT_ADMIN = ("registration of a client by a client that is not the administrator",
+                              f"{OURS}: only the key cluster.toml names admin onboards clients (ledger.clients)")
+    REGISTRATION_KEY_TAKEN = ("registration of a key that is already a replica's or a client's",
+                              f"{OURS}: one identity per key, so a channel's peer is never ambiguous")
 
 
 class Drops:

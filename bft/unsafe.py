@@ -115,7 +115,7 @@ class _TrustingVerifier:
 
 
 def _unchecked_batch(keys: Keys, digest: bytes, batch: list[bytes], max_weight: int):
-    return batch_error(Keys(keys.replicas, keys.clients, _TrustingVerifier(keys.verifier)), digest, batch,
+    return batch_error(Keys(keys.replicas, keys.clients, _TrustingVerifier(keys.verifier), keys.admin), digest, batch,
                        max_weight)
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from crypto.merkle import MerkleTree, leaf_hash, root_of
 from ledger import tx as txmod
 from ledger.block import GENESIS_HASH, Block
-from ledger.state import DUPLICATE, INVALID, KVStore, encode_result
+from ledger.clients import ClientRegistry
+from ledger.state import DUPLICATE, FAILED, INVALID, OK, KVStore, encode_result, is_registration, registration_cert
 
 
 # Per client, the ledger remembers at least its WINDOW most recent executed requests (by
@@ -65,7 +66,7 @@ class ReplayError(Exception):
 
 
 class Chain:
-    __slots__ = ("kv", "tree", "height", "head", "clients", "last_view")
+    __slots__ = ("kv", "tree", "height", "head", "clients", "last_view", "registry")
 
     def __init__(self) -> None:
         self.kv = KVStore()
@@ -74,6 +75,7 @@ class Chain:
         self.head = GENESIS_HASH
         self.clients: dict[int, ClientState] = {}
         self.last_view = 0
+        self.registry = ClientRegistry()        # clients registered by the administrator (ledger.clients)
 
     def _run(self, txs: list[bytes], height: int) -> list[bytes]:
         results = []
@@ -89,10 +91,19 @@ class Chain:
             elif t.timestamp in st.recent or st.is_stale(t.timestamp):
                 results.append(encode_result(DUPLICATE))
                 continue
-            res = self.kv.apply(t.op)
+            res = self._register(t.op) if is_registration(t.op) else self.kv.apply(t.op)
             st.record(ClientRecord(t.timestamp, res, height, index))
             results.append(res)
         return results
+
+    def _register(self, op: bytes) -> bytes:
+        cert = registration_cert(op)
+        if cert is None:
+            return encode_result(INVALID, b"malformed registration")
+        got = self.registry.register(cert)
+        if isinstance(got, str):
+            return encode_result(FAILED, got.encode())
+        return encode_result(OK, b"%d" % got)
 
     def execute(self, sequence: int, view: int, txs: list[bytes],
                 cert: list[tuple[int, bytes]] | None = None) -> Block:

@@ -117,6 +117,25 @@ def check_operation(op: bytes) -> bytes:
     return op
 
 
+def registration_path(cluster: Cluster, client: int) -> Path:
+    """Where ``bftledger add-client`` keeps a registered client's registration receipt."""
+    return cluster.cert_path("client", client).with_suffix(".registration.json")
+
+
+def registration_of(cluster: Cluster, client: int) -> Receipt | None:
+    """The registration receipt of a client registered on the ledger (None for cluster.toml's)."""
+    if client < len(cluster.clients):
+        return None
+    path = registration_path(cluster, client)
+    try:
+        return Receipt.from_json(path.read_bytes())
+    except OSError as e:
+        raise ClusterError(f"cannot read {path} ({e.strerror}): client {client}'s receipts need its registration "
+                           "receipt, which 'bftledger add-client' writes") from None
+    except ReceiptError as e:
+        raise ClusterError(f"{path}: {e}") from None
+
+
 def request_id(req: Request) -> str:
     return f"{req.client}-{req.timestamp}"
 
@@ -152,6 +171,7 @@ class Client:
         self._attesting: dict[int, trio.Event] = {}
         self._fetching: dict[int, trio.Event] = {}
         self._uncertain: OrderedDict[str, Request] = OrderedDict()     # for outcome(request_id)
+        self.registration = registration_of(cluster, self.id)         # proves a registered client's key
 
     # ------------------------------------------------------------------ operations
     async def put(self, key: str, value: bytes | str) -> Receipt:
@@ -190,6 +210,19 @@ class Client:
         if the replicas refuse it, ``Forgotten`` if it is too old for them to tell."""
         req = self._request_of(request)
         return await self._receipt(await self._send(req, write=True, asking=True))
+
+    async def register_client(self, certificate: bytes) -> tuple[int, Receipt]:
+        """Register a new client on the running ledger (only the administrator's key may:
+        cluster.toml's ``admin``). ``certificate`` is the new client's self-signed TLS
+        certificate (``crypto.tls.make_certificate``), which carries its key. Returns its
+        client id and the receipt; every replica accepts it from the block on."""
+        if self.cluster.admin is None or self.id != self.cluster.admin:
+            raise Refused(f"only the administrator (client {self.cluster.admin}) registers clients; this is client "
+                          f"{self.id}")
+        r = await self._write(check_operation(state.op_addclient(bytes(certificate))))
+        if not r.ok:
+            raise Refused(f"the ledger refused the registration: {(r.value or b'').decode(errors='replace')}")
+        return len(self.cluster.clients) + int(r.value), r
 
     async def get(self, key: str) -> bytes | None:
         """The committed value (a linearizable read: it is ordered like a write), or None."""
@@ -278,9 +311,10 @@ class Client:
                 # checked when it was fetched, the proofs come from trees over its very contents, the
                 # attestations are checked as they arrive, and the transaction is this client's own.
                 attestations = await self._attestations(block, candidates)
-                return Receipt.from_block(block, out.index, self.cluster.mode, cluster_id=self.cluster.cluster_id,
-                                          tx_tree=tx_tree,
-                                          results_tree=results_tree, attestations=attestations)
+                r = Receipt.from_block(block, out.index, self.cluster.mode, cluster_id=self.cluster.cluster_id,
+                                       tx_tree=tx_tree, results_tree=results_tree, attestations=attestations)
+                r.registration = self.registration
+                return r
             except ReceiptError as e:
                 self._blocks.pop(out.height, None)
                 errors.append(f"replica {r}: {e}")
@@ -381,9 +415,16 @@ def _resolve(cluster_dir: str | os.PathLike[str], client: int | None):
     """Load the cluster and the client's key; errors are ClusterError / KeyFileError (one line each)."""
     cluster = load(cluster_dir)
     cid = 0 if client is None else client
-    if type(cid) is not int or not 0 <= cid < len(cluster.clients):
-        raise ClusterError(f"client {cid!r} is not in {Path(cluster_dir) / 'cluster.toml'} "
-                           f"(client ids are 0..{len(cluster.clients) - 1})")
+    if type(cid) is not int or cid < 0:
+        raise ClusterError(f"client {cid!r} is not a client id")
+    if cid >= len(cluster.clients):
+        # a client registered on the running ledger (ledger.clients): its key is in the ledger,
+        # not in cluster.toml; the replicas check it at the handshake
+        if not cluster.key_path("client", cid).exists():
+            raise ClusterError(f"client {cid} is not in {Path(cluster_dir) / 'cluster.toml'} (ids 0.."
+                               f"{len(cluster.clients) - 1}) and {cluster.key_path('client', cid)} does not exist: "
+                               f"register a new client with 'bftledger add-client {cluster_dir}'")
+        return cluster, cid, cluster.load_client_key(cid)
     signer = cluster.load_client_key(cid)
     if signer.public_key != cluster.clients[cid]:
         raise ClusterError(f"{cluster.key_path('client', cid)} does not match client {cid}'s public key "

@@ -58,6 +58,7 @@ class Cluster:
     clients: tuple[bytes, ...]          # client id i -> public key
     cluster_id: bytes = b""             # genesis hash; bound into every signature
     transport: str = TRANSPORT_TLS      # "tls" (mutual TLS 1.3, pinned keys) or "plaintext-insecure"
+    admin: int | None = None            # the client id that may register new clients (ledger.clients)
 
     @property
     def n(self) -> int:
@@ -152,6 +153,9 @@ def load(directory: str | os.PathLike[str]) -> Cluster:
                                f"re-create the cluster with 'bftledger init {d} --force'")
         nonce = bytes.fromhex(doc["genesis_nonce"])
         cluster_id = bytes.fromhex(doc["cluster_id"])
+        admin = doc.get("admin")
+        if admin is not None and (type(admin) is not int or not 0 <= admin < len(clients)):
+            raise ClusterError(f"{path}: admin must be a client id, 0..{len(clients) - 1}")
     except ClusterError:
         raise
     except (KeyError, TypeError, ValueError) as e:
@@ -161,11 +165,12 @@ def load(directory: str | os.PathLike[str]) -> Cluster:
     if len(nonce) != 32 or cluster_id != genesis_id(mode, f, [r.public_key for r in reps], nonce):
         raise ClusterError(f"{path}: cluster_id does not match the genesis configuration (mode, f, replica keys, "
                            "genesis_nonce); the file was edited. Restore it from another copy of the cluster")
-    return Cluster(d, mode, f, tuple(reps), clients, cluster_id, transport)
+    return Cluster(d, mode, f, tuple(reps), clients, cluster_id, transport, admin)
 
 
 def write(directory: Path, mode: str, f: int, hosts: list[tuple[str, int]], replica_keys: list[bytes],
-          client_keys: list[bytes], *, genesis_nonce: bytes, transport: str = TRANSPORT_TLS) -> Path:
+          client_keys: list[bytes], *, genesis_nonce: bytes, transport: str = TRANSPORT_TLS,
+          admin: int | None = 0) -> Path:
     cid = genesis_id(mode, f, replica_keys, genesis_nonce)
     lines = [
         "# bftledger cluster: public information only (private keys are under keys/)",
@@ -178,7 +183,11 @@ def write(directory: Path, mode: str, f: int, hosts: list[tuple[str, int]], repl
     ]
     if transport == TRANSPORT_PLAINTEXT:
         lines.append("# INSECURE: links are not encrypted and not bound to the channel; for teaching and benchmarks")
-    lines += [f'transport = "{transport}"', ""]
+    lines += [f'transport = "{transport}"']
+    if admin is not None:
+        lines += ["# the client whose key registers new clients on the running ledger (bftledger add-client)",
+                  f"admin = {admin}"]
+    lines += [""]
     for i, ((host, port), pk) in enumerate(zip(hosts, replica_keys)):
         lines += ["[[replica]]", f"id = {i}", f'host = "{host}"', f"port = {port}",
                   f'public_key = "{pk.hex()}"', ""]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from crypto.hashing import sha256
 from crypto.merkle import MerkleTree, leaf_hash, verify_inclusion
 from crypto.signing import Verifier
+from crypto.tls import CertificateError, ed25519_key_of
 from ledger import tx as txmod
 from ledger.block import BLOCK_TAG, BLOCK_VERSION, Block
 from ledger.certificate import attestation_error, attesters, certificate_error, commit_signers
@@ -66,6 +67,9 @@ class Receipt:
     cert: list[tuple[int, bytes]] = field(default_factory=list)
     attestations: list[tuple[int, bytes]] = field(default_factory=list)
     cluster_id: bytes = b""          # which cluster's signatures these are; every signature covers it
+    # a client registered on the ledger (ledger.clients) is not in cluster.toml: its receipts carry
+    # the receipt of its registration, which proves its key offline like everything else
+    registration: "Receipt | None" = None
     claimed_summary: dict | None = field(default=None, compare=False)   # from a file; verify() checks it
 
     # ------------------------------------------------------------------ building
@@ -166,9 +170,11 @@ class Receipt:
         t = txmod.parse(self.tx)
         if t is None:
             raise ReceiptError("the transaction is not a well-formed signed client request")
-        if t.client >= len(cluster.clients):
-            raise ReceiptError(f"the transaction names client {t.client}, which is not in cluster.toml")
-        if not verifier.verify(cluster.clients[t.client], txmod.REQUEST_DOMAIN, t.signable(), t.sig):
+        if t.client < len(cluster.clients):
+            client_key = cluster.clients[t.client]
+        else:
+            client_key = self._registered_key(cluster, t.client, verifier)
+        if not verifier.verify(client_key, txmod.REQUEST_DOMAIN, t.signable(), t.sig):
             raise ReceiptError(f"client {t.client}'s signature on the transaction does not verify")
         if not 0 <= self.index < self.batch_size:
             raise ReceiptError(f"index {self.index} outside a batch of {self.batch_size}")
@@ -203,6 +209,39 @@ class Receipt:
         attested = sorted(attesters(keys, self.height, block_hash, self.batch_size, self.attestations, verifier))
         return Verified(cluster.trust_model, signers, block_hash, attested)
 
+    def _registered_key(self, cluster: Cluster, client: int, verifier: Verifier) -> bytes:
+        """The key of a client registered on the ledger, proven by its registration's receipt:
+        the administrator's transaction, certified, registering a certificate whose key is the
+        client's, with the index that makes it this client id."""
+        reg = self.registration
+        if reg is None:
+            raise ReceiptError(f"the transaction names client {client}, which is not in cluster.toml, and the "
+                               "receipt carries no registration for it")
+        if reg.registration is not None:
+            raise ReceiptError("a registration's receipt carries a registration of its own")
+        try:
+            reg.verify(cluster, verifier=verifier)
+        except ReceiptError as e:
+            raise ReceiptError(f"the registration of client {client}: {e}") from None
+        if reg.client != cluster.admin:
+            raise ReceiptError(f"client {client} was registered by client {reg.client}, not the administrator "
+                               f"({cluster.admin})")
+        op = reg.operation or {}
+        if op.get("kind") != "addclient" or not reg.ok:
+            raise ReceiptError(f"the registration receipt of client {client} is not a successful registration")
+        try:
+            registered = len(cluster.clients) + int((reg.value or b"").decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            raise ReceiptError("the registration receipt's result is not a client index") from None
+        if registered != client:
+            raise ReceiptError(f"the registration receipt is of client {registered}, not {client}")
+        if reg.height > self.height:
+            raise ReceiptError(f"client {client} was registered at height {reg.height}, after this transaction")
+        try:
+            return ed25519_key_of(op["certificate"])
+        except CertificateError as e:
+            raise ReceiptError(f"the registered certificate of client {client}: {e}") from None
+
     # ------------------------------------------------------------------ JSON
     def summary(self) -> dict:
         """What a person reads first; derived from the proven fields, never trusted on its own."""
@@ -223,6 +262,7 @@ class Receipt:
             "results_proof": [h.hex() for h in self.results_proof],
             "certificate": [[r, s.hex()] for r, s in self.cert],
             "attestations": [[r, s.hex()] for r, s in self.attestations],
+            **({"registration": self.registration.to_dict()} if self.registration is not None else {}),
         }
 
     def to_json(self) -> str:
@@ -251,6 +291,10 @@ class Receipt:
                        result=_hex(d["result"]), results_proof=_hexlist(d["results_proof"], 32),
                        cert=_cert(d["certificate"]), attestations=_cert(d["attestations"]),
                        cluster_id=_hex(d["cluster_id"], 32))
+            if "registration" in d:
+                if not isinstance(d["registration"], dict) or "registration" in d["registration"]:
+                    raise TypeError("registration must be a receipt without a registration of its own")
+                r.registration = cls.from_dict(d["registration"])
             if "summary" in d:
                 r.claimed_summary = d["summary"] if isinstance(d["summary"], dict) else {"": d["summary"]}
             return r

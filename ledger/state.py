@@ -57,6 +57,27 @@ def op_txn(puts: dict[str, bytes], deletes: list[str], require: dict[str, bytes 
                          use_bin_type=True)
 
 
+def op_addclient(cert_pem: bytes) -> bytes:
+    """Register a new client (``ledger.clients``); only the administrator's request executes."""
+    return msgpack.packb(["addclient", cert_pem], use_bin_type=True)
+
+
+REGISTRATION_PREFIX = op_addclient(b"")[:11]     # fixarray(2), "addclient": the one encoding's first bytes
+MAX_CERT = 4096
+
+
+def is_registration(op: bytes) -> bool:
+    """Whether ``op`` is a registration in its one encoding (another encoding executes as
+    INVALID, so this prefix test is exact for whatever can register a client)."""
+    return op[:11] == REGISTRATION_PREFIX
+
+
+def registration_cert(op: bytes) -> bytes | None:
+    """The certificate of a well-formed registration, else None."""
+    v = _parse(op)
+    return v[1] if v is not None and v[0] == "addclient" else None
+
+
 def txn_error(puts: dict, deletes: list, require: dict) -> str | None:
     """Why a transaction is malformed (the replicas would answer INVALID), or None; clients
     check before they send."""
@@ -95,6 +116,8 @@ def describe_op(op: bytes) -> str:
     parsed = _parse(op)
     if parsed is None:
         return "invalid operation"
+    if parsed[0] == "addclient":
+        return "register a client"
     if parsed[0] == "txn":
         _, puts, deletes, require = parsed
         parts = [f"{word} {', '.join(repr(k) for k in keys)}" for word, keys in
@@ -119,6 +142,8 @@ def operation_of(op: bytes) -> dict | None:
         return {"kind": "delete", "key": v[1]}
     if kind == "cas":
         return {"kind": "cas", "key": v[1], "expected": v[2], "value": v[3]}
+    if kind == "addclient":
+        return {"kind": "addclient", "certificate": v[1]}
     return {"kind": "transact", "puts": dict(v[1]), "deletes": list(v[2]), "require": dict(v[3])}
 
 
@@ -161,6 +186,9 @@ def _parse(op: bytes) -> list[Any] | None:
         return None
     if v[0] == "txn":
         return v if _txn_ok(v) else None
+    if v[0] == "addclient":
+        ok = len(v) == 2 and type(v[1]) is bytes and len(v[1]) <= MAX_CERT and op == op_addclient(v[1])
+        return v if ok else None
     if len(v) < 2 or type(v[1]) is not str or len(v[1].encode()) > MAX_KEY:
         return None
     kind = v[0]
@@ -210,6 +238,8 @@ class KVStore:
         if v is None:
             return encode_result(INVALID, b"malformed operation")
         kind, key = v[0], v[1]
+        if kind == "addclient":
+            return encode_result(INVALID, b"a registration executes in a chain (ledger.chain)")
         if kind == "txn":
             return self._transact(v[1], v[2], v[3])
         if kind == "put":

@@ -34,9 +34,11 @@ from bft.wire import (BatchRequest, BatchResponse, Checkpoint, Commit, NewView, 
                       Redirect, Reply, Request, StateRequest, StateResponse, Suspect, ViewChange)
 from crypto.merkle import root_of
 from crypto.signing import HashSigner, HashVerifier
+from crypto import tls
 from ledger.block import Block
 from ledger.chain import Chain
-from ledger.state import STATUS_NAMES, decode_result, op_get, op_put
+from ledger.clients import ClientKeys
+from ledger.state import STATUS_NAMES, decode_result, op_addclient, op_get, op_put
 
 NULL = root_of([])
 FORGER = HashSigner(b"nobody's key")
@@ -328,9 +330,11 @@ class Harness:
             raise ScriptError(f"bad configuration: {e}") from None
 
     def _make_core(self, i: int, chain: Chain, votes: list[bytes], incarnation: int):
+        # as a replica runs: client keys are cluster.toml's, then the ledger's registrations
+        keys = Keys(self.keys.replicas, ClientKeys(self.keys.clients, chain.registry), self.keys.verifier, admin=0)
         if self.protocol == "pbft":
-            return PbftCore(self.cfg, i, self.rs[i], self.keys, chain, votes, self.now)
-        return PaxosCore(self.cfg, i, self.rs[i], self.keys, chain, votes, self.now,
+            return PbftCore(self.cfg, i, self.rs[i], keys, chain, votes, self.now)
+        return PaxosCore(self.cfg, i, self.rs[i], keys, chain, votes, self.now,
                          random.Random(f"script-{i}-{incarnation}"))
 
     # ------------------------------------------------------------------ the cluster
@@ -534,6 +538,10 @@ class Harness:
     def request(self, client: int, ts: int, kw: dict, mods: set[str] = frozenset()) -> Request:
         if "op" in kw and kw["op"] == "get" or "get" in mods:
             op = op_get(kw.get("key", f"k{ts}"))
+        elif kw.get("op") == "addclient" or "reg" in mods:
+            # a registration (ledger.clients) of the Ed25519 key made from the word cert= (default "new")
+            seed = hashlib.sha256(b"script client " + kw.get("cert", "new").encode()).digest()
+            op = op_addclient(tls.make_certificate(seed, "script client"))
         else:
             size = self.num(kw, "size", 0)
             value = kw.get("value", f"v{ts}").encode()
@@ -545,7 +553,7 @@ class Harness:
         return r.signed(signer)
 
     def cmd_submit(self, pos, kw, out) -> None:
-        """submit c0 to=1|all [ts=] [key=] [value=] [size=] [op=get] [badsig] [as=c1] [repeat=]"""
+        """submit c0 to=1|all [ts=] [key=] [value=] [size=] [op=get|addclient] [cert=] [badsig] [as=c1] [repeat=]"""
         c = self.client(pos[0]) if pos else 0
         to = self.replicas(kw.get("to", str(primary(0, self.n) if self.protocol == "pbft" else 0)))
         for _ in range(self.num(kw, "repeat", 1)):

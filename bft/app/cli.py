@@ -16,6 +16,7 @@ import sys
 from typing import Callable, Sequence
 
 from bft.app.args import PROG, Parser, Subparsers, UsageError, fail
+from bft.app.cmd_admin import add_add_client
 from bft.app.cmd_client import (add_audit, add_cas, add_delete, add_get, add_outcome, add_put, add_status, add_transact,
                                 add_verify_receipt)
 from bft.app.cmd_cluster import add_demo, add_init, add_replica, add_up
@@ -45,7 +46,7 @@ EXAMPLES = f"""examples:
 '{PROG} COMMAND --help' describes each command."""
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
-    add_init, add_up, add_replica, add_put, add_get, add_delete, add_cas, add_transact, add_outcome, add_status,
+    add_init, add_up, add_replica, add_put, add_get, add_delete, add_cas, add_transact, add_outcome, add_add_client, add_status,
     add_audit, add_verify_receipt, add_demo, add_compare, add_attacks, add_lab]
 
 

@@ -63,6 +63,9 @@ def cmd_init(args: argparse.Namespace) -> int:
               "frames; for teaching and benchmarks only")
     for r in c.replicas:
         print(f"  replica {r.id}  {r.host}:{r.port}  key {fingerprint(r.public_key)}")
+    if c.admin is not None:
+        print(f"  administrator: client {c.admin} ({c.key_path('client', c.admin)}): only it registers new clients "
+              f"on the running ledger ('{PROG} add-client {c.directory}')")
     print(f"  public configuration: {c.directory / 'cluster.toml'} (share it with verifiers)")
     print(f"  private keys:         {c.directory / 'keys'} (mode 0600; keep them secret)")
     print(f"  ledgers:              {c.directory / 'data'}")

@@ -14,17 +14,19 @@ batches; a replica that lacks a batch fetches it (BatchRequest).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
 from bft.pbft.rules import PbftRule as P
-from bft.requests import batch_weight
+from bft.requests import batch_weight, registration_error
 from bft.skeleton import highest_per_slot
 from bft.wire import Checkpoint, DecodeError, NewView, PrePrepare, PreparedCert, Request, ViewChange, decode
 from crypto.merkle import root_of
 from crypto.signing import Verifier
 from ledger import quorum
 from ledger.rules import Rejection
+from ledger.state import is_registration
 from ledger.rules import Rejection as R
 
 
@@ -32,8 +34,9 @@ from ledger.rules import Rejection as R
 class Keys:
     """The public material a core needs to check anything it receives."""
     replicas: list[bytes]
-    clients: list[bytes]
+    clients: Sequence[bytes]          # a live ledger.clients.ClientKeys in a replica: registrations add to it
     verifier: Verifier
+    admin: int | None = None          # the client that may register clients (cluster.toml's admin)
 
     @property
     def n(self) -> int:
@@ -74,6 +77,10 @@ def batch_error(keys: Keys, digest: bytes, batch: list[bytes],
             return R(P.BATCH_MALFORMED_REQUEST, "non-canonical encoding"), []
         if r.client >= len(keys.clients) or not r.verify(keys.verifier, keys.clients[r.client]):
             return R(P.BATCH_BAD_CLIENT_SIGNATURE), []
+        if is_registration(r.op):
+            why = registration_error(keys, r)
+            if why is not None:
+                return R(P.BATCH_BAD_REGISTRATION, why.label), []
         reqs.append(r)
     if len(reqs) > 1 and batch_weight(batch, reqs) > max_weight:
         return R(P.BATCH_OVER_CAP), []

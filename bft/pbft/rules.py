@@ -40,6 +40,8 @@ class PbftRule(Rule):
                                f"{NORMAL}; {OURS}: one encoding per request")
     BATCH_BAD_CLIENT_SIGNATURE = ("batch holds a request with a bad client signature", f"{CL99}, §4.1")
     BATCH_OVER_CAP = ("batch over the byte cap", f"{OURS}: bounded batches")
+    BATCH_BAD_REGISTRATION = ("batch holds a client registration its sender may not make, or of a key in use",
+                              f"{CL99}, §4.1 (backups check what the primary proposes); {OURS}: ledger.clients")
     UNHELD_BATCH = ("batch request for a batch this replica does not hold", OURS)
     UNSOLICITED_BATCH = ("batch response nobody asked for", OURS)
     BATCH_FETCH_RATE = ("batch requests over the rate limit", f"{OURS}: bounded work per peer")

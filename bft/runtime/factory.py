@@ -15,6 +15,7 @@ from bft.adversary import STRATEGIES, TEAM_STRATEGY, Byzantine
 from bft.pbft.certs import Keys
 from crypto.signing import Signer
 from ledger.chain import Chain
+from ledger.clients import ClientKeys
 from ledger.cluster import Cluster
 
 # Optional tuning keys a cluster.toml may carry at top level (the benchmark sets batch_size);
@@ -70,7 +71,8 @@ def make_core(cluster: Cluster, replica_id: int, signer: Signer, chain: Chain, v
     (``collude`` with the team's replica ids in ``group``: ``bft.collusion``)."""
     tuning = tuning or {}
     rng = rng or random.Random()
-    keys = Keys(cluster.replica_keys(), list(cluster.clients), cluster.verifier())
+    keys = Keys(cluster.replica_keys(), ClientKeys(cluster.clients, chain.registry), cluster.verifier(),
+                admin=cluster.admin)
     if cluster.protocol.byzantine:
         from bft.pbft.config import PbftConfig
         from bft.pbft.core import PbftCore

@@ -122,6 +122,8 @@ class Replica:
         except BaseException:
             self.close()
             raise
+        self._trusted = 0
+        self._trust_registered()
         if self.byzantine and self.dormant:
             self.core.active = False
         if self.byzantine == "slow":
@@ -130,6 +132,16 @@ class Replica:
             self.trace = TraceLog(self.trace_path, f"r{self.id}")
             self._traced_view = self.core.view
             self.trace.view("view" if self.cluster.protocol.byzantine else "ballot", self.core.view)
+
+    def _trust_registered(self) -> None:
+        """Clients the ledger registered since the last look (ledger.clients) may connect."""
+        registry = self.store.chain.registry
+        if len(registry) == self._trusted:
+            return
+        self.channels.keys.use_clients(self.core.keys.clients)
+        for cert in registry.certs[self._trusted:]:
+            self.channels.trust_client(cert)
+        self._trusted = len(registry)
 
     def close(self) -> None:
         if self.trace is not None:
@@ -379,6 +391,7 @@ class Replica:
             return
         steps, sends = plan(actions)
         apply_durable(steps, self.votelog, self.store)
+        self._trust_registered()
         trace = self.trace
         if trace is not None and self.core.view != self._traced_view:
             self._traced_view = self.core.view

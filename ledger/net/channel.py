@@ -37,6 +37,7 @@ import trio
 
 from crypto import tls
 from crypto.signing import Signer, Verifier
+from ledger.clients import ClientKeys
 from ledger.cluster import TRANSPORT_PLAINTEXT, Cluster, ClusterError
 from ledger.rules import WireRule as W
 from ledger.wire import Auth, DecodeError, Hello, decode, frame
@@ -83,8 +84,17 @@ class KeyBook:
         return table[ident]
 
     def owner(self, public_key: bytes) -> tuple[int, int] | None:
-        """The (role, id) that cluster.toml pins to this public key."""
-        return self._owner.get(public_key)
+        """The (role, id) that cluster.toml pins to this public key, or the ledger's registry."""
+        found = self._owner.get(public_key)
+        if found is None and isinstance(self.clients, ClientKeys):
+            i = self.clients.id_of(public_key)
+            if i is not None:
+                return ROLE_CLIENT, i
+        return found
+
+    def use_clients(self, clients: ClientKeys) -> None:
+        """From now on, the clients are the live ``clients`` (cluster.toml's, then the ledger's)."""
+        self.clients = clients
 
 
 class Identity:
@@ -118,6 +128,10 @@ class Channels:
     async def accept(self, stream: trio.abc.Stream) -> Accepted:
         raise NotImplementedError
 
+    def trust_client(self, cert_pem: bytes) -> None:
+        """Accept connections from a client registered in the ledger (``ledger.clients``): its
+        key is in the live key book already; TLS also needs its certificate."""
+
 
 # ----------------------------------------------------------------------------- mutual TLS 1.3
 class TlsChannels(Channels):
@@ -130,6 +144,13 @@ class TlsChannels(Channels):
         # only a replica accepts, and it accepts replicas and clients
         self._accept_ctx = (_context(ssl.PROTOCOL_TLS_SERVER, own_cert, own_key_pem, replica_certs + client_certs)
                             if me.role == ROLE_REPLICA else None)
+
+    def trust_client(self, cert_pem: bytes) -> None:
+        if self._accept_ctx is not None:
+            try:
+                self._accept_ctx.load_verify_locations(cadata=cert_pem.decode("ascii"))
+            except (ssl.SSLError, UnicodeDecodeError, ValueError) as e:
+                log.warning("a registered client's certificate cannot be trusted (%s); it cannot connect", e)
 
     async def dial(self, stream: trio.abc.Stream, expect: tuple[int, int]) -> Accepted:
         s = TlsStream(stream, self._dial_ctx, server_side=False)
@@ -327,6 +348,19 @@ def _read_certs(cluster: Cluster, role: str, keys: list[bytes]) -> list[bytes]:
     return out
 
 
+def _read_own_cert(cluster: Cluster, ident: int, key: bytes) -> bytes:
+    p = cluster.cert_path("client", ident)
+    try:
+        pem = p.read_bytes()
+        if tls.ed25519_key_of(pem) != key:
+            raise ClusterError(f"{p} does not carry client {ident}'s key")
+    except OSError as e:
+        raise ClusterError(f"cannot read {p} ({e.strerror}): 'bftledger add-client' writes it") from None
+    except tls.CertificateError as e:
+        raise ClusterError(f"{p} is not a client certificate: {e}") from None
+    return pem
+
+
 # ----------------------------------------------------------------------------- plaintext
 class PlaintextChannels(Channels):
     secure = False
@@ -430,7 +464,10 @@ def channels_for(cluster: Cluster, role: int, ident: int, signer: Signer) -> Cha
         own = replica_certs[ident]
     else:
         client_certs = []
-        own = _read_certs(cluster, "client", list(cluster.clients[:ident + 1]))[ident]
+        if ident < len(cluster.clients):
+            own = _read_certs(cluster, "client", list(cluster.clients[:ident + 1]))[ident]
+        else:                  # registered on the ledger (ledger.clients): its certificate carries its own key
+            own = _read_own_cert(cluster, ident, signer.public_key)
     try:
         return TlsChannels(me, keys, own, tls.private_key_pem(seed), replica_certs, client_certs)
     except ssl.SSLError as e:

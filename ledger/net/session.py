@@ -60,9 +60,9 @@ class Unavailable(Exception):
 
 class ClientSession:
     def __init__(self, cluster: Cluster, client_id: int, signer: Signer) -> None:
-        if not 0 <= client_id < len(cluster.clients):
-            raise ValueError(f"client {client_id} is not in this cluster (ids are 0..{len(cluster.clients) - 1})")
-        if cluster.clients[client_id] != signer.public_key:
+        if client_id < 0:
+            raise ValueError(f"client {client_id} is not a client id")
+        if client_id < len(cluster.clients) and cluster.clients[client_id] != signer.public_key:
             raise ValueError(f"the key of client {client_id} does not match its public key in cluster.toml")
         self.cluster = cluster
         self.id = client_id

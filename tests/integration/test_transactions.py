@@ -2,6 +2,7 @@
 writes that timed out (``Uncertain``, ``Client.outcome``, ``bftledger outcome``)."""
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -130,3 +131,36 @@ async def test_a_cluster_that_is_not_running_is_unavailable_not_uncertain(make_c
         with pytest.raises(ledger.client.Unavailable) as info:
             await c.put("k", b"v")
         assert not isinstance(info.value, ledger.client.Uncertain)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_add_client_registers_a_key_on_the_running_ledger_for_every_replica(make_cluster, mode: str) -> None:
+    """Issue 15: onboarding without a restart or a wipe. The administrator's transaction
+    registers the key; every replica takes the new client at once and after a restart; a
+    client that is not the administrator cannot register one."""
+    from crypto import keys, tls
+
+    lc = make_cluster(mode)
+    await lc.ready()
+    d = str(lc.directory)
+    p = cli("add-client", d)
+    assert p.returncode == 0 and "registered client 4" in p.stdout, p
+    p = cli("put", d, "from-4", "hello", "--client", "4")
+    assert p.returncode == 0 and "committed: put 'from-4'" in p.stdout, p
+    # a non-administrator's registration is dropped by every replica (no block, a timeout)
+    s = keys.generate()
+    async with ledger.client.connect(d, client=1, timeout=3) as c:
+        c.cluster = dataclasses.replace(c.cluster, admin=1)     # past the client's own check
+        with pytest.raises(ledger.client.Unavailable):
+            await c.register_client(tls.make_certificate(s.seed, "intruder"))
+    st = await lc.status()
+    assert any(x["dropped"].get("request.REGISTRATION_NOT_ADMIN", {}).get("total", 0) for x in st), st
+    # every replica restarted: the key comes back from the ledger
+    lc.stop_all()
+    lc.start()
+    await lc.ready()
+    async with ledger.client.connect(d, client=4, timeout=30) as c:
+        r = await c.put("after-restart", b"1")
+        assert r.client == 4 and await c.get("from-4") == b"hello"
+    p = cli("put", d, "k", "v", "--client", "5")
+    assert p.returncode == 1 and "add-client" in one_error_line(p)

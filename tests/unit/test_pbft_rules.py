@@ -50,7 +50,7 @@ class Cluster:
 
     def keys(self) -> Keys:
         verifier = Ed25519Verifier() if self.scheme == "ed25519" else HashVerifier(self.rs + self.cs)
-        return Keys([s.public_key for s in self.rs], [s.public_key for s in self.cs], verifier)
+        return Keys([s.public_key for s in self.rs], [s.public_key for s in self.cs], verifier, admin=0)
 
     def cfg(self, **kw) -> PbftConfig:
         base = dict(checkpoint_interval=K, log_size=L, batch_size=16, pipeline=4, request_timeout=1.0,
@@ -285,6 +285,32 @@ def test_pre_prepare_rejected_bad_client_signature_in_batch(scheme):
     core.step(0, cl.pp(0, 1, [good, forged]))
     assert not sent(out(core))
     assert drops(core, P.BATCH_BAD_CLIENT_SIGNATURE) == 1
+
+
+def test_a_client_registration_needs_the_administrator_and_a_new_key():
+    """Issue 15 (ledger.clients): a backup drops a batch with a registration its sender may
+    not make, and a replica drops one sent to it directly, by the named rules."""
+    from crypto import tls
+    from crypto.signing import Ed25519Signer
+    from ledger.state import op_addclient
+
+    cl = Cluster("ed25519")
+    fresh = Ed25519Signer(random.Random(9).randbytes(32))
+    def registration(client: int, seed: bytes) -> Request:
+        cl.ts += 1
+        return Request(client, cl.ts, op_addclient(tls.make_certificate(seed, "c"))).signed(cl.cs[client])
+    core = cl.core()
+    core.step(0, cl.pp(0, 1, [registration(1, fresh.seed)]))             # client 1 is not the administrator
+    assert not sent(out(core)) and drops(core, P.BATCH_BAD_REGISTRATION) == 1
+    core = cl.core()
+    core.step(0, cl.pp(0, 1, [registration(0, cl.cs[2].seed)]))          # client 2's key: taken
+    assert not sent(out(core)) and drops(core, P.BATCH_BAD_REGISTRATION) == 1
+    core = cl.core()
+    core.step(0, cl.pp(0, 1, [registration(0, fresh.seed)]))             # the administrator, a new key
+    assert sent(out(core)) and drops(core, P.BATCH_BAD_REGISTRATION) == 0
+    core = cl.core()
+    core.step(1, registration(1, fresh.seed), True)
+    assert drops(core, RequestRule.REGISTRATION_NOT_ADMIN) == 1 and not core.pending
 
 
 def test_pre_prepare_rejected_request_from_unknown_client(cl):

@@ -188,3 +188,47 @@ def test_an_inclusion_path_fits_one_index_per_tree_size() -> None:
             proof = tree.inclusion_proof(i)
             leaf = leaf_hash(b"leaf-%d" % i)
             assert [j for j in range(size) if verify_inclusion(leaf, j, size, proof, root)] == [i]
+
+
+def test_a_registered_clients_receipt_carries_its_registration_and_forgeries_are_refused(tmp_path: Path) -> None:
+    """Issue 15: a client added on the running ledger is not in cluster.toml; its receipts
+    prove its key with the receipt of the administrator's registration."""
+    from dataclasses import replace
+
+    from crypto import keys, tls
+    from ledger import wire
+
+    d = tmp_path / "c"
+    init_cluster(d, "pbft", 1, clients=3)
+    led = OfflineLedger(load(d))
+    new, other = keys.generate().bound(led.cluster.cluster_id), keys.generate().bound(led.cluster.cluster_id)
+    cert = tls.make_certificate(new.seed, "new client")
+
+    def registration(client: int, pem: bytes) -> Receipt:
+        b = led.commit([led.request(client, state.op_addclient(pem))])
+        return Receipt.from_block(b, 0, "pbft", attestations=_attest(led, b, [0, 1]), cluster_id=led.cluster.cluster_id)
+
+    reg = registration(0, cert)                                  # client 0 is the administrator
+    assert reg.ok and reg.value == b"0" and reg.operation["kind"] == "addclient"
+    assert led.chain.registry.keys == [new.public_key]
+    tx = wire.Request(3, 1, state.op_put("mine", b"1")).signed(new).encode()
+    b = led.commit([tx])
+    mine = Receipt.from_block(b, 0, "pbft", attestations=_attest(led, b, [0, 1]), cluster_id=led.cluster.cluster_id)
+    with pytest.raises(ReceiptError, match="carries no registration"):
+        mine.verify(d)
+    mine.registration = reg
+    assert Receipt.from_json(mine.to_json()).verify(d).block_hash == mine.block_hash
+    # a registration by someone else than the administrator (the chain executes what was certified)
+    by_1 = registration(1, tls.make_certificate(other.seed, "other"))
+    with pytest.raises(ReceiptError, match="not the administrator"):
+        replace(mine, registration=by_1).verify(d)
+    # the registration of another client index, or after the transaction
+    assert by_1.value == b"1"
+    with pytest.raises(ReceiptError, match="of client 4, not 3"):         # were client 1 the administrator
+        replace(mine, registration=by_1).verify(replace(load(d), admin=1))
+    late = registration(0, cert)                                # a second registration of a key is refused
+    assert not late.ok and b"already registered" in late.value
+    # a registration that does not verify (an edited certificate inside it)
+    bad = replace(reg, tx=reg.tx[:-1] + bytes([reg.tx[-1] ^ 1]))
+    with pytest.raises(ReceiptError, match="registration of client 3"):
+        replace(mine, registration=bad).verify(d)
