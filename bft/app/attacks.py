@@ -73,7 +73,8 @@ ATTACKS: list[Attack] = [
     Attack("corrupt", STRATEGIES["corrupt"],
            "every protocol message is signed and checked before it counts (§4.2)",
            Outcome(("pbft.BAD_SIGNATURE",), "hundreds of bad signatures, all from the attacker"),
-           Outcome((), "a follower's ACCEPTED carries no signature to check; " + NO_RULE_PAXOS)),
+           Outcome(("paxos.ACCEPT_SIGNATURE",), "as the leader: its ACCEPTs are dropped, and the followers stop "
+                   "counting its heartbeats (a crash-fault leader never signs wrong) and elect another")),
     Attack("forge", STRATEGIES["forge"],
            "the sender field must be the channel's authenticated sender (OSDI 1999, §2)",
            Outcome(("step.SENDER_MISMATCH",), "every forged message dropped, counted against the forger"),

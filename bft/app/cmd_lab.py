@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import textwrap
 
 from typing import TYPE_CHECKING
@@ -107,6 +108,9 @@ def cmd_lab(args) -> int:
         return _real_lab(args)
     if args.keep_dir:
         raise UsageError("--keep-dir goes with --real (the simulator keeps no files)")
+    # the cores' own warnings (an equivocation seen, a leader distrusted) would repeat, once per
+    # simulated replica, what the narrative says once
+    logging.getLogger("bft").setLevel(logging.ERROR)
     try:
         recorder = TraceRecorder() if args.trace else None
         r = run_lab(args.scenario, mode=args.mode, f=args.f, count=args.byzantine_count, seed=args.seed,

@@ -31,7 +31,7 @@ import trio
 
 from bft.adversary import PAXOS_STRATEGIES, RUNTIME_STRATEGIES, STRATEGIES, TEAM_STRATEGY, applies
 from bft.runtime.procs import LocalCluster
-from bft.sim.lab import AS_LEADER, HOSTILE, IN_VIEW_CHANGE, STORIES, LabError, LabResult
+from bft.sim.lab import HOSTILE, IN_VIEW_CHANGE, STORIES, LabError, LabResult, attackers
 from bft.wire import Prepare, Request
 from ledger import quorum
 from ledger.state import op_put
@@ -65,10 +65,7 @@ def run_real_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, s
     if not 1 <= count < n:
         raise LabError(f"--byzantine-count must be between 1 and {n - 1} for n={n}")
     kind = "client" if name in REAL_CLIENT_ATTACKS else "replica"
-    faulty: list[int] = []
-    if kind == "replica":
-        first = 0 if name in AS_LEADER or name in RUNTIME_STRATEGIES else n - count
-        faulty = list(range(first, first + count))
+    faulty = attackers(name, mode, n, count) if kind == "replica" else []
     if kind == "client" and count != 1:
         raise LabError("--byzantine-count counts Byzantine replicas; a client attack has one hostile client")
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="bftledger-lab-"))

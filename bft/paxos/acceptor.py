@@ -225,6 +225,8 @@ class Acceptor:
         if not duplicate and m.ballot >= core.proposer.ballot:
             if not core.keys.replica_signed(m, sender):
                 core._drop(PaxosRule.ACCEPT_SIGNATURE, sender)
+                if leader_of(m.ballot, core.n) == sender:
+                    core.proposer.distrust(m.ballot)
                 return
             if root_of(m.batch) != m.digest:
                 core._drop(PaxosRule.ACCEPT_DIGEST, sender)

@@ -61,6 +61,7 @@ class Proposer:
         self.max_seen = ballot                      # the highest ballot heard of (a candidate goes above it)
         self.leader_active = False                  # heard the current ballot's leader since it began
         self.leader_heard = -1e9                    # when a live leader was last heard from
+        self.distrusted = -1                        # the highest ballot whose leader sent a corrupt ACCEPT
         self.attempts = 0                           # consecutive failed or pre-empted attempts (backoff)
         self.prevote_ballot = 0                     # the ballot a pre-vote in progress asks about ...
         self.prevotes: set[int] = set()             # ... and who would promise it (role PRE_CANDIDATE)
@@ -203,10 +204,30 @@ class Proposer:
         core.forget_pending()
         self._role = Role.FOLLOWER
         self.prevotes = set()
+        if ballot <= self.distrusted:
+            # its heartbeats do not keep it in office: this follower times out and campaigns
+            self.leader_active = False
+            return
         self.leader_active = True
         self.leader_heard = core.now
         self.attempts = 0
         self.deadline = core.now + self.election_timeout()
+
+    def distrust(self, ballot: int) -> None:
+        """The leader of ``ballot`` sent an ACCEPT whose signature does not verify. A leader that
+        only crashes never does; this one is corrupt (a bug, a bad disk, a lie). Paxos cannot
+        outvote a liar, but it need not wait on one for ever: from now on its messages do not
+        count as a live leader, so this follower's election timer runs out as if it had
+        crashed, and a pre-vote for another leader is granted."""
+        core = self._core
+        if ballot <= self.distrusted or ballot < self._ballot:
+            return
+        self.distrusted = ballot
+        core.stats["leaders distrusted"] += 1
+        log.warning("replica %d: the leader of ballot %d (replica %d) sent an ACCEPT with a bad signature; its "
+                    "heartbeats no longer count, an election follows", core.id, ballot, leader_of(ballot, core.n))
+        if ballot == self._ballot and self._role is Role.FOLLOWER:
+            self.leader_active = False
 
     def on_nack(self, sender: int, m: PxNack) -> None:
         self._see(m.promised)

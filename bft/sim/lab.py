@@ -39,6 +39,8 @@ RUNTIME_ONLY = RUNTIME_STRATEGIES             # they act in a replica process, n
 PBFT_STRATEGIES = tuple(s for s in STRATEGIES if s not in RUNTIME_ONLY)
 AS_LEADER = ("equivocate", "equivocate-all", "censor", "forge-request", "empty-batches", "replay-executed", "slow",
              "collude", "byzantine-ledger")
+# in paxos, corrupt acts as the leader: a corrupt follower's ACCEPTEDs carry no signature to check
+PAXOS_AS_LEADER = ("corrupt",)
 # the war story "byzantine-ledger": the leader tells the replicas different ledgers (it equivocates)
 STORIES = {"byzantine-ledger": "equivocate"}
 IN_VIEW_CHANGE = ("forge-vc", "padded-vc", "false-checkpoint")   # they act only while replicas change views
@@ -171,6 +173,18 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+def attackers(name: str, mode: str, n: int, count: int) -> list[int]:
+    """Which replicas run a replica attack: the first primary or leader for the attacks that act
+    as one, the next primary for those that act in its place, else the last ``count``."""
+    if name in AS_LEADER or name in RUNTIME_STRATEGIES or (mode == "paxos" and name in PAXOS_AS_LEADER):
+        first = 0
+    elif name in AS_NEXT_PRIMARY:
+        first = 1
+    else:
+        first = n - count
+    return list(range(first, first + count))
+
+
 def applies(name: str, mode: str) -> bool:
     s = SCENARIOS.get(name)
     return s is not None and mode in s.modes
@@ -263,10 +277,7 @@ def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: 
     n = proto.n(f)
     if not 1 <= count < n:
         raise LabError(f"--byzantine-count must be between 1 and {n - 1} for n={n}")
-    faulty: list[int] = []
-    if scenario.kind == "replica":
-        first = 0 if name in AS_LEADER else 1 if name in AS_NEXT_PRIMARY else n - count
-        faulty = list(range(first, first + count))
+    faulty = attackers(name, mode, n, count) if scenario.kind == "replica" else []
     rng = random.Random(f"lab-{mode}-{name}-{seed}")
     if name == "collude":
         team = Collusion(n, faulty)

@@ -164,3 +164,27 @@ async def test_add_client_registers_a_key_on_the_running_ledger_for_every_replic
         assert r.client == 4 and await c.get("from-4") == b"hello"
     p = cli("put", d, "k", "v", "--client", "5")
     assert p.returncode == 1 and "add-client" in one_error_line(p)
+
+
+def test_transact_and_outcome_from_sync_code_and_asyncio(make_cluster) -> None:
+    """The same API from blocking code (SyncClient) and under asyncio (AsyncioClient)."""
+    import asyncio
+
+    lc = make_cluster("pbft")
+    from bft.runtime.procs import wait_ready
+
+    wait_ready(lc.cluster, timeout=30, procs=list(lc.procs.values()))
+    with ledger.client.SyncClient(lc.directory, timeout=30) as c:
+        r = c.transact({"s1": "1", "s2": "2"}, None, {"s1": None})
+        assert r.ok and c.get("s2") == b"2"
+        with pytest.raises(ledger.client.LedgerError, match="holds no uncertain request"):
+            c.outcome("0-1")
+
+    async def main() -> None:
+        async with ledger.client.connect(lc.directory, client=1, timeout=30) as c:
+            r = await c.transact(puts={"a1": b"x"}, deletes=["s1"], require={"s2": b"2"})
+            assert r.ok and r.operation["deletes"] == ["s1"]
+            again = await c.outcome(r.tx)
+            assert (again.height, again.index) == (r.height, r.index)
+
+    asyncio.run(main())

@@ -771,3 +771,36 @@ def test_an_acceptor_sent_two_values_for_one_slot_in_one_ballot_says_so() -> Non
     c.step(0, accept(0, 1, y))
     assert c.drops.by_rule[PaxosRule.ACCEPT_TWICE] == 1
     assert c.status()["equivocations_seen"] == 1 and "two values for slot 1" in c.equivocations[(0, 1)]
+
+
+def test_a_leader_whose_accept_signature_fails_is_not_waited_on_for_ever() -> None:
+    """The real-process finding of issue 14: a corrupt leader's heartbeats kept its followers
+    from electing another, and nothing ever committed. A leader that only crashes never signs
+    wrong: after one bad ACCEPT its heartbeats no longer count, the follower's election timer
+    runs out and it campaigns (and grants a pre-vote to another)."""
+    from dataclasses import replace
+
+    c = core(1)
+    c.step(0, PxHeartbeat(3, 0, 0))                     # ballot 3, replica 0 leads
+    c.ready()
+    bad = replace(accept(3, 1, [req(0, 1).encode()]), sig=bytes(64))
+    c.step(0, bad)
+    assert c.drops.by_rule[PaxosRule.ACCEPT_SIGNATURE] == 1 and c.stats["leaders distrusted"] == 1
+    t = 0.0
+    for _ in range(200):                                 # heartbeats keep coming, as a corrupt leader sends them
+        t += 0.05
+        c.step(0, PxHeartbeat(3, 0, 0))
+        c.tick(t)
+        if sends(c.ready(), PxPreVote):
+            break
+    else:
+        raise AssertionError("the follower waited on the corrupt leader for 10 s")
+    assert t < 2 * c.cfg.election_timeout[1]
+    # the same heartbeats from a leader that never signed wrong keep a follower waiting
+    d = core(1)
+    t = 0.0
+    for _ in range(200):
+        t += 0.05
+        d.step(0, PxHeartbeat(3, 0, 0))
+        d.tick(t)
+        assert not sends(d.ready(), PxPreVote)
