@@ -37,6 +37,7 @@ from crypto.signing import HashSigner, HashVerifier
 from ledger.block import Block
 from ledger.chain import Chain
 from ledger.state import STATUS_NAMES, decode_result, op_get, op_put
+from tests.script_reads import ReadCommands, fmt_read_msg
 
 NULL = root_of([])
 FORGER = HashSigner(b"nobody's key")
@@ -178,7 +179,7 @@ def fmt_msg(m) -> str:
         return f"px-heartbeat b={m.ballot} ci={m.commit_index}"
     if t in (PxPreVote, PxPreVoteGrant):
         return f"{m.NAME} b={m.ballot}"
-    return getattr(m, "NAME", t.__name__)
+    return fmt_read_msg(m) or getattr(m, "NAME", t.__name__)
 
 
 def fmt_block(b: Block) -> str:
@@ -239,7 +240,7 @@ class Node:
     incarnation: int = 0
 
 
-class Harness:
+class Harness(ReadCommands):
     def __init__(self, protocol: str) -> None:
         if protocol not in ("pbft", "paxos"):
             raise ScriptError(f"unknown protocol {protocol!r} (the script's directory names it)")

@@ -29,7 +29,7 @@ EXAMPLES = f"""examples:
   {PROG} init ./mycluster --mode pbft --f 1  # 4 replicas, tolerates 1 Byzantine one
   {PROG} up ./mycluster                      # run them (Ctrl-C stops them)
   {PROG} put ./mycluster alice 100           # commit, print the verified receipt
-  {PROG} get ./mycluster alice               # read through consensus
+  {PROG} get ./mycluster alice               # read (2f+1 matching answers; --linearizable orders it)
   {PROG} status ./mycluster                  # view, leader, height, head of each replica
   {PROG} audit ./mycluster --id 0            # verify replica 0's ledger offline
   {PROG} compare ./mycluster                 # do the replicas hold the same ledger? where not?

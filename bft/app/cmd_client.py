@@ -60,12 +60,17 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 def add_get(sub: Subparsers) -> None:
     p = sub.add_parser(
-        "get", help="read KEY (a linearizable read through consensus)",
-        description="Read KEY's committed value; the read is ordered through consensus like a write. "
+        "get", help="read KEY (not ordered: no block; --linearizable orders it)",
+        description="Read KEY's committed value. By default the read is not ordered and adds no block: "
+                    "pbft takes the value once 2f+1 replicas answer alike, paxos once the leader confirmed "
+                    "it still leads (see README, 'Reads'); it falls back to an ordered read when the answers "
+                    "differ. --linearizable orders the read through consensus like a write (a block). "
                     "Prints the value; exit status 1 when KEY is absent (with --json, 0 and "
                     "\"found\": false).")
     p.add_argument("dir", metavar="DIR", help="cluster directory")
     p.add_argument("key", metavar="KEY")
+    p.add_argument("--linearizable", action="store_true",
+                   help="order the read through consensus (linearizable whatever f replicas do; adds a block)")
     p.add_argument("--json", action="store_true", help="print {key, found, value} as JSON")
     client_args(p)
     p.set_defaults(func=cmd_get)
@@ -76,7 +81,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
     async def go():
         async with ledger.client.connect(args.dir, args.client, timeout=args.timeout) as c:
-            return await c.get(args.key)
+            return await c.get(args.key, linearizable=args.linearizable)
 
     value = run_async(go)
     if args.json:
