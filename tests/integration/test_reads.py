@@ -103,3 +103,35 @@ def test_the_lying_reads_lab_on_real_processes(mode: str, safety: str) -> None:
     r = json.loads(p.stdout)
     assert r["safety"] == safety and r["liveness"] == "held", r
     assert any("reads the key back" in n for n in r["notes"]), r["notes"]
+
+
+async def test_a_client_flooding_reads_is_refused_by_rule_and_others_are_served(make_cluster) -> None:
+    """Client 2 sends 12,000 reads at once to every replica over its own authenticated
+    connections, never reading the answers: past its burst (4,000, then 2,000/s) each replica
+    answers BUSY and counts ``read.RATE`` under c2, and client 0's reads and writes go on."""
+    from bft.app import hostile
+    from ledger.state import op_get
+    from ledger.wire import Read, frame
+
+    lc = make_cluster("pbft")
+    await lc.ready()
+    burst = b"".join(frame(Read(2, k, 0, op_get("k0")).encode()) for k in range(12_000))
+    flooders = [await hostile.authenticated(lc.cluster, r, 2) for r in range(lc.n)]
+    t0 = trio.current_time()
+    async with ledger.client.connect(lc.directory, timeout=30) as c:
+        await c.put("k0", "v0")
+        async with trio.open_nursery() as nursery:
+            for s in flooders:
+                nursery.start_soon(s.send_all, burst)
+            for j in range(20):
+                assert await c.get("k0") == b"v0"
+            await c.put("k1", "v1")
+            assert await c.get("k1") == b"v1"
+        await trio.sleep(1.0)
+        st = await c.status()
+    elapsed = trio.current_time() - t0
+    for s in st:                       # here about 6,900 refused and 5,100 answered per replica
+        refused = s["dropped"].get("read.RATE", {}).get("by_sender", {}).get("c2", 0)
+        assert refused >= 12_000 - 4_000 - 2_000 * elapsed, (refused, elapsed)
+    for s in flooders:
+        await trio.aclose_forcefully(s)
