@@ -11,13 +11,13 @@ from dataclasses import replace
 
 from bft.outputs import Action, AppendBlock, Broadcast, Send, ServeBlocks, ToClient
 from bft.pbft.certs import EMPTY_ROOT, NewViewPlan, plan_new_view
-from bft.wire import (Checkpoint, Commit, Message, PrePrepare, Prepare, PreparedCert, PxAccept, Reply,
+from bft.wire import (Checkpoint, Commit, Message, PrePrepare, Prepare, PreparedCert, PxAccept, ReadReply, Reply,
                       Request, StateRequest, StateResponse, ViewChange, decode)
 from crypto.merkle import root_of
 from crypto.signing import Signer
 from ledger import quorum
 from ledger.block import Block
-from ledger.state import op_put
+from ledger.state import BUSY, OK, decode_result, encode_result, op_put
 
 STRATEGIES = {
     "silent": "receives everything, sends nothing (a crashed or mute replica)",
@@ -47,6 +47,8 @@ STRATEGIES = {
                         "reached, proved by its own CHECKPOINT alone",
     "forge-transfer": "answers state-transfer requests with forged blocks: each batch reordered or emptied, "
                       "under the real block's commit certificate",
+    "lying-reads": "answers every read that is not ordered with a value nobody wrote, held since a height no "
+                   "ledger reached (every liar tells the same lie, so that colluding liars agree)",
     # the next three act in the replica process (bft.runtime.replica), outside the core
     "lying-receipts": "serves receipts with an altered result and attests to a block hash nobody computed",
     "empty-transfer": "answers every state-transfer request with no blocks",
@@ -60,7 +62,7 @@ RUNTIME_STRATEGIES = ("lying-receipts", "empty-transfer", "drip-transfer")
 # runtime's (receipts and state transfer exist in both modes). The others act on PRE-PREPARE,
 # PREPARE, COMMIT, CHECKPOINT or VIEW-CHANGE, which Paxos does not have: a Paxos replica given
 # one is refused, never silently labelled Byzantine.
-PAXOS_STRATEGIES = ("silent", "corrupt", "forge", "replay", "flood", "equivocate", "slow", "censor")
+PAXOS_STRATEGIES = ("silent", "corrupt", "forge", "replay", "flood", "equivocate", "slow", "censor", "lying-reads")
 
 
 def applies(strategy: str, mode: str) -> bool:
@@ -73,6 +75,8 @@ NOISE_INTERVAL = 0.05          # how often the noisy strategies send their junk 
 FLOOD_VOTES = 200              # duplicate votes 'flood-votes' sends every NOISE_INTERVAL (4,000/s to each peer)
 
 CENSORED_CLIENT = 0
+LIE = encode_result(OK, b"a value nobody wrote")     # what 'lying-reads' answers (every liar alike) ...
+LIE_SINCE = 1_000_000                                 # ... held since a height no ledger reached
 
 
 def slow_delay(cfg) -> float:
@@ -138,6 +142,17 @@ class Byzantine:
     # -- strategies
     def _silent(self, out: list[Action]) -> list[Action]:
         return [a for a in out if not isinstance(a, (Send, Broadcast, ToClient))]
+
+    def _lying_reads(self, out: list[Action]) -> list[Action]:
+        """Every READ-REPLY it sends (BUSY ones aside) names a value nobody wrote, held since a
+        height beyond its ledger. Its replies to ordered requests stay honest: the lie is
+        aimed at the reads that no consensus checks."""
+        res = []
+        for a in out:
+            if isinstance(a, ToClient) and type(a.msg) is ReadReply and decode_result(a.msg.result)[0] != BUSY:
+                a = replace(a, msg=replace(a.msg, result=LIE, since=LIE_SINCE))
+            res.append(a)
+        return res
 
     def _resign(self, msg: Message, **changes) -> Message:
         m = replace(msg, **changes)

@@ -3,6 +3,7 @@
 ``StepRule``: what the common ``step`` skeleton checks before a protocol handler sees a
 message (membership, the message types a peer may send, the sender field against the
 authenticated sender). ``RequestRule``: the admission of a client's signed request.
+``ReadRule``: the admission of a client's READ, answered without ordering (``bft.reads``).
 The protocols' own rules are in ``bft.pbft.rules`` and ``bft.paxos.rules``; the base
 class, the ledger's rules and ``WireRule`` (what the channels reject before a message
 reaches a core; ``ledger.net`` runs them for clients too) in ``ledger.rules``.
@@ -15,7 +16,9 @@ from enum import unique
 
 from ledger.rules import CL99, OURS, Rejection, Rule
 
-__all__ = ["Drops", "Rejection", "RequestRule", "Rule", "StepRule"]
+__all__ = ["Drops", "ReadRule", "Rejection", "RequestRule", "Rule", "StepRule"]
+
+CL02 = "Castro & Liskov, Practical Byzantine Fault Tolerance and Proactive Recovery, TOCS 2002"
 
 SENDERS_PER_RULE = 64      # distinct senders named per rule; the rest count under "others"
 
@@ -26,7 +29,7 @@ class StepRule(Rule):
 
     NOT_A_MEMBER = ("message from a non-member (or from this replica itself)",
                     f"{CL99}, §2 (a fixed set of n replicas, each with a key)")
-    CLIENT_SENT_PROTOCOL = ("protocol message from a client (clients may send only requests)",
+    CLIENT_SENT_PROTOCOL = ("protocol message from a client (clients may send only requests and reads)",
                             f"{CL99}, §4.1")
     UNEXPECTED_TYPE = ("message of a type this protocol does not take from a replica", OURS)
     SENDER_MISMATCH = ("sender field differs from the authenticated sender",
@@ -48,6 +51,23 @@ class RequestRule(Rule):
                               f"{OURS}: only the key cluster.toml names admin onboards clients (ledger.clients)")
     REGISTRATION_KEY_TAKEN = ("registration of a key that is already a replica's or a client's",
                               f"{OURS}: one identity per key, so a channel's peer is never ambiguous")
+
+
+@unique
+class ReadRule(Rule):
+    """Admission of a client's READ (both modes): answered from the executed state, never
+    ordered, so nothing but these checks stands between a client and a replica's work."""
+
+    WRONG_CLIENT = ("read naming another client than its channel's, or an unknown one",
+                    f"{CL99}, §2 (nobody speaks for another); {OURS}: a read is authenticated by its channel")
+    NOT_READ_ONLY = ("read whose operation is not read-only (or is malformed)",
+                     f"{CL02}, §5.1.3 (replicas check that the request is in fact read-only)")
+    RATE = ("read over the client's read rate: answered BUSY",
+            f"{OURS}: a read costs a replica a lookup and a reply; bounded work per client")
+    HELD_FULL = ("read refused: the client's reads waiting for a height are as many as allowed (answered BUSY)",
+                 f"{OURS}: bounded memory per client and in all")
+    EXPIRED = ("read dropped unanswered: this replica did not reach the height it needs in time",
+               f"{OURS}: held reads are bounded in time (the client falls back to an ordered read)")
 
 
 class Drops:

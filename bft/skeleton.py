@@ -16,7 +16,7 @@ from typing import Callable, ClassVar, Iterable, TypeVar
 from bft.outputs import Action, ToClient
 from bft.requests import CACHED, KNOWN, REFUSED, STALE, busy_reply, cached_reply, stale_reply
 from bft.rules import Drops, Rejection, Rule, StepRule, client_name, replica_name
-from bft.wire import Message, Request
+from bft.wire import Message, Read, Request
 from crypto.signing import Signer
 from ledger.certificate import certified_block_error
 from ledger.chain import Chain
@@ -94,6 +94,8 @@ class CoreSkeleton:
         if from_client:
             if t is Request:
                 self._on_request(sender, msg)
+            elif t is Read:
+                self._on_read(sender, msg)
             else:
                 self._drop(StepRule.CLIENT_SENT_PROTOCOL, client=sender)
             return
@@ -114,6 +116,10 @@ class CoreSkeleton:
         """Hook for work a core does once a message is handled (pbft drains held messages)."""
 
     def _on_request(self, client: int, req: Request) -> None:
+        raise NotImplementedError
+
+    def _on_read(self, client: int, m: Read) -> None:
+        """A client's READ, answered without ordering (``bft.reads``)."""
         raise NotImplementedError
 
     def _answer_admission(self, client: int, req: Request, what: str, detail, view: int,

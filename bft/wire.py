@@ -16,7 +16,8 @@ those in ``UNSIGNED``.
 from __future__ import annotations
 
 from ledger.wire import (DOMAIN_PREFIX, MAX_BLOCK, MAX_FRAME, MAX_LIST, MAX_OP, MAX_U32, MAX_U64, VERSION,
-                         AttestRequest, Attestation, Auth, DecodeError, FrameDecoder, Hello, Kind, Message,
+                         AttestRequest, Attestation, Auth, DecodeError, FrameDecoder, Hello, Kind, Message, Read,
+                         ReadRedirect, ReadReply,
                          ReceiptRequest, ReceiptResponse, Redirect, Reply, Request, StatusRequest, StatusResponse,
                          blob, block_bytes, decode, digest, frame, message, message_types, op_bytes, sig_kind,
                          small_bytes, u8, u32, u64)
@@ -237,10 +238,34 @@ class PxPreVoteGrant(Message):
     _kinds = dict(ballot=u64, replica=u32)
 
 
+@message(38, "px-read-index")
+class PxReadIndex(Message):
+    """The leader's read-index round (Ongaro's thesis, §6.4): "am I still your leader?", asked
+    after reads arrived. A follower that still follows ``ballot`` acknowledges ``round``
+    (and learns the commit index, as from a heartbeat); one that promised a higher ballot
+    NACKs, which deposes the leader. A majority of acknowledgements of a round proves the
+    ballot was still the highest at some moment after those reads arrived."""
+    ballot: int
+    round: int
+    commit_index: int
+    replica: int
+    _kinds = dict(ballot=u64, round=u64, commit_index=u64, replica=u32)
+
+
+@message(39, "px-read-index-ack")
+class PxReadIndexAck(Message):
+    """A follower still follows ``ballot`` after the leader asked in ``round``."""
+    ballot: int
+    round: int
+    replica: int
+    _kinds = dict(ballot=u64, round=u64, replica=u32)
+
+
 __all__ = [
     # re-exported from ledger.wire
     "DOMAIN_PREFIX", "MAX_BLOCK", "MAX_FRAME", "MAX_LIST", "MAX_OP", "MAX_U32", "MAX_U64", "VERSION", "Kind",
-    "AttestRequest", "Attestation", "Auth", "DecodeError", "FrameDecoder", "Hello", "Message", "ReceiptRequest",
+    "AttestRequest", "Attestation", "Auth", "DecodeError", "FrameDecoder", "Hello", "Message", "Read",
+    "ReadRedirect", "ReadReply", "ReceiptRequest",
     "ReceiptResponse", "Redirect", "Reply", "Request", "StatusRequest", "StatusResponse", "decode", "frame",
     "message", "message_types", "blob", "block_bytes", "digest", "op_bytes", "sig_kind", "small_bytes", "u8",
     "u32", "u64",
@@ -248,7 +273,7 @@ __all__ = [
     "MAX_BATCH", "MAX_BATCH_BYTES", "request_bytes", "signer_pair",
     "PrePrepare", "Prepare", "Commit", "Checkpoint", "PreparedCert", "ViewChange", "NewView", "StateRequest",
     "StateResponse", "BatchRequest", "BatchResponse", "Suspect", "PxPrepare", "PxPromise", "PxNack", "PxAccept",
-    "PxAccepted", "PxHeartbeat", "PxPreVote", "PxPreVoteGrant",
+    "PxAccepted", "PxHeartbeat", "PxPreVote", "PxPreVoteGrant", "PxReadIndex", "PxReadIndexAck",
 ]
 
 
@@ -257,7 +282,7 @@ def describe(msg) -> str:
     arrow or a debug log line (``pre-prepare v=0 n=7 3fa2c1``)."""
     parts = [msg.NAME]
     for name, short in (("view", "v"), ("new_view", "v"), ("ballot", "b"), ("seq", "n"), ("slot", "s"),
-                        ("timestamp", "ts")):
+                        ("timestamp", "ts"), ("nonce", "nonce"), ("round", "round")):
         v = getattr(msg, name, None)
         if isinstance(v, int):
             parts.append(f"{short}={v}")

@@ -80,6 +80,7 @@ class Chain:
     def _run(self, txs: list[bytes], height: int) -> list[bytes]:
         results = []
         clients = self.clients
+        self.kv.at = height                  # what the block writes is written "since" this height
         for index, raw in enumerate(txs):
             t = txmod.parse(raw)
             if t is None:

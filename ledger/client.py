@@ -3,7 +3,7 @@
 ```python
 async with ledger.client.connect(cluster_dir) as client:   # under trio or asyncio
     receipt = await client.put("alice", b"100")     # returns once committed
-    value = await client.get("alice")               # b"100" (reads go through consensus)
+    value = await client.get("alice")               # b"100" (not ordered: no block; see Client.get)
     receipt.verify(cluster_dir)                     # offline, public keys only
 with ledger.client.SyncClient(cluster_dir) as client:   # the same, blocking, from any thread
     client.put("bob", "50")
@@ -61,6 +61,10 @@ from ledger.wire import MAX_OP, DecodeError, Request, decode
 MAX_KEY = state.MAX_KEY           # bytes of UTF-8 in a key (1 KiB)
 RECEIPT_FETCH_TIMEOUT = 2.0
 UNCERTAIN_KEPT = 4096             # requests outcome(request_id) can name, per client object
+# A read not ordered that has no 2f+1 matching answers (paxos: the leader's) this soon is ordered
+# instead. Replicas answer at once unless they are below the client's floor, and catch up
+# within milliseconds when they are merely behind; a longer wait only delays the fallback.
+FAST_READ_TIMEOUT = 0.5
 BLOCK_CACHE = 256
 
 
@@ -224,13 +228,37 @@ class Client:
             raise Refused(f"the ledger refused the registration: {(r.value or b'').decode(errors='replace')}")
         return len(self.cluster.clients) + int(r.value), r
 
-    async def get(self, key: str) -> bytes | None:
-        """The committed value (a linearizable read: it is ordered like a write), or None."""
-        out = await self._submit(state.op_get(_check_key(key)))
-        status, value = _decode(out.result)
-        if status != state.OK:
-            raise LedgerError(f"get {key!r} failed with status {state.STATUS_NAMES.get(status, status)}")
-        return value
+    async def get(self, key: str, linearizable: bool = False) -> bytes | None:
+        """The value of ``key``, or None when it is absent. No block, unless the read is ordered.
+
+        By default the read is not ordered: pbft accepts it once 2f+1 replicas answered the
+        same value, and the same height since which the key held it (Castro & Liskov, TOCS
+        2002, §5.1.3); paxos once the leader confirmed with a majority that it still leads
+        (a read index, Ongaro's thesis §6.4). Either falls back to an ordered read (a block)
+        when the answers differ or do not come within ``FAST_READ_TIMEOUT``. What it returns:
+
+        - always a value the key held in the committed ledger, at a height at or above this
+          client's floor: its own latest write, and the state its latest read saw. So a
+          client reads its own writes and never goes back in time, even with f lying
+          replicas (2f+1 matching answers hold f+1 honest ones);
+        - paxos: linearizable (every write acknowledged before the read began is seen);
+        - pbft with every replica honest: linearizable too (the 2f+1 answers meet the f+1
+          replicas that executed any acknowledged write, and all describe one stretch of
+          the ledger). With faulty replicas it may miss a write another client saw
+          acknowledged just before: writes complete with f+1 matching replies, and f of
+          them may come from faulty replicas that then answer the read with the old value.
+          It is never a value the key did not hold.
+
+        ``linearizable=True`` orders the read through consensus like a write: linearizable
+        in both modes whatever f replicas do, at the price of a block (``bftledger get
+        --linearizable``)."""
+        op = state.op_get(_check_key(key))
+        if not linearizable:
+            rp = await self._session.read(op, FAST_READ_TIMEOUT)
+            if rp.result is not None:
+                return _get_value(key, rp.result)
+        out = await self._submit(op)
+        return _get_value(key, out.result)
 
     async def status(self, timeout: float = 2.0) -> list[dict]:
         """Every replica's self-report (see ``bftledger status``)."""
@@ -402,6 +430,13 @@ class Client:
             if mine:
                 del self._fetching[height]
                 ev.set()
+
+
+def _get_value(key: str, result: bytes) -> bytes | None:
+    status, value = _decode(result)
+    if status != state.OK:
+        raise LedgerError(f"get {key!r} failed with status {state.STATUS_NAMES.get(status, status)}")
+    return value
 
 
 def _decode(result: bytes) -> tuple[int, bytes | None]:

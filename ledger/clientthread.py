@@ -257,8 +257,8 @@ class SyncClient:
     def put(self, key: str, value: bytes | str) -> Receipt:
         return self._call("put", key, value)
 
-    def get(self, key: str) -> bytes | None:
-        return self._call("get", key)
+    def get(self, key: str, linearizable: bool = False) -> bytes | None:
+        return self._call("get", key, linearizable)
 
     def delete(self, key: str) -> Receipt:
         return self._call("delete", key)
@@ -334,8 +334,8 @@ class AsyncioClient:
     async def put(self, key: str, value: bytes | str) -> Receipt:
         return await self._call("put", key, value)
 
-    async def get(self, key: str) -> bytes | None:
-        return await self._call("get", key)
+    async def get(self, key: str, linearizable: bool = False) -> bytes | None:
+        return await self._call("get", key, linearizable)
 
     async def delete(self, key: str) -> Receipt:
         return await self._call("delete", key)

@@ -65,6 +65,13 @@ def reply_quorum(f: int) -> int:
     return join_quorum(f)
 
 
+def read_quorum(f: int) -> int:
+    """Matching answers a pbft client needs for a read that is not ordered (Castro & Liskov,
+    TOCS 2002, §5.1.3): 2f+1, so that any two such reads, and a read and the replicas that
+    executed a write, meet in a replica (in an honest one for two reads)."""
+    return 2 * f + 1
+
+
 def majority(n: int) -> int:
     return n // 2 + 1
 
@@ -110,6 +117,12 @@ class Quorums:
     def reply(self) -> int:
         """Matching replies a client accepts: f+1 in pbft, the leader's one in paxos."""
         return self.one_honest
+
+    @property
+    def read(self) -> int:
+        """Matching answers a client accepts for a read answered without ordering: 2f+1 in
+        pbft (TOCS 2002, §5.1.3), the leader's one in paxos (after its read-index round)."""
+        return read_quorum(self.f) if self.byzantine else 1
 
     @property
     def attest(self) -> int:

@@ -2,20 +2,28 @@
 atomic multi-key transactions.
 
 Operations and results are msgpack arrays so that every replica computes byte-identical
-results. An ordered read (linearizable) goes through consensus too, so ``get`` is an operation.
+results. ``get`` is an operation, so a read can be ordered through consensus like a write
+(linearizable: ``client.get(key, linearizable=True)``); a plain read is answered by the
+replicas from their executed state without ordering (``query``; PBFT's read-only
+optimisation, see ``ledger.clientcore``), and it never becomes a transaction. For those
+answers every key remembers the height of the block that last wrote it (``since``), so that
+a client can tell the same value at different heights apart from a value that changed and
+changed back.
 
 A transaction (``op_txn``) applies puts and deletes over several keys if and only if every
 requirement holds (a key has an expected value, or is absent): all of it, or none of it,
 in one step of the state machine, so no crash or concurrent writer can come between its
 parts. When a requirement fails, the result lists the unmet requirements with their
 current values.
+
 The state digest is an additive multiset hash (sum of H(key, value) mod 2^256): it is
 kept up to date in O(1) per write, so a checkpoint never walks the whole map.
 """
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import msgpack
 
@@ -209,12 +217,23 @@ def _entry_hash(key: str, value: bytes) -> int:
 _MOD = 1 << 256
 
 
+def is_read_only(op: bytes) -> bool:
+    """Whether ``op`` is a well-formed operation that changes nothing (a replica answers only
+    those without ordering them: Castro & Liskov, TOCS 2002, §5.1.3)."""
+    v = _parse(op)
+    return v is not None and v[0] == "get"
+
+
 class KVStore:
-    __slots__ = ("_data", "_acc")
+    __slots__ = ("_data", "_acc", "_since", "at")
 
     def __init__(self) -> None:
         self._data: dict[str, bytes] = {}
         self._acc = 0
+        # key -> height of the block that last wrote it (deleted keys too: a tombstone per key
+        # ever written, so that "absent since h" is told apart from "absent since h' != h")
+        self._since: dict[str, int] = {}
+        self.at = 0                  # the height being executed (ledger.chain sets it per block)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -222,7 +241,27 @@ class KVStore:
     def read(self, key: str) -> bytes | None:
         return self._data.get(key)
 
+    def since(self, key: str) -> int:
+        """The height of the block that last wrote ``key`` (0: never written)."""
+        return self._since.get(key, 0)
+
+    def written(self) -> Mapping[str, int]:
+        """Every key ever written -> the height that last wrote it (a read-only view, for the
+        simulator's invariant checker)."""
+        return MappingProxyType(self._since)
+
+    def query(self, op: bytes) -> tuple[bytes, int] | None:
+        """Answer a read-only operation from this state without changing it: (result, the
+        height since which that result holds), or None when ``op`` is not read-only. The
+        result is byte for byte what ``apply`` would return for it."""
+        v = _parse(op)
+        if v is None or v[0] != "get":
+            return None
+        key = v[1]
+        return encode_result(OK, self._data.get(key)), self._since.get(key, 0)
+
     def _set(self, key: str, value: bytes | None) -> None:
+        self._since[key] = self.at
         old = self._data.get(key)
         if old is not None:
             self._acc = (self._acc - _entry_hash(key, old)) % _MOD

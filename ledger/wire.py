@@ -10,7 +10,7 @@ its fields except the signature and the fields listed in ``UNSIGNED`` (a PRE-PRE
 signs the batch digest, not the batch, so that certificates stay small).
 
 Why this lives in ``ledger`` and not in ``bft``: what a client and a replica say to each
-other (REQUEST, REPLY, REDIRECT, receipts, attestations, status) and how a link is
+other (REQUEST, REPLY, REDIRECT, READ, READ-REPLY, receipts, attestations, status) and how a link is
 authenticated (HELLO, AUTH) do not depend on the consensus protocol that orders the
 requests, and ``ledger.client`` must speak them without importing ``bft`` (the layers
 are crypto <- ledger <- bft). So this module holds the codec (the ``Message`` base, the
@@ -36,6 +36,7 @@ from crypto.signing import SIGNATURE_SIZE, Signer, Verifier
 VERSION = 1
 MAX_FRAME = 8 * 1024 * 1024          # hard cap on one frame's body, checked before reading it
 MAX_OP = 64 * 1024                   # a client operation
+MAX_READ_OP = 4096                   # a read-only operation (a get: a key of at most 1 KiB)
 MAX_LIST = 4096                      # any other list
 MAX_BLOCK = 4 * 1024 * 1024          # one encoded block in a state-transfer response
 MAX_U64 = (1 << 64) - 1
@@ -262,6 +263,50 @@ class Attestation(Message):
     replica: int
     sig: bytes = b""
     _kinds = dict(height=u64, block_hash=digest, batch_size=u32, replica=u32, sig=sig_kind)
+
+
+@message(60, "read")
+class Read(Message):
+    """A read-only operation answered without ordering (Castro & Liskov, TOCS 2002, §5.1.3):
+    sent to every replica (pbft) or to the leader (paxos), never put in a block.
+
+    Unsigned: it changes nothing and is never relayed, so the channel, which authenticates
+    the client, is its authentication (a replica drops one whose ``client`` is not the
+    channel's). ``nonce`` tells the client's reads apart (its own counter, not a request
+    timestamp). A replica answers from a state at height ``min_height`` or above: the
+    client's floor, the height of its latest write or read, so that it reads its own writes
+    and never goes back in time."""
+    client: int
+    nonce: int
+    min_height: int
+    op: bytes
+    _kinds = dict(client=u32, nonce=u64, min_height=u64, op=blob(MAX_READ_OP))
+
+
+@message(61, "read-reply")
+class ReadReply(Message):
+    """A replica's answer to a READ: ``result`` (as an ordered ``get`` would return it) in its
+    state at ``height``, where it has held since the block at ``since`` wrote the key.
+    Unsigned, like REPLY: it travels on a channel authenticated to the replica, and the
+    client counts it under the replica id the channel proved. A refused read is answered
+    with a BUSY result (height 0)."""
+    client: int
+    nonce: int
+    replica: int
+    height: int
+    since: int
+    result: bytes
+    _kinds = dict(client=u32, nonce=u64, replica=u32, height=u64, since=u64, result=small_bytes)
+
+
+@message(62, "read-redirect")
+class ReadRedirect(Message):
+    """A Paxos follower's answer to a READ: only the leader answers reads; try ``leader``."""
+    client: int
+    nonce: int
+    replica: int
+    leader: int
+    _kinds = dict(client=u32, nonce=u64, replica=u32, leader=u32)
 
 
 # ----------------------------------------------------------------------------- link authentication, status

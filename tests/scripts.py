@@ -39,6 +39,7 @@ from ledger.block import Block
 from ledger.chain import Chain
 from ledger.clients import ClientKeys
 from ledger.state import STATUS_NAMES, decode_result, op_addclient, op_get, op_put
+from tests.script_reads import ReadCommands, fmt_read_msg
 
 NULL = root_of([])
 FORGER = HashSigner(b"nobody's key")
@@ -180,7 +181,7 @@ def fmt_msg(m) -> str:
         return f"px-heartbeat b={m.ballot} ci={m.commit_index}"
     if t in (PxPreVote, PxPreVoteGrant):
         return f"{m.NAME} b={m.ballot}"
-    return getattr(m, "NAME", t.__name__)
+    return fmt_read_msg(m) or getattr(m, "NAME", t.__name__)
 
 
 def fmt_block(b: Block) -> str:
@@ -241,7 +242,7 @@ class Node:
     incarnation: int = 0
 
 
-class Harness:
+class Harness(ReadCommands):
     def __init__(self, protocol: str) -> None:
         if protocol not in ("pbft", "paxos"):
             raise ScriptError(f"unknown protocol {protocol!r} (the script's directory names it)")

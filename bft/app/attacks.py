@@ -161,6 +161,13 @@ ATTACKS: list[Attack] = [
            "off to see the ledgers split: --unsafe-disable transfer-certificates",
            Outcome(("ledger.CERT_TOO_FEW_COMMITS",),
                    "the forged blocks are rejected; replica 2 fetches the real ones from the next peer")),
+    Attack("lying-reads", STRATEGIES["lying-reads"],
+           "pbft: a read that is not ordered is accepted only when 2f+1 replicas answer the same value, held "
+           "since the same height, so f liars cannot make one, and the client falls back to an ordered read "
+           "(Castro & Liskov, TOCS 2002, §5.1.3); paxos: the client trusts the leader's one answer",
+           Outcome((), "the lie never gathers 2f+1 matching answers: every read returns a value the ledger held"),
+           Outcome((), "the clients accept the leader's made-up value: " + NO_RULE_PAXOS,
+                   safety="violated", liveness="not measured")),
     Attack("collude", "K replicas led by the primary split the honest ones in two halves: each half gets its "
            "own PRE-PREPARE and the team's PREPAREs and COMMITs for it (bft.collusion)",
            "with K <= f the halves cannot both reach 2f PREPAREs and 2f+1 COMMITs: quorums of 2f+1 intersect "

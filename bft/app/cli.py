@@ -32,7 +32,7 @@ EXAMPLES = f"""examples:
   {PROG} init ./mycluster --mode pbft --f 1  # 4 replicas, tolerates 1 Byzantine one
   {PROG} up ./mycluster                      # run them (Ctrl-C stops them)
   {PROG} put ./mycluster alice 100           # commit, print the verified receipt
-  {PROG} get ./mycluster alice               # read through consensus
+  {PROG} get ./mycluster alice               # read (2f+1 matching answers; --linearizable orders it)
   {PROG} put ./mycluster photo --file a.jpg  # a value from a file ('-': from standard input), up to 64 KiB
   {PROG} cas ./mycluster alice 90 --expect 100   # compare-and-set; 'delete DIR KEY' removes a key
   {PROG} status ./mycluster                  # view, leader, height, head of each replica

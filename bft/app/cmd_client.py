@@ -185,19 +185,24 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 def add_get(sub: Subparsers) -> None:
     p = sub.add_parser(
-        "get", help="read KEY (a linearizable read through consensus)",
-        description="Read KEY's committed value; the read is ordered through consensus like a write. "
+        "get", help="read KEY (not ordered: no block; --linearizable orders it)",
+        description="Read KEY's committed value. By default the read is not ordered and adds no block: "
+                    "pbft takes the value once 2f+1 replicas answer alike, paxos once the leader confirmed "
+                    "it still leads (see README, 'Reads'); it falls back to an ordered read when the answers "
+                    "differ. --linearizable orders the read through consensus like a write (a block). "
                     "Prints the value; exit status 1 when KEY is absent (with --json, 0 and "
                     f"\"found\": false). {LIMITS}")
     p.add_argument("dir", metavar="DIR", help="cluster directory")
     p.add_argument("key", metavar="KEY")
+    p.add_argument("--linearizable", action="store_true",
+                   help="order the read through consensus (linearizable whatever f replicas do; adds a block)")
     p.add_argument("--json", action="store_true", help="print {key, found, value} as JSON")
     client_args(p)
     p.set_defaults(func=cmd_get)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    value = _run_client(args, "get", _key(args))
+    value = _run_client(args, "get", _key(args), args.linearizable)
     if args.json:
         doc = {"key": args.key, "found": value is not None, "value": None, "value_hex": None}
         if value is not None:

@@ -26,7 +26,7 @@ from ledger.rules import Rule
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "rules.md"
 FAMILIES = [("ledger.rules", "LedgerRule"), ("bft.rules", "StepRule"), ("bft.rules", "RequestRule"),
-            ("ledger.rules", "WireRule"), ("bft.pbft.rules", "PbftRule"), ("bft.pbft.monitor", "SuspicionRule"),
+            ("bft.rules", "ReadRule"), ("ledger.rules", "WireRule"), ("bft.pbft.rules", "PbftRule"), ("bft.pbft.monitor", "SuspicionRule"),
             ("bft.paxos.rules", "PaxosRule")]
 CODE_DIRS = ("bft", "ledger", "crypto")
 

@@ -20,6 +20,9 @@ state and handling the messages named after it:
   commit index from the leader (``on_heartbeat``), and fetches what it cannot execute with
   state transfer, checking every block's certificate.
 
+Reads that a client does not ask to order are answered by the leader from its state after a
+read-index round (``bft.paxos.reads``, Ongaro's thesis §6.4); followers redirect them.
+
 ``PaxosCore`` is the facade the drivers see: it authenticates and dispatches (the shared
 ``bft.skeleton``), admits clients' requests, and collects the roles' actions in order.
 
@@ -66,12 +69,14 @@ from bft.paxos.ballots import NOOP_DIGEST, PaxosStateError, Role, leader_of, nex
 from bft.paxos.config import PaxosConfig
 from bft.paxos.learner import Learner
 from bft.paxos.proposer import Proposer
+from bft.paxos.reads import ReadIndex
 from bft.pbft.certs import Keys
+from bft.reads import ReadDesk
 from bft.requests import NEW, RequestPool
 from bft.rules import RequestRule
 from bft.skeleton import CoreSkeleton
 from bft.wire import (Message, PxAccept, PxAccepted, PxHeartbeat, PxNack, PxPrepare, PxPreVote, PxPreVoteGrant,
-                      PxPromise, Redirect, Request, StateRequest, StateResponse)
+                      PxPromise, PxReadIndex, PxReadIndexAck, Read, Redirect, Request, StateRequest, StateResponse)
 from crypto.signing import Signer
 from ledger import tx as txmod
 from ledger.block import Block
@@ -110,6 +115,8 @@ class PaxosCore(CoreSkeleton):
         self.acceptor = Acceptor(self, votes)
         self.proposer = self.proposer_cls(self, votes.promised, now)
         self.learner = Learner(self)
+        self.read_desk = ReadDesk(self)
+        self.read_index = ReadIndex(self)
         if not records and chain.height == 0 and leader_of(0, self.n) == self.id:
             # first start, or a disk that was replaced: campaign at once, with a phase 1, which
             # reports whatever the cluster already chose
@@ -120,10 +127,14 @@ class PaxosCore(CoreSkeleton):
         self.now = now
         self.proposer.tick(now)
         self.learner.tick(now)
+        self.read_index.tick(now)
+        self.read_desk.expire(now)
 
     def ready(self) -> list[Action]:
         if self.proposer.role is Role.LEADER and self.queue:
             self.proposer.propose()
+        self.read_index.ready()
+        self.read_desk.serve()               # confirmed reads whose read index has executed
         out, self._out = self._out, []
         return out
 
@@ -179,7 +190,8 @@ class PaxosCore(CoreSkeleton):
         return {"mode": "paxos", "equivocations_seen": self.stats["equivocations_seen"], "view": self.ballot, "leader": self.leader, "in_view_change": self.in_view_change,
                 "executed": self.chain.height, "stable_checkpoint": self.learner.stable, "height": self.chain.height,
                 "head": self.chain.head.hex(), "pending": len(self.pending), "dropped": self.drops.as_json(),
-                "role": self.role.value, "promised": self.acceptor.promised, "commit_index": self.commit_index}
+                "role": self.role.value, "promised": self.acceptor.promised, "commit_index": self.commit_index,
+                "reads_answered": self.read_desk.answered, "reads_held": self.read_desk.held}
 
     # ------------------------------------------------------------------ for the roles
     def emit(self, action: Action) -> None:
@@ -195,8 +207,10 @@ class PaxosCore(CoreSkeleton):
         self._out.append(Persist(record))
 
     def forget_requests(self) -> None:
-        """No longer proposing: drop what clients sent; they retry with the next leader."""
+        """No longer proposing: drop what clients sent (requests and reads); they retry with
+        the next leader."""
         self.requests.forget()
+        self.read_index.abandon()
 
     def forget_pending(self) -> None:
         """Following a leader: requests held for a leadership of my own will not be proposed."""
@@ -229,6 +243,10 @@ class PaxosCore(CoreSkeleton):
         else:
             self._answer_admission(client, req, what, detail, self.ballot, answer=leading)
 
+    def _on_read(self, client: int, m: Read) -> None:
+        if self.read_desk.admit(client, m):
+            self.read_index.on_read(client, m)
+
     # one handler per message, named after it, in the role that handles it
     _handlers = {
         PxPrepare: lambda core, s, m: core.acceptor.on_prepare(s, m),
@@ -241,4 +259,6 @@ class PaxosCore(CoreSkeleton):
         PxPreVoteGrant: lambda core, s, m: core.proposer.on_prevote_grant(s, m),
         StateRequest: lambda core, s, m: core.learner.on_state_request(s, m),
         StateResponse: lambda core, s, m: core.learner.on_state_response(s, m),
+        PxReadIndex: lambda core, s, m: core.read_index.on_probe(s, m),
+        PxReadIndexAck: lambda core, s, m: core.read_index.on_ack(s, m),
     }

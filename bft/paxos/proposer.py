@@ -69,6 +69,7 @@ class Proposer:
         self.prepare_from = 0
         self.proposals: dict[int, Proposal] = {}    # leader: slots proposed and not yet chosen
         self.next_slot = core.chain.height + 1
+        self.elected_top = 0                        # leader: the last slot phase 1 re-proposed (bft.paxos.reads)
         self._catchup_peer: int | None = None       # leader: the acceptor whose commit index was highest
         self.progress_at = now                      # when this replica last executed (or began to lead)
         self.deadline = now + self.election_timeout()
@@ -365,6 +366,7 @@ class Proposer:
         core.learner.lead(b, known)
         self.proposals = {}
         self.next_slot = top + 1
+        self.elected_top = top          # a read index is at least this: what earlier leaders chose is below it
         self.progress_at = core.now
         ahead = [p for p in promises if p.commit_index > core.chain.height]
         self._catchup_peer = max(ahead, key=lambda p: (p.commit_index, -p.replica)).replica if ahead else None

@@ -4,7 +4,8 @@ Section numbers are those of Lamport, "Paxos Made Simple" (2001): §2.2 chooses 
 (phase 1: an acceptor promises not to accept ballots below n; phase 2: it accepts unless
 it promised a higher ballot), §2.3 learns a chosen value, §3 runs a state machine (one
 distinguished proposer, gaps filled with no-ops, phase 1 once per leadership). The
-pre-vote and the refusals while a leader is alive come from Raft (Ongaro's thesis §9.6).
+pre-vote and the refusals while a leader is alive come from Raft (Ongaro's thesis §9.6),
+the read-index rules from its §6.4.
 Rules marked "bftledger" bound what the papers leave unbounded (sizes, windows) or check
 what a crash-fault protocol need not, but a replica that never raises on peer input must.
 """
@@ -23,12 +24,13 @@ def _lamport(section: str) -> str:
 PHASE1, PHASE2 = _lamport("§2.2 (phase 1)"), _lamport("§2.2 (phase 2)")
 LEARN, SMR = _lamport("§2.3"), _lamport("§3")
 PREVOTE = ONGARO14 + ", §9.6"
+READ_INDEX = ONGARO14 + ", §6.4"
 
 
 @unique
 class PaxosRule(Rule):
     # ballots (§3: the proposer of ballot b is b mod n)
-    NOT_BALLOT_OWNER = ("PREPARE, PRE-VOTE, ACCEPT or HEARTBEAT for a ballot that is not its sender's",
+    NOT_BALLOT_OWNER = ("PREPARE, PRE-VOTE, ACCEPT, HEARTBEAT or READ-INDEX for a ballot that is not its sender's",
                         f"{SMR}: each proposer draws ballots from its own disjoint set")
     # phase 1 (prepare / promise)
     PREPARE_BELOW_PROMISE = ("PREPARE at or below the ballot this acceptor promised or follows",
@@ -51,7 +53,7 @@ class PaxosRule(Rule):
     PROMISE_VALUE_SIGNATURE = ("PROMISE reports a value with a bad leader signature",
                                f"{SMR}; {OURS}: the proposal carries its leader's signature")
     # phase 2 (accept / accepted)
-    STALE_BALLOT = ("ACCEPT or HEARTBEAT from a ballot below the one this acceptor promised or follows",
+    STALE_BALLOT = ("ACCEPT, HEARTBEAT or READ-INDEX from a ballot below the one this acceptor promised or follows",
                     f"{PHASE2}: an acceptor accepts unless it promised a higher ballot")
     ACCEPT_SLOT_ZERO = ("ACCEPT for slot 0", f"{OURS}: slots are ledger heights, from 1")
     ACCEPT_FAR_AHEAD = ("ACCEPT far above this replica's execution (followed, not accepted)",
@@ -67,6 +69,13 @@ class PaxosRule(Rule):
                         f"{PHASE2}; {OURS}: a refusal concerns only the proposer of that ballot")
     # pre-vote (Raft's, §9.6)
     PREVOTE_GRANT_NOT_RUNNING = ("PRE-VOTE grant for a pre-vote this replica is not running", PREVOTE)
+    # reads answered by the leader without ordering (Raft's read index, §6.4)
+    READ_NOT_LEADING = ("read at the ballot's own replica while it does not lead yet (an election is on): "
+                        "answered BUSY", f"{READ_INDEX}: only a leader answers reads")
+    READ_ACK_NOT_LEADING = ("read-index acknowledgement for a ballot this replica does not lead",
+                            f"{READ_INDEX}: a leader confirms its own ballot")
+    READ_LEADERSHIP_LOST = ("read dropped unanswered: its leader stepped down before confirming its ballot",
+                            f"{READ_INDEX}: a deposed leader may hold stale state (the client retries)")
     # state transfer (learning the chosen prefix from a peer, §2.3 with certificates)
     UNSOLICITED_STATE = ("unsolicited state-transfer response", f"{LEARN}; {OURS}: asked of one peer at a time")
     STATE_WRONG_HEADER = ("state-transfer peer sent a wrong header for a certified batch",

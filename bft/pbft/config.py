@@ -25,9 +25,19 @@ class PbftConfig:
     max_pending_bytes: int = 256 * 1024 * 1024     # ... and their bytes (raw and decoded)
     client_requests: int = 2048                    # requests of one client held at most ...
     client_bytes: int = 16 * 1024 * 1024           # ... and their bytes (BUSY beyond either)
+    # reads answered without ordering (bft.reads): what one client may make a replica do
+    read_rate: float = 2000.0                      # reads per second per client ...
+    read_burst: float = 4000.0                     # ... in bursts of this many (BUSY beyond)
+    reads_held_per_client: int = 256               # reads of one client waiting for a height ...
+    reads_held: int = 16384                        # ... and of all clients (BUSY beyond either)
+    read_wait: float = 1.0                         # a held read is dropped after this long
     monitor: MonitorConfig = field(default_factory=MonitorConfig)   # what backups require of a primary
 
     def __post_init__(self) -> None:
+        if self.read_rate <= 0 or self.read_burst < 1 or self.read_wait <= 0:
+            raise ValueError("read_rate and read_wait must be positive, read_burst at least 1")
+        if not 1 <= self.reads_held_per_client <= self.reads_held:
+            raise ValueError("reads_held_per_client must be in 1..reads_held")
         if self.n < quorum.pbft_n(self.f):
             raise ValueError(f"pbft needs n >= 3f+1 = {quorum.pbft_n(self.f)}, got n={self.n}")
         if self.log_size < 2 * self.checkpoint_interval or self.log_size % self.checkpoint_interval:

@@ -41,13 +41,14 @@ from bft.pbft.certs import Keys, batch_error, checkpoint_proof_error, new_view_e
 from bft.pbft.config import PbftConfig
 from bft.pbft.transfer import Catchup
 from bft.pbft.viewchange import ViewChanger
+from bft.reads import ReadDesk
 from bft.requests import RequestPool, is_duplicate
 from bft.pbft.rules import PbftRule
 from bft.pbft.slots import CommittedBatch, Phase, Slot
 from bft.pbft.viewstate import ViewState
 from bft.skeleton import CoreSkeleton, reads, via
 from bft.wire import (BatchRequest, BatchResponse, Checkpoint, Commit, Message, NewView, PrePrepare, Prepare,
-                      PreparedCert, Request, StateRequest, StateResponse, Suspect, ViewChange)
+                      PreparedCert, Read, Request, StateRequest, StateResponse, Suspect, ViewChange)
 from crypto.signing import Signer
 from ledger.block import Block
 from ledger.rules import Rule
@@ -89,6 +90,7 @@ class PbftCore(CoreSkeleton):
         self.fetcher = BatchFetcher(self)
         self.catchup = Catchup(self)
         self.retransmitter = Retransmitter(self, now)
+        self.read_desk = ReadDesk(self)
         recover(self, list(vote_records))
 
     # ------------------------------------------------------------------ driver interface
@@ -108,10 +110,12 @@ class PbftCore(CoreSkeleton):
             self.suspicion.tick(now)
         self.catchup.tick(now)
         self.retransmitter.tick(now)
+        self.read_desk.expire(now)
 
     def ready(self) -> list[Action]:
         if self.is_primary and not self.in_view_change:
             self.intake.propose()
+        self.read_desk.serve()                   # reads held for a height that has now executed
         out, self._out = self._out, []
         return out
 
@@ -165,6 +169,7 @@ class PbftCore(CoreSkeleton):
               "executed": self.chain.height, "stable_checkpoint": self.h, "height": self.chain.height,
               "head": self.chain.head.hex(), "pending": len(self.pending), "dropped": self.drops.as_json(),
               "checkpoint_interval": self.cfg.checkpoint_interval, "suspecting": self.suspicion.suspecting,
+              "reads_answered": self.read_desk.answered, "reads_held": self.read_desk.held,
               "suspicions": {k.label: v for k, v in self.stats.items() if isinstance(k, Rule)}}
         m = self.monitor
         st["primary_monitor"] = {"required_tps": round(m.required(self.now), 1), "last_tps": m.last_rate,
@@ -233,6 +238,13 @@ class PbftCore(CoreSkeleton):
     # ------------------------------------------------------------------ requests
     def _on_request(self, client: int, req: Request) -> None:
         self.intake.on_request(client, req)
+
+    def _on_read(self, client: int, m: Read) -> None:
+        """PBFT's read-only optimisation (TOCS 2002, §5.1.3), answered from the executed state:
+        this core executes only committed batches, never tentatively, so what it executed is
+        committed and needs no wait; a state below the client's floor waits for it."""
+        if self.read_desk.admit(client, m):
+            self.read_desk.answer_or_hold(client, m)
 
     # ------------------------------------------------------------------ normal case
     def _normal_case_ok(self, sender: int, msg, view: int, seq: int) -> bool:

@@ -7,11 +7,15 @@
 (4) liveness, checked by the scenario: after the network heals, every submitted
     request is acknowledged within a stated bound;
 (5) validity: every transaction in an honest ledger is one a client submitted, byte for
-    byte (a primary cannot slip in a request with a forged client signature).
+    byte (a primary cannot slip in a request with a forged client signature);
+(6) reads not ordered: a result a client accepts is the value its key held, and held since
+    the height the answers named, somewhere between the client's floor and the top of the
+    honest ledger (the checker replays the honest blocks to know every key's history).
 """
 from __future__ import annotations
 
 from ledger import tx as txmod
+from ledger.chain import Chain
 from ledger.state import DUPLICATE, INVALID, decode_result
 
 
@@ -27,6 +31,10 @@ class Checker:
         self.ack_times: dict[tuple[int, int], float] = {}
         self.latencies: list[float] = []
         self.violation: str | None = None
+        self.blocks: dict[int, object] = {}                         # height -> the first honest block
+        self._canon = Chain()                                       # the honest ledger, replayed
+        self._history: dict[str, list[tuple[int, bytes | None]]] = {}   # key -> [(since, value)]
+        self.reads_checked = 0
 
     def fail(self, what: str) -> None:
         if self.violation is None:
@@ -41,6 +49,7 @@ class Checker:
         h = block.hash()
         if prev is None:
             self.by_height[block.height] = (h, r.id)
+            self.blocks[block.height] = block
         elif prev[0] != h:
             self.fail(f"honest replicas {prev[1]} and {r.id} disagree at height {block.height}")
         slot = (block.view, block.sequence)
@@ -83,3 +92,32 @@ class Checker:
 
     def unacked(self) -> list[tuple[int, int]]:
         return sorted(k for k in self.submitted if k not in self.ack_times)
+
+    # ------------------------------------------------------------------ reads not ordered
+    def _advance(self) -> int:
+        """Replay the honest blocks not replayed yet; every key's (since, value) history."""
+        canon = self._canon
+        while canon.height + 1 in self.blocks:
+            block = self.blocks[canon.height + 1]
+            canon.replay(block)
+            for key, at in canon.kv.written().items():
+                if at == block.height:
+                    self._history.setdefault(key, []).append((at, canon.kv.read(key)))
+        return canon.height
+
+    def on_read(self, client: int, key: str, floor: int, since: int, result: bytes) -> None:
+        """Client ``client`` accepted ``result`` for ``key``, held since ``since``, at floor ``floor``."""
+        self.reads_checked += 1
+        top = self._advance()
+        try:
+            status, value = decode_result(result)
+        except ValueError:
+            self.fail(f"client {client} accepted a malformed read result for {key!r}")
+            return
+        versions = [(0, None)] + self._history.get(key, [])
+        for k, (at, held) in enumerate(versions):
+            until = versions[k + 1][0] - 1 if k + 1 < len(versions) else top
+            if (at, held) == (since, value) and status == 0 and at <= top and max(at, floor) <= until:
+                return
+        self.fail(f"client {client} accepted {value!r} for {key!r} (since height {since}, floor {floor}): the "
+                  f"honest ledger (height {top}) never held it there")

@@ -38,7 +38,7 @@ from ledger.state import op_put
 RUNTIME_ONLY = RUNTIME_STRATEGIES             # they act in a replica process, not in its core
 PBFT_STRATEGIES = tuple(s for s in STRATEGIES if s not in RUNTIME_ONLY)
 AS_LEADER = ("equivocate", "equivocate-all", "censor", "forge-request", "empty-batches", "replay-executed", "slow",
-             "collude", "byzantine-ledger")
+             "collude", "byzantine-ledger", "lying-reads")
 # in paxos, corrupt acts as the leader: a corrupt follower's ACCEPTEDs carry no signature to check
 PAXOS_AS_LEADER = ("corrupt",)
 # the war story "byzantine-ledger": the leader tells the replicas different ledgers (it equivocates)
@@ -146,6 +146,16 @@ def _client_protocol(sim: Simulation, n: int, rng: random.Random, notes: list[st
     notes.append("client 2 sends PREPAREs in replica 1's name")
 
 
+READS = 40                                     # reads not ordered in the labs that need them
+
+
+def _reads(sim: Simulation, n: int, rng: random.Random, notes: list[str]) -> None:
+    for k in range(READS):
+        c = k % 2
+        sim.at(rng.uniform(0.2, RUN_FOR), lambda c=c, k=k: sim.read(c, f"k{k % 7}"))
+    notes.append(f"clients 0 and 1 also read {READS} times without ordering, on the keys they write")
+
+
 @dataclass(frozen=True)
 class Scenario:
     kind: str                                       # "replica", "client" or "network"
@@ -170,6 +180,8 @@ SCENARIOS: dict[str, Scenario] = {
     # only, or a replica that must catch up
     "forge-new-view": Scenario("replica", ("pbft",), _lost_commits_new_primary),
     "forge-transfer": Scenario("replica", ("pbft",), _cut_backup, {"transfer_chunk": 4}),
+    # a liar about reads needs reads to lie about
+    "lying-reads": Scenario("replica", ("pbft", "paxos"), _reads),
 }
 
 
@@ -327,6 +339,11 @@ def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: 
         + (f" --unsafe-disable {unsafe}" if unsafe else "") + f" --seed {seed}"
     # liveness is the honest clients' (the hostile one's refused requests never complete)
     unacked = [k for k in sim.checker.unacked() if k[0] != HOSTILE]
+    if sim.read_outcomes:
+        kinds = Counter(o.kind for o in sim.read_outcomes.values())
+        need = quorum.Quorums(mode, f).read
+        notes.append(f"reads: {kinds['fast']} accepted without ordering ({need} matching answer"
+                     f"{'s' if need > 1 else ''} each), {kinds['ordered']} fell back to ordered reads")
     if len(window) == 2:
         elections = sum(_core(r.core).stats["elections"] for r in sim.replicas)
         notes.append(f"{elections} elections in all; {window[1] - window[0]} blocks committed from "

@@ -16,11 +16,11 @@ from typing import Callable
 from bft.outputs import Broadcast, Send, ServeBlocks, ToClient, plan
 from bft.sim.invariants import Checker
 from bft.sim.trace import TraceRecorder
-from bft.wire import Message, Redirect, Reply, Request, StateResponse
+from bft.wire import Message, ReadRedirect, ReadReply, Redirect, Reply, Request, StateResponse
 from crypto.signing import Signer
 from ledger.chain import Chain
-from ledger.clientcore import EVERY_REPLICA, ClientCore, Pending
-from ledger.state import op_put
+from ledger.clientcore import EVERY_REPLICA, ClientCore, Pending, ReadPending
+from ledger.state import op_get, op_put
 
 
 @dataclass
@@ -55,6 +55,19 @@ class ReplicaNode:
 
 
 @dataclass
+class ReadOutcome:
+    """What became of a read not ordered: accepted ("fast"), ordered instead ("ordered", with the
+    timestamp of the ordered read), or still "waiting"; ``result`` once known."""
+    key: str
+    started: float
+    kind: str = "waiting"
+    result: bytes | None = None
+    since: int = 0
+    ts: int | None = None
+    done: float | None = None
+
+
+@dataclass
 class ClientNode:
     """A simulated client: the real client core (``ledger.clientcore``) and its timestamps."""
     id: int
@@ -84,7 +97,7 @@ class Simulation:
     def __init__(self, *, seed: int, n: int, f: int, mode: str, make_core: Callable[[int, Chain, list[bytes], float], object],
                  client_signers: list[Signer], net: NetworkModel | None = None,
                  tick_interval: float = 0.01, client_timeout: float = 0.5, trace: bool = False,
-                 twins: list[int] | tuple[int, ...] = ()) -> None:
+                 twins: list[int] | tuple[int, ...] = (), read_timeout: float = 0.2) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.n, self.f, self.mode = n, f, mode
@@ -93,6 +106,9 @@ class Simulation:
         self.now = 0.0
         self.tick_interval = tick_interval
         self.client_timeout = client_timeout
+        self.read_timeout = read_timeout        # a read not ordered that is not decided by then is ordered
+        self.read_outcomes: dict[tuple[int, int], ReadOutcome] = {}     # (client, nonce) -> outcome
+        self._fallbacks: dict[tuple[int, int], tuple[int, int]] = {}    # (client, ts) -> (client, nonce)
         self._events: list = []
         self._counter = 0
         self.replicas = [ReplicaNode(i, make_core(i, Chain(), [], 0.0), addr=i) for i in range(n)]
@@ -142,6 +158,10 @@ class Simulation:
                 ev[1]()
             elif kind == "client-timer":
                 self._client_timer(ev[1], ev[2])
+            elif kind == "read-timer":
+                rp = self.clients[ev[1]].core.reads.get(ev[2])
+                if rp is not None:
+                    self._read_decided(self.clients[ev[1]], rp)
             if self.checker.violation:
                 return
             if stop is not None and stop():
@@ -281,6 +301,16 @@ class Simulation:
 
     def _client_receive(self, c: ClientNode, src: int, msg: Message) -> None:
         src = self.nodes[src].id                    # a reply authenticates its replica id (twins share one)
+        if type(msg) is ReadReply:
+            rp = c.core.on_read_reply(src, msg)
+            if rp is not None:
+                self._read_decided(c, rp)
+            return
+        if type(msg) is ReadRedirect:
+            target = c.core.on_read_redirect(src, msg)
+            if target is not None:
+                self._send(CLIENT + c.id, target, c.core.reads[msg.nonce].message(c.id))
+            return
         if type(msg) is Redirect:
             target = c.core.on_redirect(src, msg)
             if target is not None:
@@ -293,6 +323,40 @@ class Simulation:
             c.core.remove(msg.timestamp)
             self.checker.on_ack(c.id, msg.timestamp, p.encoded, msg.height, msg.index, msg.result,
                                 self.now - p.started)
+            read = self._fallbacks.pop((c.id, msg.timestamp), None)
+            if read is not None:
+                self.read_outcomes[read].result = msg.result
+                self.read_outcomes[read].done = self.now
+
+    # ------------------------------------------------------------------ reads not ordered
+    def read(self, client: int, key: str) -> int:
+        """Client ``client`` reads ``key`` without ordering (``ledger.clientcore``), as the real
+        client does: to every replica (pbft) or the leader (paxos); the checker checks what it
+        accepts, and one not decided within ``read_timeout`` (or fallen short) is ordered with
+        ``submit_op``. Returns its nonce; ``read_outcomes[(client, nonce)]`` tells the rest."""
+        c = self.clients[client]
+        rp = c.core.add_read(op_get(key), self.now)
+        self.read_outcomes[(client, rp.nonce)] = ReadOutcome(key, self.now)
+        msg = rp.message(client)
+        target = c.core.read_transmit(rp)
+        if target is EVERY_REPLICA:
+            for dst in (self.client_targets if self.client_targets is not None else range(len(self.nodes))):
+                self._send(CLIENT + client, dst, msg)
+        else:
+            self._send(CLIENT + client, target, msg)
+        self._schedule(self.now + self.read_timeout, ("read-timer", client, rp.nonce))
+        return rp.nonce
+
+    def _read_decided(self, c: ClientNode, rp: ReadPending) -> None:
+        c.core.remove_read(rp.nonce)
+        outcome = self.read_outcomes[(c.id, rp.nonce)]
+        if rp.result is not None:
+            outcome.kind, outcome.result, outcome.since, outcome.done = "fast", rp.result, rp.since, self.now
+            self.checker.on_read(c.id, outcome.key, rp.floor, rp.since, rp.result)
+        else:
+            outcome.kind = "ordered"
+            outcome.ts = self.submit_op(c.id, op_get(outcome.key))
+            self._fallbacks[(c.id, outcome.ts)] = (c.id, rp.nonce)
 
     def client_sends(self, client: int, replica: int, msg: Message) -> None:
         """A message from client ``client``'s authenticated connection, as it is (labs and tests
@@ -300,7 +364,7 @@ class Simulation:
         self._send(CLIENT + client, replica, msg)
 
     def all_acked(self) -> bool:
-        return all(not c.outstanding for c in self.clients)
+        return all(not c.outstanding and not c.core.reads for c in self.clients)
 
 
 def _name(addr: int) -> str:

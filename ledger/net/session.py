@@ -32,18 +32,20 @@ import msgpack
 import trio
 
 from crypto.signing import Signer
-from ledger.clientcore import EVERY_REPLICA, ClientCore, Outcome, Pending
+from ledger.clientcore import EVERY_REPLICA, ClientCore, Outcome, Pending, ReadPending
 from ledger.cluster import Cluster
 from ledger.net.channel import Channels, channels_for
 from ledger.rules import WireRule
 from ledger.net.transport import (CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, ROLE_CLIENT, ROLE_REPLICA, Connection,
                                   HandshakeError, Link, Problems, SendQueue, describe_error)
-from ledger.wire import (MAX_FRAME, AttestRequest, Attestation, DecodeError, FrameDecoder, ReceiptRequest,
-                         ReceiptResponse, Redirect, Reply, Request, StatusRequest, StatusResponse, decode, frame)
+from ledger.wire import (MAX_FRAME, AttestRequest, Attestation, DecodeError, FrameDecoder, ReadRedirect, ReadReply,
+                         ReceiptRequest, ReceiptResponse, Redirect, Reply, Request, StatusRequest, StatusResponse,
+                         decode, frame)
 
 log = logging.getLogger("ledger.net.session")
 
 MAX_IN_FLIGHT = 2048          # well inside the ledger's window of 4096 timestamps per client
+MAX_READS_IN_FLIGHT = 256     # reads not ordered; a replica holds at most 256 of one client's
 RETRANSMIT_FIRST = 1.0
 RETRANSMIT_MAX = 4.0
 REFUSALS_TO_FAIL = 4          # dials refused in a row by every replica: the cluster is not running
@@ -80,6 +82,8 @@ class ClientSession:
         self._slots = trio.Semaphore(MAX_IN_FLIGHT)
         self._blocks: dict[tuple[int, int], list[trio.Event | bytes]] = {}
         self._attests: dict[tuple[int, int], list] = {}
+        self._reading: dict[int, tuple[trio.Event, bytes]] = {}      # read nonce -> (decided, frame)
+        self._read_slots = trio.Semaphore(MAX_READS_IN_FLIGHT)
 
     async def run(self) -> None:
         """The connection tasks; start it in a nursery and cancel it to close the session."""
@@ -120,6 +124,14 @@ class ClientSession:
                 target = self.core.on_redirect(src, msg, self._reachable)
                 if target is not None:
                     self.links[target].send(self._waiting[msg.timestamp][1])
+            elif t is ReadReply:
+                rp = self.core.on_read_reply(src, msg)
+                if rp is not None:
+                    self._reading[msg.nonce][0].set()
+            elif t is ReadRedirect:
+                target = self.core.on_read_redirect(src, msg, self._reachable)
+                if target is not None:
+                    self.links[target].send(self._reading[msg.nonce][1])
             elif t is ReceiptResponse:
                 w = self._blocks.get((src, msg.height))
                 if w is not None and len(w) == 1:
@@ -219,6 +231,26 @@ class ClientSession:
             if not done.is_set() or self.refused_by_all():
                 return False
             self._waiting[ts] = (trio.Event(), fr)      # woken by _on_refused, but a link came back
+
+    async def read(self, op: bytes, timeout: float) -> ReadPending:
+        """A read not ordered (``ledger.clientcore``): sent to every replica (pbft) or the leader
+        (paxos), never retransmitted; returns once decided or after ``timeout`` seconds, with
+        ``.result`` None when it fell short (the caller orders it then)."""
+        async with self._read_slots:
+            rp = self.core.add_read(op)
+            done = trio.Event()
+            fr = frame(rp.message(self.id).encode())
+            self._reading[rp.nonce] = (done, fr)
+            try:
+                target = self.core.read_transmit(rp, self._reachable)
+                for link in (self.links if target is EVERY_REPLICA else [self.links[target]]):
+                    link.send(fr)
+                with trio.move_on_after(timeout):
+                    await done.wait()
+                return rp
+            finally:
+                self.core.remove_read(rp.nonce)
+                del self._reading[rp.nonce]
 
     def describe_unavailable(self, timeout: float | None) -> str:
         up = [link.replica for link in self.links if link.connected]

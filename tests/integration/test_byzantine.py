@@ -39,4 +39,4 @@ async def test_byzantine_replica(make_cluster, strategy: str, replica: int) -> N
     reports = lc.audit(honest)
     assert all(r.ok for r in reports.values()), {i: r.reason for i, r in reports.items()}
     assert len({r.head for r in reports.values()}) == 1
-    assert reports[honest[0]].tree_size >= 112
+    assert reports[honest[0]].tree_size >= 110          # the two gets are not ordered: no transactions
