@@ -253,7 +253,7 @@ class Client:
         in both modes whatever f replicas do, at the price of a block (``bftledger get
         --linearizable``)."""
         op = state.op_get(_check_key(key))
-        if not linearizable:
+        if not linearizable and not self._session.refused_by_all():      # (else the ordered path fails fast)
             rp = await self._session.read(op, FAST_READ_TIMEOUT)
             if rp.result is not None:
                 return _get_value(key, rp.result)
