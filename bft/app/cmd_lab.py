@@ -119,11 +119,7 @@ def cmd_lab(args) -> int:
         raise UsageError(str(e)) from None
     if recorder is not None:
         write_trace(args.trace, r, recorder)
-    if args.json:
-        print(json.dumps(r.as_json(), indent=2))
-    else:
-        print(narrative(r))
-    return 0
+    return _report(args, r)
 
 
 def _real_lab(args) -> int:
@@ -149,10 +145,11 @@ def _real_lab(args) -> int:
         drawn = merge(events, recorder, 0.0)
         r.notes.append(f"the trace holds {drawn} messages from the replicas' event logs")
         write_trace(args.trace, r, recorder)
-    if args.json:
-        print(json.dumps(r.as_json(), indent=2))
-    else:
-        print(narrative(r))
+    return _report(args, r)
+
+
+def _report(args, r: LabResult) -> int:
+    print(json.dumps(r.as_json(), indent=2) if args.json else narrative(r))
     return 0
 
 
