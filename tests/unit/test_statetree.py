@@ -286,3 +286,12 @@ def test_decoding_malformed_proofs_is_an_error_never_a_crash() -> None:
 def test_surrogate_keys_are_not_keys() -> None:
     with pytest.raises(StateProofError):
         StateProof("\udc80", None, (), None).verify(EMPTY_STATE_ROOT)
+
+
+def test_the_cost_benchmark_runs() -> None:
+    """``python -m bench.state_cost`` (the README's figures) on a small state."""
+    from bench.state_cost import measure
+
+    r = measure(keys=300, batch=16, writes=600, repeat=1)
+    assert r["keys"] == 300 and r["tree_us"] > 0 and r["tree_us"] == pytest.approx(r["sync_us"] + r["rehash_us"], 0.01)
+    assert 5 <= r["depth"] < 40 and 0 < r["proof_steps"] < r["depth"] and r["proof_bytes"] > 32 * r["proof_steps"]
