@@ -293,5 +293,5 @@ def test_the_cost_benchmark_runs() -> None:
     from bench.state_cost import measure
 
     r = measure(keys=300, batch=16, writes=600, repeat=1)
-    assert r["keys"] == 300 and r["tree_us"] > 0 and r["tree_us"] == pytest.approx(r["sync_us"] + r["rehash_us"], 0.01)
+    assert r["keys"] == 300 and r["tree_us"] > 0 and r["tree_us"] == pytest.approx(r["sync_us"] + r["rehash_us"], abs=0.02)
     assert 5 <= r["depth"] < 40 and 0 < r["proof_steps"] < r["depth"] and r["proof_bytes"] > 32 * r["proof_steps"]
