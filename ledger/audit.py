@@ -2,7 +2,8 @@
 
 The audit trusts neither the replica nor its files: it scans the store read-only (the
 same link, root and re-execution checks as recovery, so both agree on what a valid
-chain is), then checks what recovery cannot, because a replica's own disk is not
+chain is; re-execution recomputes the key-value state root after every block and a
+header that disagrees is the fault, at its height), then checks what recovery cannot, because a replica's own disk is not
 evidence: every transaction's client signature and every block's certificate
 (pbft: 2f+1 distinct COMMIT signatures; paxos: the ballot leader's ACCEPT signature).
 In paxos mode the result is only as strong as the crash-fault trust model, and the
@@ -30,6 +31,7 @@ from ledger import tx as txmod
 from ledger.block import GENESIS_HASH, Block
 from ledger.certificate import certificate_error
 from ledger.cluster import Cluster, ClusterError, load
+from ledger.statetree import EMPTY_STATE_ROOT
 from ledger.store import BlockStore, StoreCorrupt
 
 __all__ = ["AuditReport", "audit", "block_checker"]
@@ -46,7 +48,7 @@ class AuditReport:
     head: str                      # hex hash of the last verified block
     tree_size: int                 # transactions in the verified prefix
     tree_root: str                 # hex RFC 9162 root over them
-    state_digest: str | None       # hex key-value state digest after the verified prefix
+    state_root: str                # hex key-value state root after the verified prefix (as its last header says)
     signatures_checked: int
     first_bad_height: int | None = None
     reason: str | None = None
@@ -67,6 +69,7 @@ class AuditReport:
             f"  store:      {self.path}",
             f"  head:       {self.head}",
             f"  tree:       size {self.tree_size}, root {self.tree_root}",
+            f"  state:      root {self.state_root}",
             f"  trust:      {self.trust_model}",
             f"  signatures: {self.signatures_checked} checked",
         ]
@@ -173,7 +176,7 @@ def audit(cluster_dir: str | os.PathLike[str], replica_id: int, *, expect_head: 
             head=(good.hash() if good else GENESIS_HASH).hex(),
             tree_size=good.tree_size if good else 0,
             tree_root=(good.tree_root if good else EMPTY_ROOT).hex(),
-            state_digest=None, signatures_checked=verifier.checks,
+            state_root=(good.state_root if good else EMPTY_STATE_ROOT).hex(), signatures_checked=verifier.checks,
             first_bad_height=e.height, reason=e.reason)
     try:
         warnings = list(store.warnings)
@@ -188,7 +191,7 @@ def audit(cluster_dir: str | os.PathLike[str], replica_id: int, *, expect_head: 
         report = AuditReport(
             ok=True, **base, height=store.height, head=store.head.hex(),
             tree_size=chain.tree.size, tree_root=chain.tree.root().hex(),
-            state_digest=chain.kv.digest().hex(), signatures_checked=verifier.checks,
+            state_root=chain.kv.root().hex(), signatures_checked=verifier.checks,
             warnings=warnings)
         why = audit_expectations(report, hashes, chain.tree, expect_head=expect_head, expect_height=expect_height,
                                  receipts=list(receipts))

@@ -1,7 +1,11 @@
 """Blocks: one per committed batch (one per PBFT sequence number / Paxos slot).
 
 The block hash covers the header only; the header binds the transactions and results
-through RFC 9162 roots, and the previous block through its hash. The certificate and
+through RFC 9162 roots, the previous block through its hash, and the key-value state
+after the block through its state root (``ledger.statetree``; version 2, issue 16). The
+state root is the result of executing the block, so like the results root it is not
+under the commit certificate (signed before execution) but under the block hash, which
+CHECKPOINTs (2f+1) and execution attestations (f+1) sign. The certificate and
 the view it was gathered in sit outside the hash: PBFT may commit one batch at one
 sequence number in different views at different replicas (a NEW-VIEW re-proposes a
 prepared batch), and those replicas must still hold identical ledgers. The certificate
@@ -18,7 +22,7 @@ from crypto.merkle import MerkleTree, root_of
 
 GENESIS_HASH = b"\x00" * 32
 BLOCK_TAG = 0x42
-BLOCK_VERSION = 1
+BLOCK_VERSION = 2               # 2: the header ends with the state root (issue 16)
 
 
 class BlockFormatError(ValueError):
@@ -35,13 +39,14 @@ class Block:
     results_root: bytes
     tree_size: int                 # transactions in the whole log after this block
     tree_root: bytes               # RFC 9162 root of the whole log after this block
+    state_root: bytes              # root of the key-value state after this block (ledger.statetree)
     txs: list[bytes]
     results: list[bytes]
     cert: list[tuple[int, bytes]] = field(default_factory=list)
 
     def header(self) -> list:
         return [BLOCK_TAG, BLOCK_VERSION, self.height, self.sequence, self.prev_hash,
-                self.batch_root, self.results_root, self.tree_size, self.tree_root]
+                self.batch_root, self.results_root, self.tree_size, self.tree_root, self.state_root]
 
     def header_bytes(self) -> bytes:
         return msgpack.packb(self.header(), use_bin_type=True)
@@ -62,7 +67,7 @@ class Block:
         if type(v) is not list or len(v) != 5:
             raise BlockFormatError("a block is [header, view, txs, results, cert]")
         header, view, txs, results, cert = v
-        height, seq, prev, broot, rroot, tsize, troot = parse_header(header)
+        height, seq, prev, broot, rroot, tsize, troot, sroot = parse_header(header)
         if type(view) is not int or view < 0:
             raise BlockFormatError("block view is not a non-negative integer")
         if type(txs) is not list or any(type(t) is not bytes for t in txs):
@@ -73,7 +78,7 @@ class Block:
                 type(c) is not list or len(c) != 2 or type(c[0]) is not int or type(c[1]) is not bytes
                 for c in cert):
             raise BlockFormatError("certificate must be a list of [replica, signature]")
-        return cls(height, seq, view, prev, broot, rroot, tsize, troot, txs=txs, results=results,
+        return cls(height, seq, view, prev, broot, rroot, tsize, troot, sroot, txs=txs, results=results,
                    cert=[(c[0], c[1]) for c in cert])
 
     def check_roots(self) -> str | None:
@@ -88,18 +93,26 @@ class Block:
 
 
 def parse_header(header: object) -> tuple:
-    if type(header) is not list or len(header) != 9 or header[0] != BLOCK_TAG:
+    """(height, sequence, prev_hash, batch_root, results_root, tree_size, tree_root, state_root)
+    of a decoded header, every field checked; BlockFormatError otherwise."""
+    if type(header) is not list or len(header) < 2 or header[0] != BLOCK_TAG:
         raise BlockFormatError("malformed block header")
-    if header[1] != BLOCK_VERSION:
+    if type(header[1]) is not int or header[1] != BLOCK_VERSION:
+        if type(header[1]) is int and header[1] == 1:
+            raise BlockFormatError("block version 1 has no state root; this build reads version 2 only "
+                                   "(issue 16): start the ledger anew")
         raise BlockFormatError(f"unsupported block version {header[1]!r}")
-    _, _, height, seq, prev, broot, rroot, tsize, troot = header
+    if len(header) != 10:
+        raise BlockFormatError(f"a version {BLOCK_VERSION} block header has 10 fields, not {len(header)}")
+    _, _, height, seq, prev, broot, rroot, tsize, troot, sroot = header
     for name, x in (("height", height), ("sequence", seq), ("tree size", tsize)):
         if type(x) is not int or x < 0:
             raise BlockFormatError(f"block {name} is not a non-negative integer")
-    for name, x in (("previous hash", prev), ("batch root", broot), ("results root", rroot), ("tree root", troot)):
+    for name, x in (("previous hash", prev), ("batch root", broot), ("results root", rroot), ("tree root", troot),
+                    ("state root", sroot)):
         if type(x) is not bytes or len(x) != 32:
             raise BlockFormatError(f"block {name} is not 32 bytes")
-    return height, seq, prev, broot, rroot, tsize, troot
+    return height, seq, prev, broot, rroot, tsize, troot, sroot
 
 
 def header_hash(header: list) -> bytes:
@@ -110,7 +123,8 @@ def link_error(block: Block, prev: Block | None, tree: MerkleTree) -> str | None
     """Check ``block`` against its predecessor and the log so far, extending ``tree``.
 
     Shared by the store's recovery, the audit and state transfer so that the three agree
-    on what a valid chain is.
+    on what a valid chain is. The state root is not checked here: only executing the block
+    can (``ledger.chain.Chain.replay``, which recovery and the audit run next).
     """
     expected_height = 1 if prev is None else prev.height + 1
     if block.height != expected_height:

@@ -94,9 +94,11 @@ def attestation_statement(height: int, block_hash: bytes, batch_size: int, repli
     """What a replica signs to say "I executed the block at ``height``, its hash is this and it
     holds ``batch_size`` transactions".
 
-    The commit certificate signs only (view, sequence, batch root): the order. The block
-    hash also covers the results root, the tree head and the previous block, so f+1 of
-    these (one of them honest) make a receipt's result checkable offline too. The number
+    The commit certificate signs only (view, sequence, batch root): the order, fixed
+    before anyone executes the batch. The block hash also covers the results root, the
+    tree head, the state root (issue 16) and the previous block, so f+1 of these (one of
+    them honest) make a receipt's result, and a proof against the state root, checkable
+    offline too. The number
     of transactions binds a receipt's batch size, and with it (RFC 9162 paths for one tree
     size are unique per leaf) its index: neither is in the block header (issue 11).
     Byte-identical to ``bft.wire.Attestation.signable()`` (pinned by a test).

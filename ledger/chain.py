@@ -2,7 +2,8 @@
 
 Both protocol cores hand committed batches here in sequence order; replay after a
 restart and state transfer run the same code, so a replica's state is always a pure
-function of its blocks.
+function of its blocks. Each block's header carries the root of the key-value state
+after it (``KVStore.root``, computed once per block), and replay checks it.
 """
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ class Chain:
             self.tree.append_hash(h)
         batch_root = MerkleTree.from_leaf_hashes(leaves).root()
         block = Block(height, sequence, view, self.head, batch_root, root_of(results),
-                      self.tree.size, self.tree.root(), list(txs), results, list(cert or []))
+                      self.tree.size, self.tree.root(), self.kv.root(), list(txs), results, list(cert or []))
         self.height = height
         self.head = block.hash()
         self.last_view = view
@@ -133,6 +134,10 @@ class Chain:
             self.tree.append(t)
         if self.tree.size != block.tree_size or self.tree.root() != block.tree_root:
             raise ReplayError(f"block {block.height}: tree head differs from the log")
+        state_root = self.kv.root()
+        if state_root != block.state_root:
+            raise ReplayError(f"block {block.height}: state root {block.state_root.hex()[:16]} in the header, "
+                              f"{state_root.hex()[:16]} after re-execution")
         self.height = block.height
         self.head = block.hash()
         self.last_view = block.view

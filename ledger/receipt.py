@@ -12,8 +12,12 @@ certificate (pbft: 2f+1 distinct COMMIT signatures on (view, sequence, batch roo
 paxos: the ballot leader's ACCEPT signature, which is only as good as the crash-fault
 trust model: it assumes no replica lies), and the execution attestations: the COMMITs
 fix the order but not the results, so f+1 replicas (one of them honest; one in paxos)
-sign the block hash, which binds the results root, the tree head and the previous
-block. A rewritten result with a recomputed results root therefore fails.
+sign the block hash, which binds the results root, the tree head, the state root and
+the previous block. A rewritten result with a recomputed results root therefore fails.
+
+Version 4 (issue 16) carries the block's state root: without it the block hash, and so
+the attestations, could not be checked. Earlier receipts prove blocks of version 1,
+which this build no longer reads, and are refused with that reason.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from ledger.certificate import attestation_error, attesters, certificate_error, 
 from ledger.cluster import MODES, Cluster, load
 from ledger.state import FAILED, OK, STATUS_NAMES, decode_failed, decode_result, describe_op, operation_of
 
-RECEIPT_VERSION = 3
+RECEIPT_VERSION = 4             # 4: the block header has a state root (issue 16)
 
 
 class ReceiptError(Exception):
@@ -60,6 +64,7 @@ class Receipt:
     results_root: bytes
     tree_size: int
     tree_root: bytes
+    state_root: bytes
     batch_size: int
     batch_proof: list[bytes]
     result: bytes
@@ -84,7 +89,7 @@ class Receipt:
         return cls(mode=mode, tx=block.txs[index], index=index, height=block.height, sequence=block.sequence,
                    view=block.view, prev_hash=block.prev_hash, batch_root=block.batch_root,
                    results_root=block.results_root, tree_size=block.tree_size, tree_root=block.tree_root,
-                   batch_size=len(block.txs), batch_proof=tx_tree.inclusion_proof(index),
+                   state_root=block.state_root, batch_size=len(block.txs), batch_proof=tx_tree.inclusion_proof(index),
                    result=block.results[index], results_proof=results_tree.inclusion_proof(index),
                    cert=list(block.cert), attestations=list(attestations), cluster_id=cluster_id)
 
@@ -92,7 +97,8 @@ class Receipt:
     @property
     def block_hash(self) -> bytes:
         return sha256(Block(self.height, self.sequence, self.view, self.prev_hash, self.batch_root,
-                            self.results_root, self.tree_size, self.tree_root, [], []).header_bytes())
+                            self.results_root, self.tree_size, self.tree_root, self.state_root, [],
+                            []).header_bytes())
 
     def _result(self) -> tuple[int, bytes | None]:
         try:
@@ -256,7 +262,8 @@ class Receipt:
             "block": {"height": self.height, "sequence": self.sequence, "view": self.view,
                       "prev_hash": self.prev_hash.hex(), "batch_root": self.batch_root.hex(),
                       "results_root": self.results_root.hex(), "tree_size": self.tree_size,
-                      "tree_root": self.tree_root.hex(), "batch_size": self.batch_size},
+                      "tree_root": self.tree_root.hex(), "state_root": self.state_root.hex(),
+                      "batch_size": self.batch_size},
             "batch_proof": [h.hex() for h in self.batch_proof],
             "result": self.result.hex(),
             "results_proof": [h.hex() for h in self.results_proof],
@@ -275,8 +282,12 @@ class Receipt:
         try:
             if not isinstance(d, dict):
                 raise TypeError("a receipt is a JSON object")
-            if d.get("receipt_version") != RECEIPT_VERSION:
-                raise ValueError(f"unsupported receipt_version {d.get('receipt_version')!r}")
+            version = d.get("receipt_version")
+            if version != RECEIPT_VERSION or type(version) is not int:
+                if type(version) is int and 1 <= version < RECEIPT_VERSION:
+                    raise ValueError(f"receipt_version {version} proves a block of version 1, which has no state "
+                                     f"root; this build verifies receipt_version {RECEIPT_VERSION} (issue 16)")
+                raise ValueError(f"unsupported receipt_version {version!r}")
             mode = d["mode"]
             if mode not in MODES:
                 raise ValueError(f"unknown mode {mode!r}")
@@ -287,7 +298,7 @@ class Receipt:
                        sequence=_int(b["sequence"]), view=_int(b["view"]), prev_hash=_hex(b["prev_hash"], 32),
                        batch_root=_hex(b["batch_root"], 32), results_root=_hex(b["results_root"], 32),
                        tree_size=_int(b["tree_size"]), tree_root=_hex(b["tree_root"], 32),
-                       batch_size=_int(b["batch_size"]), batch_proof=_hexlist(d["batch_proof"], 32),
+                       state_root=_hex(b["state_root"], 32), batch_size=_int(b["batch_size"]), batch_proof=_hexlist(d["batch_proof"], 32),
                        result=_hex(d["result"]), results_proof=_hexlist(d["results_proof"], 32),
                        cert=_cert(d["certificate"]), attestations=_cert(d["attestations"]),
                        cluster_id=_hex(d["cluster_id"], 32))

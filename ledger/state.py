@@ -16,16 +16,20 @@ in one step of the state machine, so no crash or concurrent writer can come betw
 parts. When a requirement fails, the result lists the unmet requirements with their
 current values.
 
-The state digest is an additive multiset hash (sum of H(key, value) mod 2^256): it is
-kept up to date in O(1) per write, so a checkpoint never walks the whole map.
+The state is authenticated (issue 16): ``root()`` is the root of a Merkle treap over the
+map (``ledger.statetree``), which every block header commits to, and ``prove(key)`` proves
+a key's value or its absence against it. A write costs O(1) here (the key is noted as
+changed); the tree is brought up to date once per block, when the chain asks for the root,
+so a key written many times in a block costs one tree update.
 """
 from __future__ import annotations
 
-import hashlib
 from types import MappingProxyType
 from typing import Any, Mapping
 
 import msgpack
+
+from ledger.statetree import StateProof, StateTree
 
 MAX_KEY = 1024
 MAX_TXN_ENTRIES = 1000          # puts + deletes + requirements of one transaction (the 64 KiB operation bounds it too)
@@ -209,14 +213,6 @@ def _parse(op: bytes) -> list[Any] | None:
     return None
 
 
-def _entry_hash(key: str, value: bytes) -> int:
-    k = key.encode()
-    return int.from_bytes(hashlib.sha256(len(k).to_bytes(4, "big") + k + value).digest(), "big")
-
-
-_MOD = 1 << 256
-
-
 def is_read_only(op: bytes) -> bool:
     """Whether ``op`` is a well-formed operation that changes nothing (a replica answers only
     those without ordering them: Castro & Liskov, TOCS 2002, §5.1.3)."""
@@ -225,11 +221,18 @@ def is_read_only(op: bytes) -> bool:
 
 
 class KVStore:
-    __slots__ = ("_data", "_acc", "_since", "at")
+    """The map, and the authenticated tree over it (``root``, ``prove``).
+
+    ``_data`` answers reads and executes operations; ``_changed`` lists the keys written
+    since the tree was last brought up to date, with their new value (None: deleted).
+    """
+
+    __slots__ = ("_data", "_tree", "_changed", "_since", "at")
 
     def __init__(self) -> None:
         self._data: dict[str, bytes] = {}
-        self._acc = 0
+        self._tree = StateTree()
+        self._changed: dict[str, bytes | None] = {}
         # key -> height of the block that last wrote it (deleted keys too: a tombstone per key
         # ever written, so that "absent since h" is told apart from "absent since h' != h")
         self._since: dict[str, int] = {}
@@ -262,14 +265,42 @@ class KVStore:
 
     def _set(self, key: str, value: bytes | None) -> None:
         self._since[key] = self.at
-        old = self._data.get(key)
-        if old is not None:
-            self._acc = (self._acc - _entry_hash(key, old)) % _MOD
         if value is None:
-            self._data.pop(key, None)
+            if key not in self._data:
+                return
+            del self._data[key]
         else:
             self._data[key] = value
-            self._acc = (self._acc + _entry_hash(key, value)) % _MOD
+        self._changed[key] = value
+
+    def _sync(self) -> None:
+        """Apply the writes since the last call to the tree (once per key, the last value)."""
+        changed = self._changed
+        if changed:
+            tree = self._tree
+            for key, value in changed.items():
+                if value is None:
+                    tree.delete(key)
+                else:
+                    tree.put(key, value)
+            changed.clear()
+
+    def root(self) -> bytes:
+        """The state root (``ledger.statetree``): 32 bytes that depend on the map alone, not
+        on the order of the writes that made it."""
+        self._sync()
+        return self._tree.root()
+
+    def digest(self) -> bytes:
+        """The state root, under the name it had before issue 16 (an unprovable multiset hash then)."""
+        return self.root()
+
+    def prove(self, key: str) -> StateProof:
+        """A proof of ``key``'s current value, or of its absence, against ``root()``."""
+        self._sync()
+        path, children = self._tree.prove(key)
+        value = self._data.get(key) if children is not None else None
+        return StateProof(key, value, tuple(path), children)
 
     def apply(self, op: bytes) -> bytes:
         """Execute one operation; returns its encoded result. Never raises on bad input."""
@@ -307,6 +338,3 @@ class KVStore:
         for k in deletes:
             self._set(k, None)
         return encode_result(OK)
-
-    def digest(self) -> bytes:
-        return self._acc.to_bytes(32, "big")

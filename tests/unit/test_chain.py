@@ -31,7 +31,7 @@ def results(block: Block) -> list[tuple[int, bytes | None]]:
 
 
 def _state(c: Chain) -> tuple:
-    return c.height, c.head, c.tree.size, c.tree.root(), c.kv.digest(), c.last_view
+    return c.height, c.head, c.tree.size, c.tree.root(), c.kv.root(), c.last_view
 
 
 def _batches() -> list[list[bytes]]:
@@ -106,14 +106,14 @@ def test_execution_is_deterministic():
 def test_duplicate_same_timestamp_is_not_applied():
     c = Chain()
     c.execute(1, 0, [req(0, 10, op_put("k", b"v1"))])
-    d = c.kv.digest()
+    d = c.kv.root()
     b = c.execute(2, 0, [req(0, 10, op_put("k", b"v1"))])            # a retransmission
     assert results(b) == [(DUPLICATE, None)]
-    assert c.kv.digest() == d
+    assert c.kv.root() == d
     # a different operation under an executed (client, timestamp) is no better
     b = c.execute(3, 0, [wire.Request(0, 10, op_put("k", b"other")).signed(SIGNERS[0]).encode()])
     assert results(b) == [(DUPLICATE, None)]
-    assert c.kv.read("k") == b"v1" and c.kv.digest() == d
+    assert c.kv.read("k") == b"v1" and c.kv.root() == d
     # ... and neither is one inside the same batch
     b = c.execute(4, 0, [req(1, 1, op_put("j", b"1")), req(1, 1, op_put("j", b"2"))])
     assert results(b) == [(OK, None), (DUPLICATE, None)]

@@ -1,4 +1,4 @@
-"""ledger.state: the key-value state machine, its results and its digest."""
+"""ledger.state: the key-value state machine, its results and its state root (proofs: test_statetree)."""
 from __future__ import annotations
 
 import itertools
@@ -11,7 +11,9 @@ from ledger import state
 from ledger.state import (DUPLICATE, FAILED, INVALID, MAX_KEY, OK, KVStore, decode_result,
                           describe_op, encode_result, op_cas, op_delete, op_get, op_put)
 
-EMPTY_DIGEST = bytes(32)
+from ledger.statetree import EMPTY_STATE_ROOT
+
+EMPTY_DIGEST = EMPTY_STATE_ROOT
 
 
 def run(kv: KVStore, op: bytes) -> tuple[int, bytes | None]:
@@ -40,11 +42,11 @@ def test_put_get():
 def test_get_does_not_change_state():
     kv = KVStore()
     kv.apply(op_put("a", b"1"))
-    d = kv.digest()
+    d = kv.root()
     for _ in range(3):
         kv.apply(op_get("a"))
         kv.apply(op_get("missing"))
-    assert kv.digest() == d and len(kv) == 1
+    assert kv.root() == d and len(kv) == 1
 
 
 def test_delete():
@@ -121,11 +123,11 @@ MALFORMED = [
 def test_malformed_op_is_invalid_and_changes_nothing(op: bytes):
     kv = KVStore()
     kv.apply(op_put("k", b"v"))
-    d = kv.digest()
+    d = kv.root()
     status, value = decode_result(kv.apply(op))
     assert status == INVALID
     assert value == b"malformed operation"
-    assert kv.digest() == d and kv.read("k") == b"v" and len(kv) == 1
+    assert kv.root() == d and kv.read("k") == b"v" and len(kv) == 1
     assert describe_op(op) == "invalid operation"
 
 
@@ -162,20 +164,20 @@ def test_describe_op():
     assert describe_op(op_get("x")) == "get 'x'"
 
 
-# ============================================================================ digest
-def test_empty_digest():
-    assert KVStore().digest() == EMPTY_DIGEST
-    assert len(KVStore().digest()) == 32
+# ============================================================================ state root
+def test_empty_root():
+    assert KVStore().root() == EMPTY_DIGEST
+    assert len(KVStore().root()) == 32
 
 
-def test_same_state_different_order_same_digest():
+def test_same_state_different_order_same_root():
     ops = [op_put("a", b"1"), op_put("b", b"2"), op_put("c", b"3"), op_put("d", b"")]
     digests = set()
     for perm in itertools.permutations(ops):
         kv = KVStore()
         for op in perm:
             kv.apply(op)
-        digests.add(kv.digest())
+        digests.add(kv.root())
     assert len(digests) == 1
     # and via a different history: overwrites, deletes, cas, failed ops
     kv = KVStore()
@@ -183,10 +185,10 @@ def test_same_state_different_order_same_digest():
                op_put("b", b"0"), op_delete("z"), op_cas("b", b"0", b"2"), op_cas("a", None, b"1"),
                op_cas("a", None, b"nope"), op_delete("missing"), b"garbage", op_get("a")):
         kv.apply(op)
-    assert kv.digest() in digests
+    assert kv.root() in digests
 
 
-def test_different_state_different_digest():
+def test_different_state_different_root():
     base = [("a", b"1"), ("b", b"2")]
     variants = {
         "base": base,
@@ -206,7 +208,7 @@ def test_different_state_different_digest():
         kv = KVStore()
         for k, v in items:
             kv.apply(op_put(k, v))
-        d = kv.digest()
+        d = kv.root()
         assert d not in seen, (name, seen.get(d))
         seen[d] = name
     assert EMPTY_DIGEST not in seen
@@ -218,16 +220,16 @@ def test_delete_back_to_empty():
         kv.apply(op_put(k, k.encode() * 3))
     kv.apply(op_put("a", b"overwritten"))
     kv.apply(op_cas("b", b"bbb", b"changed"))
-    assert kv.digest() != EMPTY_DIGEST
+    assert kv.root() != EMPTY_DIGEST
     for k in ("c", "a", "b"):
         kv.apply(op_delete(k))
     assert len(kv) == 0
-    assert kv.digest() == EMPTY_DIGEST
+    assert kv.root() == EMPTY_DIGEST
 
 
-def test_random_history_matches_a_model_and_fresh_digest():
-    """Random puts/deletes/cas against a plain dict: same results, and the O(1) running
-    digest equals the digest of the final map built from scratch in another order."""
+def test_random_history_matches_a_model_and_fresh_root():
+    """Random puts/deletes/cas against a plain dict: same results, and the root maintained
+    block by block equals the root of the final map built from scratch in another order."""
     rng = random.Random(11)
     kv = KVStore()
     model: dict[str, bytes] = {}
@@ -251,10 +253,12 @@ def test_random_history_matches_a_model_and_fresh_digest():
         else:
             assert run(kv, op_get(k)) == (OK, model.get(k))
         assert len(kv) == len(model)
+        if rng.random() < 0.05:
+            kv.root()                               # as the chain does, once per block
     fresh = KVStore()
     for k in sorted(model, reverse=True):
         fresh.apply(op_put(k, model[k]))
-    assert fresh.digest() == kv.digest()
+    assert fresh.root() == kv.root()
     assert all(kv.read(k) == v for k, v in model.items())
 
 
@@ -264,10 +268,10 @@ def test_a_transaction_applies_all_or_nothing() -> None:
 
     kv = KVStore()
     kv.apply(op_put("a", b"1"))
-    before = kv.digest()
+    before = kv.root()
     status, value = decode_result(kv.apply(op_txn({"a": b"2", "b": b"2"}, ["c"], {"a": b"1", "c": b"x"})))
     assert status == FAILED and decode_failed(value) == {"c": None}
-    assert kv.read("a") == b"1" and kv.read("b") is None and kv.digest() == before
+    assert kv.read("a") == b"1" and kv.read("b") is None and kv.root() == before
     kv.apply(op_put("c", b"x"))
     assert decode_result(kv.apply(op_txn({"a": b"2", "b": b"2"}, ["c"], {"a": b"1", "c": b"x"}))) == (OK, None)
     assert (kv.read("a"), kv.read("b"), kv.read("c")) == (b"2", b"2", None)
