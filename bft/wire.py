@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ledger.wire import (DOMAIN_PREFIX, MAX_BLOCK, MAX_FRAME, MAX_LIST, MAX_OP, MAX_U32, MAX_U64, VERSION,
                          AttestRequest, Attestation, Auth, DecodeError, FrameDecoder, Hello, Kind, Message, Read,
-                         ReadRedirect, ReadReply,
+                         ProofRequest, ProofResponse, ReadRedirect, ReadReply,
                          ReceiptRequest, ReceiptResponse, Redirect, Reply, Request, StatusRequest, StatusResponse,
                          blob, block_bytes, decode, digest, frame, message, message_types, op_bytes, sig_kind,
                          small_bytes, u8, u32, u64)
@@ -264,7 +264,8 @@ class PxReadIndexAck(Message):
 __all__ = [
     # re-exported from ledger.wire
     "DOMAIN_PREFIX", "MAX_BLOCK", "MAX_FRAME", "MAX_LIST", "MAX_OP", "MAX_U32", "MAX_U64", "VERSION", "Kind",
-    "AttestRequest", "Attestation", "Auth", "DecodeError", "FrameDecoder", "Hello", "Message", "Read",
+    "AttestRequest", "Attestation", "Auth", "DecodeError", "FrameDecoder", "Hello", "Message", "ProofRequest",
+    "ProofResponse", "Read",
     "ReadRedirect", "ReadReply", "ReceiptRequest",
     "ReceiptResponse", "Redirect", "Reply", "Request", "StatusRequest", "StatusResponse", "decode", "frame",
     "message", "message_types", "blob", "block_bytes", "digest", "op_bytes", "sig_kind", "small_bytes", "u8",

@@ -55,6 +55,7 @@ from ledger.clientthread import (DEFAULT_TIMEOUT, AsyncioClient, InsideEventLoop
 from ledger.cluster import Cluster, ClusterError, load
 from ledger.net.session import ClientSession, query_status
 from ledger.net.session import Unavailable as _SessionUnavailable
+from ledger.readproof import ReadProof, ReadProofError
 from ledger.receipt import Receipt, ReceiptError
 from ledger.wire import MAX_OP, DecodeError, Request, decode
 
@@ -89,6 +90,10 @@ class Uncertain(Unavailable):
         self.request_id = request_id(request)
         self.request = request.encode()
         super().__init__(f"{message}; the request may still commit: it is {self.request_id}, and {advice}")
+
+
+class ReadProofUnavailable(Unavailable):
+    """No replica gave a read proof that verifies (the message gives each replica's reason)."""
 
 
 class Refused(LedgerError):
@@ -172,7 +177,10 @@ class Client:
         self._verifier = cluster.verifier()
         self._blocks: OrderedDict[int, tuple[Block, MerkleTree, MerkleTree]] = OrderedDict()
         self._attested: OrderedDict[int, list[tuple[int, bytes]]] = OrderedDict()
+        self._attested_hash: dict[int, tuple[bytes, int]] = {}
         self._attesting: dict[int, trio.Event] = {}
+        self._proof_turn = -1                  # which replica get_verified asks first (rotates)
+        self.read_proofs_rejected = 0          # answers to get_verified that did not verify (a lying replica)
         self._fetching: dict[int, trio.Event] = {}
         self._uncertain: OrderedDict[str, Request] = OrderedDict()     # for outcome(request_id)
         self.registration = registration_of(cluster, self.id)         # proves a registered client's key
@@ -260,6 +268,21 @@ class Client:
         out = await self._submit(op)
         return _get_value(key, out.result)
 
+    async def get_verified(self, key: str, at_height: int | None = None) -> "ReadProof":
+        """The value of ``key`` with a proof: a ``ReadProof`` whose ``.value`` (None: absent) the
+        key held at ``.height``, and whose ``.verify(cluster_dir)`` checks it offline.
+
+        ``at_height=None`` asks for a replica's current state, at or above this client's
+        floor (its latest write or read), so it never goes back in time; a height reads the
+        state as it was after that block (replicas rebuild it by re-executing, within a
+        bound: ``bft.runtime.serving``). Replicas are asked one at a time until one's answer
+        verifies, f+1 attestations included (one in paxos); an answer that does not is
+        counted (``read_proofs_rejected``) and the next replica asked. Raises
+        ``ReadProofUnavailable`` with every replica's reason when none verifies."""
+        from ledger.verifiedread import verified_read
+
+        return await verified_read(self, _check_key(key), at_height)
+
     async def status(self, timeout: float = 2.0) -> list[dict]:
         """Every replica's self-report (see ``bftledger status``)."""
         return await query_status(self.cluster, self.id, self._session.signer, timeout,
@@ -338,7 +361,7 @@ class Client:
                 # No second Receipt.verify here: the block's certificate and both of its roots were
                 # checked when it was fetched, the proofs come from trees over its very contents, the
                 # attestations are checked as they arrive, and the transaction is this client's own.
-                attestations = await self._attestations(block, candidates)
+                attestations = await self._attestations(block.height, block.hash(), len(block.txs), candidates)
                 r = Receipt.from_block(block, out.index, self.cluster.mode, cluster_id=self.cluster.cluster_id,
                                        tx_tree=tx_tree, results_tree=results_tree, attestations=attestations)
                 r.registration = self.registration
@@ -349,13 +372,14 @@ class Client:
         raise ReceiptUnavailable(f"committed at height {out.height}, index {out.index}, but no replica served a "
                                  f"verifiable receipt ({'; '.join(errors)})")
 
-    async def _attestations(self, block: Block, candidates: list[int]) -> list[tuple[int, bytes]]:
-        """f+1 (pbft) or 1 (paxos) valid signatures on ``block``'s hash, asked of every replica
-        in ``candidates`` concurrently; cached per height like blocks."""
-        height = block.height
+    async def _attestations(self, height: int, block_hash: bytes, batch_size: int,
+                            candidates: list[int]) -> list[tuple[int, bytes]]:
+        """f+1 (pbft) or 1 (paxos) valid signatures on the hash of the block at ``height``, asked
+        of every replica in ``candidates`` concurrently; cached per height like blocks (a
+        cached set for another hash, from a header a liar served, is not reused)."""
         while True:
             hit = self._attested.get(height)
-            if hit is not None:
+            if hit is not None and self._attested_hash.get(height) == (block_hash, batch_size):
                 return hit
             ev = self._attesting.get(height)
             if ev is None:
@@ -363,13 +387,12 @@ class Client:
             await ev.wait()
         c = self.cluster
         need = c.quorums.attest
-        block_hash = block.hash()
         good: dict[int, bytes] = {}
         done = self._attesting[height] = trio.Event()
 
         async def ask(r: int) -> None:
             a = await self._session.fetch_attestation(r, height, RECEIPT_FETCH_TIMEOUT)
-            if a is None or a.block_hash != block_hash or a.batch_size != len(block.txs) or a.replica != r:
+            if a is None or a.block_hash != block_hash or a.batch_size != batch_size or a.replica != r:
                 return
             if a.verify(self._verifier, c.replicas[r].public_key):
                 good[r] = a.sig
@@ -389,8 +412,9 @@ class Client:
             raise ReceiptError(f"only {len(good)} replicas attested block {height}'s hash, a receipt needs {need}")
         result = sorted(good.items())[:need]
         self._attested[height] = result
+        self._attested_hash[height] = (block_hash, batch_size)
         while len(self._attested) > BLOCK_CACHE:
-            self._attested.popitem(last=False)
+            self._attested_hash.pop(self._attested.popitem(last=False)[0], None)
         return result
 
     async def _block(self, height: int, index: int, replica: int, use_cache: bool):
@@ -535,5 +559,5 @@ def connect(cluster_dir: str | os.PathLike[str], client: int | None = None, *,
 
 
 __all__ = ["connect", "Client", "SyncClient", "AsyncioClient", "InsideEventLoop", "Receipt", "ReceiptError",
-           "LedgerError", "Unavailable", "Uncertain", "Refused", "Forgotten", "ReceiptUnavailable", "TooLarge", "MAX_KEY", "MAX_OP",
+           "LedgerError", "Unavailable", "Uncertain", "ReadProof", "ReadProofError", "ReadProofUnavailable", "Refused", "Forgotten", "ReceiptUnavailable", "TooLarge", "MAX_KEY", "MAX_OP",
            "check_operation", "running_async_library"]

@@ -40,6 +40,7 @@ from ledger.cluster import Cluster
 
 if TYPE_CHECKING:
     from ledger.client import Client
+    from ledger.readproof import ReadProof
     from ledger.receipt import Receipt
 
 DEFAULT_TIMEOUT = 60.0        # seconds an operation may take to commit (ledger.client re-exports it)
@@ -260,6 +261,9 @@ class SyncClient:
     def get(self, key: str, linearizable: bool = False) -> bytes | None:
         return self._call("get", key, linearizable)
 
+    def get_verified(self, key: str, at_height: int | None = None) -> "ReadProof":
+        return self._call("get_verified", key, at_height)
+
     def delete(self, key: str) -> Receipt:
         return self._call("delete", key)
 
@@ -336,6 +340,9 @@ class AsyncioClient:
 
     async def get(self, key: str, linearizable: bool = False) -> bytes | None:
         return await self._call("get", key, linearizable)
+
+    async def get_verified(self, key: str, at_height: int | None = None) -> "ReadProof":
+        return await self._call("get_verified", key, at_height)
 
     async def delete(self, key: str) -> Receipt:
         return await self._call("delete", key)

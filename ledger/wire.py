@@ -10,7 +10,7 @@ its fields except the signature and the fields listed in ``UNSIGNED`` (a PRE-PRE
 signs the batch digest, not the batch, so that certificates stay small).
 
 Why this lives in ``ledger`` and not in ``bft``: what a client and a replica say to each
-other (REQUEST, REPLY, REDIRECT, READ, READ-REPLY, receipts, attestations, status) and how a link is
+other (REQUEST, REPLY, REDIRECT, READ, READ-REPLY, receipts, attestations, state proofs, status) and how a link is
 authenticated (HELLO, AUTH) do not depend on the consensus protocol that orders the
 requests, and ``ledger.client`` must speak them without importing ``bft`` (the layers
 are crypto <- ledger <- bft). So this module holds the codec (the ``Message`` base, the
@@ -42,6 +42,11 @@ MAX_BLOCK = 4 * 1024 * 1024          # one encoded block in a state-transfer res
 MAX_U64 = (1 << 64) - 1
 MAX_U32 = (1 << 32) - 1
 DOMAIN_PREFIX = b"bftledger/v1/"
+MAX_PROOF_KEY = 1024                 # a key's UTF-8 bytes (ledger.state.MAX_KEY)
+MAX_HEADER = 512                     # an encoded block header (about 250 bytes)
+MAX_CERT = 1024                      # signatures in a block's certificate
+MAX_PROOF_FIELD = 400 * 1024         # an encoded state proof (ledger.statetree.MAX_PROOF_BYTES, 341 KiB)
+MAX_REFUSAL = 1024
 
 
 class DecodeError(ValueError):
@@ -263,6 +268,39 @@ class Attestation(Message):
     replica: int
     sig: bytes = b""
     _kinds = dict(height=u64, block_hash=digest, batch_size=u32, replica=u32, sig=sig_kind)
+
+
+@message(8, "proof-request")
+class ProofRequest(Message):
+    """A client asks a replica for a verified read (issue 16): the state proof of ``key``
+    (UTF-8) at ``height`` (0: the replica's current height), with the header and the
+    certificate of that block. Unsigned, like READ: it changes nothing."""
+    nonce: int
+    height: int
+    key: bytes
+    _kinds = dict(nonce=u64, height=u64, key=blob(MAX_PROOF_KEY))
+
+
+@message(9, "proof-response")
+class ProofResponse(Message):
+    """A replica's answer to a PROOF-REQUEST: the header of the block at ``height`` (its
+    msgpack encoding), the view and certificate that block carries, its number of
+    transactions (which the execution attestations sign) and the encoded state proof
+    (``ledger.statetree.StateProof``). Unsigned and untrusted: the client checks it
+    against f+1 attestations of the header's hash (``ledger.readproof``). A refused
+    query has height 0 and says why in ``refusal``."""
+    nonce: int
+    replica: int
+    height: int
+    view: int
+    batch_size: int
+    header: bytes
+    cert: list
+    proof: bytes
+    refusal: bytes
+    _kinds = dict(nonce=u64, replica=u32, height=u64, view=u64, batch_size=u32, header=blob(MAX_HEADER),
+                  cert=list_of(tuple_of(u32, sig_kind), MAX_CERT), proof=blob(MAX_PROOF_FIELD),
+                  refusal=blob(MAX_REFUSAL))
 
 
 @message(60, "read")

@@ -26,8 +26,8 @@ from bft.runtime.admission import PER_CLIENT, Admission, Heard, Intake, RateLimi
 from bft.runtime.serving import BlockServer, SlowSender
 from bft.runtime.status import replica_status, status_bytes
 from bft.runtime.tracelog import TraceLog
-from bft.wire import (MAX_FRAME, AttestRequest, Auth, DecodeError, FrameDecoder, Hello, ReceiptRequest, Request,
-                      StatusRequest, StatusResponse, decode, describe, frame)
+from bft.wire import (MAX_FRAME, AttestRequest, Auth, DecodeError, FrameDecoder, Hello, ProofRequest, ReceiptRequest,
+                      Request, StatusRequest, StatusResponse, decode, describe, frame)
 from ledger.cluster import Cluster
 from ledger.net.channel import channels_for
 from ledger.net.transport import (CLIENT_MAX_FRAME, HANDSHAKE_TIMEOUT, ROLE_CLIENT, ROLE_REPLICA, Connection,
@@ -315,14 +315,16 @@ class Replica:
             if t is StatusRequest:
                 conn.send(frame(StatusResponse(msg.nonce, self._status_bytes()).encode()))
                 continue
-            if t is ReceiptRequest or t is AttestRequest:
+            if t is ReceiptRequest or t is AttestRequest or t is ProofRequest:
                 cost = self.server.query_cost(msg)
                 if cost and not self.queries.allow((conn.role, conn.ident), trio.current_time(), cost):
                     self.problems.note(WireRule.SERVE_RATE, conn.name)
                 elif t is ReceiptRequest:
                     self.server.receipt(conn, msg)
-                else:
+                elif t is AttestRequest:
                     self.server.attest(conn, msg)
+                else:
+                    self.server.prove(conn, msg)
                 continue
             if t is Hello or t is Auth:
                 self.problems.note(WireRule.HANDSHAKE_AFTER_AUTH, conn.name)

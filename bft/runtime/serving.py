@@ -4,7 +4,8 @@ blocks a peer fetches in state transfer.
 Kept apart from ``replica.py`` (the connections and the driver loop) because it is the
 one place where the runtime reads the store on a peer's or a client's behalf, and the
 place where the runtime-level Byzantine strategies lie: ``lying-receipts`` alters a
-served result and signs a hash nobody computed, ``empty-transfer`` answers a state
+served result and signs a hash nobody computed, ``lying-proofs`` forges verified reads
+(``bft.runtime.proofs``), ``empty-transfer`` answers a state
 request with nothing, ``drip-transfer`` with one block at a time; ``slow`` (``SlowSender``)
 holds every message back just under the others' timeouts. The caller rate-limits
 (``query_cost`` is what a query costs against its budget).
@@ -17,7 +18,9 @@ from typing import Callable
 import trio
 
 from bft.outputs import ServeBlocks
-from bft.wire import AttestRequest, Attestation, ReceiptRequest, ReceiptResponse, StateResponse, frame
+from bft.runtime.proofs import ProofServer
+from bft.wire import (AttestRequest, Attestation, ProofRequest, ReceiptRequest, ReceiptResponse, StateResponse,
+                      frame)
 from crypto.signing import Signer
 from ledger.net.transport import Connection, LocalFault, Problems
 from ledger.store import BlockStore
@@ -36,9 +39,13 @@ class BlockServer:
         self.problems = problems
         self._lies = lies                                  # is this replica running that strategy now?
         self._attestations: dict[int, bytes] = {}          # height -> framed Attestation, oldest first
+        self.proofs = ProofServer(replica_id, store, problems, lies, self._attest_forged)
 
-    def query_cost(self, m: ReceiptRequest | AttestRequest) -> int:
-        """Tokens a query costs: a cached attestation nothing, a block read 1 per 64 KiB."""
+    def query_cost(self, m: ReceiptRequest | AttestRequest | ProofRequest) -> int:
+        """Tokens a query costs: a cached attestation nothing, a block read 1 per 64 KiB, a
+        state proof one more per block re-executed (``bft.runtime.proofs``)."""
+        if type(m) is ProofRequest:
+            return self.proofs.cost(m)
         if type(m) is AttestRequest:
             return 0 if m.height in self._attestations else 1
         size = self.store.size_of(m.height) if 1 <= m.height <= self.store.height else 0
@@ -77,6 +84,16 @@ class BlockServer:
             while len(self._attestations) > ATTESTATION_CACHE:
                 self._attestations.pop(next(iter(self._attestations)))
         conn.send(fr)
+
+    def prove(self, conn: Connection, m: ProofRequest) -> None:
+        """A verified read's material (``bft.runtime.proofs``)."""
+        self.proofs.serve(conn, m)
+
+    def _attest_forged(self, height: int, block_hash: bytes, batch_size: int) -> None:
+        """lying-proofs: this replica's attestation for ``height`` becomes one of a forged hash."""
+        self._attestations.pop(height, None)
+        self._attestations[height] = frame(Attestation(height, block_hash, batch_size, self.id)
+                                           .signed(self.signer).encode())
 
     def blocks(self, a: ServeBlocks) -> bytes | None:
         """The framed StateResponse for a peer's state request (None: nothing to send)."""

@@ -38,7 +38,8 @@ from ledger.net.channel import Channels, channels_for
 from ledger.rules import WireRule
 from ledger.net.transport import (CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, ROLE_CLIENT, ROLE_REPLICA, Connection,
                                   HandshakeError, Link, Problems, SendQueue, describe_error)
-from ledger.wire import (MAX_FRAME, AttestRequest, Attestation, DecodeError, FrameDecoder, ReadRedirect, ReadReply,
+from ledger.wire import (MAX_FRAME, AttestRequest, Attestation, DecodeError, FrameDecoder, ProofRequest, ProofResponse,
+                         ReadRedirect, ReadReply,
                          ReceiptRequest, ReceiptResponse, Redirect, Reply, Request, StatusRequest, StatusResponse,
                          decode, frame)
 
@@ -82,6 +83,8 @@ class ClientSession:
         self._slots = trio.Semaphore(MAX_IN_FLIGHT)
         self._blocks: dict[tuple[int, int], list[trio.Event | bytes]] = {}
         self._attests: dict[tuple[int, int], list] = {}
+        self._proofs: dict[tuple[int, int], list] = {}                 # (replica, nonce) -> [answered, response]
+        self._proof_nonce = 0
         self._reading: dict[int, tuple[trio.Event, bytes]] = {}      # read nonce -> (decided, frame)
         self._read_slots = trio.Semaphore(MAX_READS_IN_FLIGHT)
 
@@ -136,6 +139,11 @@ class ClientSession:
                 w = self._blocks.get((src, msg.height))
                 if w is not None and len(w) == 1:
                     w.append(msg.block)
+                    w[0].set()
+            elif t is ProofResponse:
+                w = self._proofs.get((src, msg.nonce))
+                if w is not None and len(w) == 1 and msg.replica == src:
+                    w.append(msg)
                     w[0].set()
             elif t is Attestation:
                 w = self._attests.get((src, msg.height))
@@ -290,6 +298,21 @@ class ClientSession:
         finally:
             if self._attests.get(key) is w:
                 del self._attests[key]
+
+    async def fetch_proof(self, replica: int, key: str, height: int, timeout: float) -> ProofResponse | None:
+        """``replica``'s answer to a verified read of ``key`` at ``height`` (0: its current
+        height), unverified (``ledger.readproof`` checks it), or None."""
+        self._proof_nonce += 1
+        key_ = (replica, self._proof_nonce)
+        w: list = [trio.Event()]
+        self._proofs[key_] = w
+        self.links[replica].send(frame(ProofRequest(self._proof_nonce, height, key.encode()).encode()))
+        try:
+            with trio.move_on_after(timeout):
+                await w[0].wait()
+            return w[1] if len(w) > 1 else None
+        finally:
+            del self._proofs[key_]
 
     async def wait_connected(self, count: int, timeout: float) -> bool:
         with trio.move_on_after(timeout):

@@ -1,0 +1,159 @@
+"""What a replica answers to a verified read (PROOF-REQUEST, issue 16): the state proof of
+a key at a height, with the header, view, certificate and size of that block.
+
+The answer is not signed and need not be trusted: the client checks it against f+1
+execution attestations of the header's hash (``ledger.verifiedread``). So this module's
+job is only to serve it with bounded work.
+
+**Past states.** The state tree is updated in place (``ledger.state.KVStore``), so the
+state after an earlier block is rebuilt by re-executing the stored blocks into a fresh
+``Chain`` (the same code as recovery, which checks every state root on the way). One
+rebuilt state is kept, and moved forward when a later height is asked: reading heights in
+increasing order costs each block once. A query may make the replica re-execute at most
+``MAX_REPLAY`` blocks (from block 1, or from the kept state when it is at or below the
+height asked); beyond that it is refused with the reason, never queued. Each block
+re-executed costs the asker one token of its query budget (``bft.runtime.replica``:
+2,000 a second, a burst of 4,000), so one client makes a replica re-execute at most
+2,000 blocks a second. What this serves: every height of a ledger of up to 2,048 blocks,
+and beyond that the current state and heights within 2,048 blocks above the kept state.
+Pruning (not done yet) will keep snapshots of the state at stable checkpoints and serve
+heights from the oldest one kept, re-executing at most a checkpoint interval.
+
+**lying-proofs** (a runtime Byzantine strategy, ``bft.adversary``): the replica forges the
+state (the key holds b"lies", or is absent, in turn), puts the forged root in a copy of
+the real header, under the real certificate, and signs the forged header's hash as its
+attestation for that height. Only f+1 attestations make a client accept a header, so it
+moves on to the next replica.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+import msgpack
+
+from bft.wire import ProofRequest, ProofResponse, frame
+from ledger.block import header_hash
+from ledger.chain import Chain, ReplayError
+from ledger.net.transport import Connection, LocalFault, Problems
+from ledger.rules import WireRule
+from ledger.state import MAX_KEY
+from ledger.statetree import StateProof, StateTree
+from ledger.store import BlockStore
+
+MAX_REPLAY = 2048           # blocks one query may make the replica re-execute
+HEADERS_KEPT = 32           # recently served headers (a block read each otherwise)
+LIE = b"lies"
+
+
+class ProofServer:
+    def __init__(self, replica_id: int, store: BlockStore, problems: Problems, lies: Callable[[str], bool],
+                 attest_forged: Callable[[int, bytes, int], None]) -> None:
+        self.id = replica_id
+        self.store = store
+        self.problems = problems
+        self._lies = lies
+        self._attest_forged = attest_forged      # sign (height, forged hash, batch size) as this replica's
+        self._past: Chain | None = None           # the last past state rebuilt
+        self._headers: OrderedDict[int, tuple[list, int, int, list]] = OrderedDict()
+        self._lie_count = 0
+
+    def _height_of(self, m: ProofRequest) -> int:
+        return m.height or self.store.chain.height
+
+    def replay_needed(self, height: int) -> int:
+        """Blocks to re-execute to serve ``height`` (0 for the current state)."""
+        chain = self.store.chain
+        if height >= chain.height:
+            return 0
+        past = self._past
+        return height - past.height if past is not None and past.height <= height else height
+
+    def cost(self, m: ProofRequest) -> int:
+        """Tokens the query costs: 1, one per started 64 KiB of the block read for its header,
+        and one per block re-executed (a query that will be refused costs 1)."""
+        h = self._height_of(m)
+        store = self.store
+        if not 1 <= h <= store.height:
+            return 1
+        replay = self.replay_needed(h)
+        size = 0 if h in self._headers else store.size_of(h) // 65536
+        return 1 + size + (replay if replay <= MAX_REPLAY else 0)
+
+    def serve(self, conn: Connection, m: ProofRequest) -> None:
+        refusal = self._refusal(m)
+        if refusal is not None:
+            self.problems.note(WireRule.PROOF_REFUSED, f"{conn.name}: {refusal}")
+            conn.send(frame(ProofResponse(m.nonce, self.id, 0, 0, 0, b"", [], b"", refusal.encode()[:1024]).encode()))
+            return
+        h = self._height_of(m)
+        key = m.key.decode()
+        try:
+            header, view, batch_size, cert = self._header(h)
+            kv = self.store.chain.kv if h == self.store.chain.height else self._rebuild(h).kv
+            proof = kv.prove(key)
+        except (ValueError, ReplayError) as e:        # StoreCorrupt under us, or a bug
+            self._past = None
+            self.problems.note(LocalFault.CANNOT_SERVE_PROOF, str(e))
+            return
+        if self._lies("lying-proofs"):
+            header, proof = self._forge(h, header, batch_size, key)
+        body = msgpack.packb(header, use_bin_type=True)
+        conn.send(frame(ProofResponse(m.nonce, self.id, h, view, batch_size, body, cert, proof.encode(),
+                                      b"").encode()))
+
+    def _refusal(self, m: ProofRequest) -> str | None:
+        try:
+            key = m.key.decode()
+        except UnicodeDecodeError:
+            return "the key is not UTF-8"
+        if not key or len(m.key) > MAX_KEY:
+            return f"a key is 1 to {MAX_KEY} bytes of UTF-8"
+        chain, store = self.store.chain, self.store
+        if chain.height != store.height:
+            return f"executing block {chain.height}; ask again"
+        h = self._height_of(m)
+        if h == 0:
+            return "this replica has executed no block yet"
+        if h > chain.height:
+            return f"height {h} is above this replica's height {chain.height}"
+        replay = self.replay_needed(h)
+        if replay > MAX_REPLAY:
+            kept = f" or above {self._past.height}" if self._past is not None else ""
+            return (f"height {h} is too far back: rebuilding its state would re-execute {replay} blocks, over this "
+                    f"replica's limit of {MAX_REPLAY} per query (it serves its current height {chain.height}, "
+                    f"heights up to {MAX_REPLAY}, and heights within {MAX_REPLAY} blocks{kept} of the past state "
+                    "it last rebuilt)")
+        return None
+
+    def _header(self, h: int) -> tuple[list, int, int, list]:
+        hit = self._headers.get(h)
+        if hit is None:
+            b = self.store.read(h)
+            hit = self._headers[h] = (b.header(), b.view, len(b.txs), list(b.cert))
+            while len(self._headers) > HEADERS_KEPT:
+                self._headers.popitem(last=False)
+        return hit
+
+    def _rebuild(self, h: int) -> Chain:
+        past = self._past if self._past is not None and self._past.height <= h else Chain()
+        self._past = None                              # until it is consistent again
+        for b in self.store.blocks(past.height + 1, h):
+            past.replay(b)
+        self._past = past
+        return past
+
+    def _forge(self, h: int, header: list, batch_size: int, key: str) -> tuple[list, StateProof]:
+        """lying-proofs: a one-key state where ``key`` holds LIE or is absent (in turn), its root
+        in a copy of the real header, and this replica's attestation of that header."""
+        tree = StateTree()
+        present = self._lie_count % 2 == 0
+        self._lie_count += 1
+        if present:
+            tree.put(key, LIE)
+        path, children = tree.prove(key)
+        proof = StateProof(key, LIE if present else None, tuple(path), children)
+        forged = list(header)
+        forged[-1] = tree.root()
+        self._attest_forged(h, header_hash(forged), batch_size)
+        return forged, proof
