@@ -2,7 +2,8 @@
 
 One ``add_<name>`` function builds each subcommand's parser and one ``cmd_<name>``
 function runs it and returns the exit code (in ``cmd_cluster``: init, up, replica, demo;
-in ``cmd_client``: put, get, delete, cas, status, audit, verify-receipt; in ``cmd_lab``:
+in ``cmd_client``: put, get, delete, cas, status, audit, verify-receipt; in ``cmd_reads``:
+verify-read; in ``cmd_lab``:
 attacks, lab); adding a subcommand means writing that pair and listing the adder in
 ``SUBCOMMANDS``. Every error a user can cause
 becomes one line on stderr, ``bftledger: error: <what is wrong and what to do>``, with exit
@@ -22,6 +23,7 @@ from bft.app.cmd_client import (add_audit, add_cas, add_delete, add_get, add_out
 from bft.app.cmd_cluster import add_demo, add_init, add_replica, add_up
 from bft.app.cmd_compare import add_compare
 from bft.app.cmd_lab import add_attacks, add_lab
+from bft.app.cmd_reads import add_verify_read
 from crypto.keys import KeyFileError
 from ledger.cluster import ClusterError
 from ledger.store import StoreError
@@ -39,6 +41,7 @@ EXAMPLES = f"""examples:
   {PROG} audit ./mycluster --id 0            # verify replica 0's ledger offline
   {PROG} compare ./mycluster                 # do the replicas hold the same ledger? where not?
   {PROG} put ./mycluster bob 5 --json > r.json && {PROG} verify-receipt r.json --cluster ./mycluster
+  {PROG} get ./mycluster bob --proof p.json && {PROG} verify-read p.json --cluster ./mycluster
   {PROG} transact ./mycluster --put a=90 --put b=60 --require a=100   # atomic, over several keys
   {PROG} attacks                             # what the lab can attack, and the rules that stop it
   {PROG} lab equivocate --mode paxos         # one attack in the simulator: what held, what broke
@@ -47,7 +50,7 @@ EXAMPLES = f"""examples:
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
     add_init, add_up, add_replica, add_put, add_get, add_delete, add_cas, add_transact, add_outcome, add_add_client, add_status,
-    add_audit, add_verify_receipt, add_demo, add_compare, add_attacks, add_lab]
+    add_audit, add_verify_receipt, add_verify_read, add_demo, add_compare, add_attacks, add_lab]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bft.app.clusterinit import InitError
         from bft.runtime.factory import PaxosUnavailable
         from ledger.client import LedgerError, Uncertain
+        from ledger.readproof import ReadProofError
         from ledger.receipt import ReceiptError
     except KeyboardInterrupt:                    # Ctrl-C while the modules load
         return 130
@@ -92,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"{e}", 2)
     except Uncertain as e:                        # sent, not confirmed: it may still commit (exit 3)
         return fail(str(e), 3)
-    except (ClusterError, KeyFileError, StoreError, InitError, LedgerError, ReceiptError) as e:
+    except (ClusterError, KeyFileError, StoreError, InitError, LedgerError, ReceiptError, ReadProofError) as e:
         return fail(str(e), 1)
     except PaxosUnavailable as e:
         return fail(f"{e}; use a pbft cluster ('{PROG} init DIR --mode pbft --f 1')", 1)

@@ -196,12 +196,22 @@ def add_get(sub: Subparsers) -> None:
     p.add_argument("key", metavar="KEY")
     p.add_argument("--linearizable", action="store_true",
                    help="order the read through consensus (linearizable whatever f replicas do; adds a block)")
+    p.add_argument("--proof", metavar="FILE",
+                   help="a verified read: write its proof (JSON) to FILE, checkable offline with "
+                        f"'{PROG} verify-read FILE --cluster DIR'")
+    p.add_argument("--at-height", type=int_at_least(1), metavar="H",
+                   help="a verified read of the state after block H (replicas rebuild it, within a bound; "
+                        "see README, 'Verified reads')")
     p.add_argument("--json", action="store_true", help="print {key, found, value} as JSON")
     client_args(p)
     p.set_defaults(func=cmd_get)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    if args.proof is not None or args.at_height is not None:
+        from bft.app.cmd_reads import get_verified
+
+        return get_verified(args, _run_client)
     value = _run_client(args, "get", _key(args), args.linearizable)
     if args.json:
         doc = {"key": args.key, "found": value is not None, "value": None, "value_hex": None}

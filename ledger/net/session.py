@@ -309,7 +309,11 @@ class ClientSession:
         self.links[replica].send(frame(ProofRequest(self._proof_nonce, height, key.encode()).encode()))
         try:
             with trio.move_on_after(timeout):
-                await w[0].wait()
+                while not self.refused_by_all():          # (nothing runs there: do not wait it out)
+                    with trio.move_on_after(0.1):
+                        await w[0].wait()
+                    if len(w) > 1:
+                        break
             return w[1] if len(w) > 1 else None
         finally:
             del self._proofs[key_]
