@@ -13,6 +13,7 @@ import ledger.client
 from bft.app.clusterinit import init_cluster
 from ledger.readproof import ReadProof, ReadProofError
 from ledger.rules import WireRule
+from ledger.verifiedread import proof_of
 from tests.integration.conftest import cli, one_error_line
 
 
@@ -41,6 +42,10 @@ async def test_a_lying_replica_cannot_forge_a_verified_read_in_pbft(make_cluster
         proofs = [await c.get_verified("k2") for _ in range(lc.n)]      # each replica is asked first once
         absent = [await c.get_verified("nobody") for _ in range(lc.n)]
         old = await c.get_verified("k2", at_height=r2.height - 1)
+        # the liar's own answer, with its own attestation of the header it forged: f signatures
+        lie = proof_of(c, "k2", await c._session.fetch_proof(3, "k2", 0, 5.0))
+        a = await c._session.fetch_attestation(3, lie.height, 5.0)
+        lie.attestations = [(3, a.sig)]
         rejected = c.read_proofs_rejected
         counted = c._session.problems.counts[WireRule.READ_PROOF_REJECTED]
     assert all(p.value == b"second" and p.height >= r2.height for p in proofs)
@@ -50,6 +55,9 @@ async def test_a_lying_replica_cannot_forge_a_verified_read_in_pbft(make_cluster
     for p in proofs + absent + [old]:
         v = ReadProof.from_json(p.to_json()).verify(lc.directory)
         assert len(v.attesters) >= 2 and v.value == p.value
+    assert lie.value != b"second" and lie.block_hash == a.block_hash
+    with pytest.raises(ReadProofError, match="1 valid distinct signatures on the block hash"):
+        lie.verify(lc.directory)
     for what, forged in _forgeries(proofs[0]).items():
         with pytest.raises(ReadProofError):
             forged.verify(lc.directory)
