@@ -1,0 +1,107 @@
+"""The replica's side of verified reads (``bft.runtime.proofs``) over a real block store:
+proofs at the current and past heights lead to the served header's state root, past
+states are rebuilt within the replay bound and refused beyond it with the reason, every
+refusal is counted, and ``lying-proofs`` signs the header it forged."""
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+import bft.runtime.proofs as proofs
+from bft.app.clusterinit import init_cluster
+from bft.app.demo_offline import OfflineLedger
+from bft.runtime.proofs import ProofServer
+from bft.wire import ProofRequest, ProofResponse, decode
+from ledger import state
+from ledger.block import header_hash, parse_header
+from ledger.cluster import load
+from ledger.net.transport import Problems
+from ledger.rules import WireRule
+from ledger.statetree import StateProof
+from ledger.store import BlockStore
+
+
+class Sink:
+    """Where the server's frames go (a connection's send side, kept for reading)."""
+    name = "client 0"
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def send(self, fr: bytes) -> None:
+        self.frames.append(fr)
+
+    def last(self) -> ProofResponse:
+        return decode(self.frames[-1][4:])
+
+
+@pytest.fixture
+def store(tmp_path):
+    init_cluster(tmp_path / "c", "pbft", 1, clients=1)
+    led = OfflineLedger(load(tmp_path / "c"))
+    s = BlockStore.open(tmp_path / "store", fsync=False)
+    for i in range(1, 11):                                  # "x" is i after block i; "gone" deleted at 6
+        ops = [state.op_put("x", str(i).encode())]
+        ops.append(state.op_put("gone", b"here") if i < 6 else state.op_delete("gone"))
+        s.append(led.commit([led.request(0, op) for op in ops]))
+    s.close()
+    s = BlockStore.open(tmp_path / "store", fsync=False)     # recovery rebuilds its chain, as a replica's
+    yield s
+    s.close()
+
+
+def _ask(server: ProofServer, key: bytes, height: int) -> ProofResponse:
+    sink = Sink()
+    server.serve(sink, ProofRequest(1, height, key))
+    return sink.last()
+
+
+def _value(m: ProofResponse) -> bytes | None:
+    header = msgpack.unpackb(m.header)
+    root = parse_header(header)[-1]
+    return StateProof.decode(m.proof).verify(root)
+
+
+def test_current_and_past_states_are_proven_against_the_served_header(store) -> None:
+    problems = Problems()
+    server = ProofServer(0, store, problems, lambda s: False, lambda *a: None)
+    now = _ask(server, b"x", 0)
+    assert now.height == 10 and _value(now) == b"10" and len(now.cert) == 3 and now.batch_size == 2
+    for h in (3, 4, 9, 5):
+        m = _ask(server, b"x", h)
+        assert m.height == h and _value(m) == str(h).encode()
+    assert _value(_ask(server, b"gone", 5)) == b"here" and _value(_ask(server, b"gone", 6)) is None
+    assert server.cost(ProofRequest(2, 8, b"x")) == 1 + 2                     # kept at 6: re-executes 7, 8
+    assert server.cost(ProofRequest(2, 2, b"x")) == 1 + 2                     # below it: from block 1
+    assert server.cost(ProofRequest(2, 0, b"x")) == 1
+    assert problems.counts[WireRule.PROOF_REFUSED] == 0
+
+
+def test_refusals_say_why_and_are_counted(store, monkeypatch) -> None:
+    monkeypatch.setattr(proofs, "MAX_REPLAY", 3)
+    problems = Problems()
+    server = ProofServer(0, store, problems, lambda s: False, lambda *a: None)
+    why = {}
+    for name, key, h in (("above", b"x", 11), ("too far", b"x", 5), ("not utf-8", b"\xff", 0), ("empty", b"", 0)):
+        m = _ask(server, key, h)
+        assert m.height == 0 and m.proof == b"" and m.refusal
+        why[name] = m.refusal.decode()
+    assert "above this replica's height 10" in why["above"]
+    assert "too far back" in why["too far"] and "re-execute 5 blocks" in why["too far"]
+    assert "UTF-8" in why["not utf-8"] and "1 to 1024" in why["empty"]
+    assert problems.counts[WireRule.PROOF_REFUSED] == 4
+    assert _value(_ask(server, b"x", 3)) == b"3"                       # within the bound from block 1
+    assert _value(_ask(server, b"x", 6)) == b"6"                       # within the bound from the kept 3
+    assert server.cost(ProofRequest(2, 5, b"x")) == 1                  # would be refused: costs 1
+
+
+def test_lying_proofs_forges_the_header_and_attests_to_it(store) -> None:
+    signed = []
+    server = ProofServer(3, store, Problems(), lambda s: s == "lying-proofs", lambda *a: signed.append(a))
+    lie = _ask(server, b"x", 0)
+    header = msgpack.unpackb(lie.header)
+    assert _value(lie) == proofs.LIE
+    assert signed == [(10, header_hash(header), 2)]
+    honest = ProofServer(0, store, Problems(), lambda s: False, lambda *a: None)
+    assert header_hash(header) != header_hash(msgpack.unpackb(_ask(honest, b"x", 0).header))
+    assert _value(_ask(server, b"x", 0)) is None                       # the next lie: absence
