@@ -4,10 +4,12 @@ with a proof that verifies offline, also when a Byzantine replica lies about eve
 a changed value, an absence claimed for a present key, a wrong height, another cluster's."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 
 import pytest
+import trio
 
 import ledger.client
 from bft.app.clusterinit import init_cluster
@@ -83,6 +85,19 @@ async def test_verified_reads_in_paxos_and_the_cli(make_cluster, tmp_path) -> No
         with pytest.raises(ValueError):
             await c.get_verified("alice", at_height=0)
     assert now.value == b"90" and then.value == b"100" and then.height == r1.height
+
+    def sync() -> tuple:                      # the blocking client: positional and keyword arguments
+        with ledger.client.SyncClient(lc.directory, client=1) as sc:
+            return sc.get_verified("alice").value, sc.get_verified("alice", at_height=r1.height).value, \
+                sc.get_verified("alice", r1.height).height
+
+    async def under_asyncio() -> tuple:
+        async with ledger.client.connect(lc.directory, client=2) as ac:
+            p = await ac.get_verified("alice", at_height=r1.height)
+            return p.value, (await ac.get_verified("nobody")).value
+
+    assert await trio.to_thread.run_sync(sync) == (b"90", b"100", r1.height)
+    assert await trio.to_thread.run_sync(lambda: asyncio.run(under_asyncio())) == (b"100", None)
     v = now.verify(lc.directory)
     assert len(v.attesters) == 1 and "crash" in v.trust_model.lower()
     proof_file = tmp_path / "alice.json"
