@@ -70,8 +70,6 @@ async def verified_read(client: Client, key: str, at_height: int | None) -> Read
     session = client._session
     c = client.cluster
     reasons: dict[int, str] = {}
-    if session.refused_by_all():
-        raise ReadProofUnavailable(f"no replica of {c.directory} accepts connections: is the cluster running?")
     for round_ in range(ROUNDS):
         if round_:
             await trio.sleep(ROUND_PAUSE)
@@ -79,6 +77,8 @@ async def verified_read(client: Client, key: str, at_height: int | None) -> Read
         order = sorted(((r - start) % c.n, r) for r in range(c.n))
         order.sort(key=lambda t: not session.links[t[1]].connected)          # connected ones first, stable
         for _, r in order:
+            if session.refused_by_all():                 # nothing runs there: say so, at once
+                raise ReadProofUnavailable(session.describe_unavailable(None))
             m = await session.fetch_proof(r, key, height, PROOF_TIMEOUT)
             if m is None:
                 reasons[r] = "no answer"

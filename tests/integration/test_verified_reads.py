@@ -112,3 +112,14 @@ async def test_verified_reads_in_paxos_and_the_cli(make_cluster, tmp_path) -> No
     proof_file.write_text(json.dumps(d))
     p = cli("verify-read", str(proof_file), "--cluster", str(lc.directory))
     assert p.returncode == 1 and "state proof" in p.stdout + p.stderr
+
+
+def test_cli_errors_are_one_line(tmp_path) -> None:
+    d = tmp_path / "c"
+    init_cluster(d, "pbft", 1, clients=1)
+    line = one_error_line(cli("get", str(d), "k", "--proof", str(tmp_path / "p.json")))
+    assert "is reachable" in line and "bftledger up" in line                  # not running: said at once
+    (tmp_path / "bad.json").write_text("{}")
+    assert "not a read proof" in one_error_line(cli("verify-read", str(tmp_path / "bad.json"), "--cluster", str(d)))
+    assert "--linearizable" in one_error_line(cli("get", str(d), "k", "--proof", "p", "--linearizable"))
+    assert "at least 1" in one_error_line(cli("get", str(d), "k", "--at-height", "0"))
