@@ -25,11 +25,13 @@ from ledger.readproof import ReadProof
 from ledger.receipt import ReceiptError
 from ledger.rules import WireRule
 from ledger.statetree import StateProof, StateProofError
-from ledger.wire import MAX_U64, ProofResponse
+from ledger.wire import MAX_U64, REBUILDING, ProofResponse
 
 PROOF_TIMEOUT = 2.0             # seconds to wait for one replica's answer
 ROUNDS = 3                      # passes over the replicas (an honest one may be a block behind)
 ROUND_PAUSE = 0.2
+REBUILD_ASKS = 64               # times one replica is asked again while it rebuilds a past state ...
+REBUILD_PAUSE = 0.5             # ... this far apart (within its query budget: bft.runtime.proofs)
 
 
 def check_height(at_height: object) -> int:
@@ -65,8 +67,14 @@ def proof_of(client: Client, key: str, m: ProofResponse) -> ReadProof:
 
 
 async def verified_read(client: Client, key: str, at_height: int | None) -> ReadProof:
-    """See ``Client.get_verified``."""
+    """See ``Client.get_verified``; ``ReadProofUnavailable`` after the client's timeout."""
     height = check_height(at_height)
+    with trio.move_on_after(client.timeout if client.timeout is not None else float("inf")):
+        return await _read(client, key, height)
+    raise ReadProofUnavailable(f"no read proof of {key!r} that verifies within {client.timeout:g} s")
+
+
+async def _read(client: Client, key: str, height: int) -> ReadProof:
     session = client._session
     c = client.cluster
     reasons: dict[int, str] = {}
@@ -80,6 +88,11 @@ async def verified_read(client: Client, key: str, at_height: int | None) -> Read
             if session.refused_by_all():                 # nothing runs there: say so, at once
                 raise ReadProofUnavailable(session.describe_unavailable(None))
             m = await session.fetch_proof(r, key, height, PROOF_TIMEOUT)
+            for _ in range(REBUILD_ASKS):             # it re-executes toward a past height, a bounded part a query
+                if m is None or m.height or not m.refusal.startswith(REBUILDING):
+                    break
+                await trio.sleep(REBUILD_PAUSE)
+                m = await session.fetch_proof(r, key, height, PROOF_TIMEOUT)
             if m is None:
                 reasons[r] = "no answer"
                 continue

@@ -47,6 +47,7 @@ MAX_HEADER = 512                     # an encoded block header (about 250 bytes)
 MAX_CERT = 1024                      # signatures in a block's certificate
 MAX_PROOF_FIELD = 400 * 1024         # an encoded state proof (ledger.statetree.MAX_PROOF_BYTES, 341 KiB)
 MAX_REFUSAL = 1024
+REBUILDING = b"rebuilding: "         # a PROOF-RESPONSE refusal that means "ask again" (bft.runtime.proofs)
 
 
 class DecodeError(ValueError):

@@ -9,15 +9,18 @@ job is only to serve it with bounded work.
 state after an earlier block is rebuilt by re-executing the stored blocks into a fresh
 ``Chain`` (the same code as recovery, which checks every state root on the way). One
 rebuilt state is kept, and moved forward when a later height is asked: reading heights in
-increasing order costs each block once. A query may make the replica re-execute at most
-``MAX_REPLAY`` blocks (from block 1, or from the kept state when it is at or below the
-height asked); beyond that it is refused with the reason, never queued. Each block
-re-executed costs the asker one token of its query budget (``bft.runtime.replica``:
-2,000 a second, a burst of 4,000), so one client makes a replica re-execute at most
-2,000 blocks a second. What this serves: every height of a ledger of up to 2,048 blocks,
-and beyond that the current state and heights within 2,048 blocks above the kept state.
-Pruning (not done yet) will keep snapshots of the state at stable checkpoints and serve
-heights from the oldest one kept, re-executing at most a checkpoint interval.
+increasing order costs each block once. A query re-executes at most ``MAX_REPLAY_BLOCKS``
+blocks and ``MAX_REPLAY_TXS`` transactions (measured: 8,192 transactions in about 0.1 s,
+the longest a query holds the replica's loop), from block 1, or from the kept state when
+it is at or below the height asked. When that is not enough the replica keeps the state
+where it got to and answers "rebuilding: ..." (``REBUILDING``), and the client asks again
+(``ledger.verifiedread``): every height is served, the older the more queries it takes.
+Each block to re-execute costs the asker half a token of its query budget
+(``bft.runtime.replica``: 2,000 a second, a burst of 4,000), so one client makes a
+replica re-execute at most about 4,000 blocks and, by the cap per query, about 16,000
+transactions a second. Pruning (not done yet) will keep snapshots of the state at
+stable checkpoints and rebuild from the newest one at or below the height asked, so a
+past read re-executes at most one checkpoint interval.
 
 **lying-proofs** (a runtime Byzantine strategy, ``bft.adversary``): the replica forges the
 state (the key holds b"lies", or is absent, in turn), puts the forged root in a copy of
@@ -33,6 +36,7 @@ from typing import Callable
 import msgpack
 
 from bft.wire import ProofRequest, ProofResponse, frame
+from ledger.wire import REBUILDING
 from ledger.block import header_hash
 from ledger.chain import Chain, ReplayError
 from ledger.net.transport import Connection, LocalFault, Problems
@@ -41,7 +45,8 @@ from ledger.state import MAX_KEY
 from ledger.statetree import StateProof, StateTree
 from ledger.store import BlockStore
 
-MAX_REPLAY = 2048           # blocks one query may make the replica re-execute
+MAX_REPLAY_BLOCKS = 2048    # blocks one query may make the replica re-execute ...
+MAX_REPLAY_TXS = 8192       # ... and transactions (the first bound reached ends it)
 HEADERS_KEPT = 32           # recently served headers (a block read each otherwise)
 LIE = b"lies"
 
@@ -71,14 +76,14 @@ class ProofServer:
 
     def cost(self, m: ProofRequest) -> int:
         """Tokens the query costs: 1, one per started 64 KiB of the block read for its header,
-        and one per block re-executed (a query that will be refused costs 1)."""
+        and half a token per block it will re-execute (a query that will be refused costs 1)."""
         h = self._height_of(m)
         store = self.store
         if not 1 <= h <= store.height:
-            return 1
-        replay = self.replay_needed(h)
+            return 1                                   # refused
+        replay = min(self.replay_needed(h), MAX_REPLAY_BLOCKS)
         size = 0 if h in self._headers else store.size_of(h) // 65536
-        return 1 + size + (replay if replay <= MAX_REPLAY else 0)
+        return 1 + size + replay // 2
 
     def serve(self, conn: Connection, m: ProofRequest) -> None:
         refusal = self._refusal(m)
@@ -90,7 +95,17 @@ class ProofServer:
         key = m.key.decode()
         try:
             header, view, batch_size, cert = self._header(h)
-            kv = self.store.chain.kv if h == self.store.chain.height else self._rebuild(h).kv
+            if h == self.store.chain.height:
+                kv = self.store.chain.kv
+            else:
+                past = self._rebuild(h)
+                if past.height < h:
+                    why = (REBUILDING + f"the state of height {h} is rebuilt up to height {past.height} (a query "
+                           f"re-executes at most {MAX_REPLAY_BLOCKS} blocks and {MAX_REPLAY_TXS} transactions); "
+                           "ask again".encode())
+                    conn.send(frame(ProofResponse(m.nonce, self.id, 0, 0, 0, b"", [], b"", why).encode()))
+                    return
+                kv = past.kv
             proof = kv.prove(key)
         except (ValueError, ReplayError) as e:        # StoreCorrupt under us, or a bug
             self._past = None
@@ -117,13 +132,6 @@ class ProofServer:
             return "this replica has executed no block yet"
         if h > chain.height:
             return f"height {h} is above this replica's height {chain.height}"
-        replay = self.replay_needed(h)
-        if replay > MAX_REPLAY:
-            kept = f" or above {self._past.height}" if self._past is not None else ""
-            return (f"height {h} is too far back: rebuilding its state would re-execute {replay} blocks, over this "
-                    f"replica's limit of {MAX_REPLAY} per query (it serves its current height {chain.height}, "
-                    f"heights up to {MAX_REPLAY}, and heights within {MAX_REPLAY} blocks{kept} of the past state "
-                    "it last rebuilt)")
         return None
 
     def _header(self, h: int) -> tuple[list, int, int, list]:
@@ -136,10 +144,17 @@ class ProofServer:
         return hit
 
     def _rebuild(self, h: int) -> Chain:
+        """The state at ``h``, or at a lower height when the bounds per query ran out (kept,
+        so that the next query goes on from there)."""
         past = self._past if self._past is not None and self._past.height <= h else Chain()
         self._past = None                              # until it is consistent again
+        blocks = txs = 0
         for b in self.store.blocks(past.height + 1, h):
             past.replay(b)
+            blocks += 1
+            txs += len(b.txs)
+            if blocks >= MAX_REPLAY_BLOCKS or txs >= MAX_REPLAY_TXS:
+                break
         self._past = past
         return past
 

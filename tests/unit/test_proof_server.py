@@ -19,6 +19,7 @@ from ledger.net.transport import Problems
 from ledger.rules import WireRule
 from ledger.statetree import StateProof
 from ledger.store import BlockStore
+from ledger.wire import REBUILDING
 
 
 class Sink:
@@ -71,28 +72,37 @@ def test_current_and_past_states_are_proven_against_the_served_header(store) -> 
         m = _ask(server, b"x", h)
         assert m.height == h and _value(m) == str(h).encode()
     assert _value(_ask(server, b"gone", 5)) == b"here" and _value(_ask(server, b"gone", 6)) is None
-    assert server.cost(ProofRequest(2, 8, b"x")) == 1 + 2                     # kept at 6: re-executes 7, 8
-    assert server.cost(ProofRequest(2, 2, b"x")) == 1 + 2                     # below it: from block 1
+    assert server.cost(ProofRequest(2, 8, b"x")) == 1 + 1                     # kept at 6: re-executes 7, 8
+    assert server.cost(ProofRequest(2, 4, b"x")) == 1 + 2                     # below it: 1..4, half a token each
     assert server.cost(ProofRequest(2, 0, b"x")) == 1
     assert problems.counts[WireRule.PROOF_REFUSED] == 0
 
 
-def test_refusals_say_why_and_are_counted(store, monkeypatch) -> None:
-    monkeypatch.setattr(proofs, "MAX_REPLAY", 3)
+def test_refusals_say_why_and_are_counted(store) -> None:
     problems = Problems()
     server = ProofServer(0, store, problems, lambda s: False, lambda *a: None)
     why = {}
-    for name, key, h in (("above", b"x", 11), ("too far", b"x", 5), ("not utf-8", b"\xff", 0), ("empty", b"", 0)):
+    for name, key, h in (("above", b"x", 11), ("not utf-8", b"\xff", 0), ("empty", b"", 0)):
         m = _ask(server, key, h)
         assert m.height == 0 and m.proof == b"" and m.refusal
         why[name] = m.refusal.decode()
     assert "above this replica's height 10" in why["above"]
-    assert "too far back" in why["too far"] and "re-execute 5 blocks" in why["too far"]
     assert "UTF-8" in why["not utf-8"] and "1 to 1024" in why["empty"]
-    assert problems.counts[WireRule.PROOF_REFUSED] == 4
-    assert _value(_ask(server, b"x", 3)) == b"3"                       # within the bound from block 1
-    assert _value(_ask(server, b"x", 6)) == b"6"                       # within the bound from the kept 3
-    assert server.cost(ProofRequest(2, 5, b"x")) == 1                  # would be refused: costs 1
+    assert problems.counts[WireRule.PROOF_REFUSED] == 3
+    assert server.cost(ProofRequest(2, 11, b"x")) == 1
+
+
+def test_a_far_past_state_is_rebuilt_a_bounded_part_per_query(store, monkeypatch) -> None:
+    monkeypatch.setattr(proofs, "MAX_REPLAY_BLOCKS", 3)
+    monkeypatch.setattr(proofs, "MAX_REPLAY_TXS", 5)           # 2 transactions a block: 3 blocks a query
+    server = ProofServer(0, store, Problems(), lambda s: False, lambda *a: None)
+    m = _ask(server, b"x", 8)
+    assert m.height == 0 and m.refusal.startswith(REBUILDING) and b"up to height 3" in m.refusal
+    assert b"up to height 6" in _ask(server, b"x", 8).refusal            # it goes on from where it got to
+    assert _value(_ask(server, b"x", 8)) == b"8"
+    assert _value(_ask(server, b"x", 9)) == b"9"                           # one more block: within a query
+    monkeypatch.setattr(proofs, "MAX_REPLAY_TXS", 1)
+    assert b"up to height 1" in _ask(server, b"x", 4).refusal              # below the kept one: from block 1
 
 
 def test_lying_proofs_forges_the_header_and_attests_to_it(store) -> None:
