@@ -275,7 +275,7 @@ class Client:
         ``at_height=None`` asks for a replica's current state, at or above this client's
         floor (its latest write or read), so it never goes back in time; a height reads the
         state as it was after that block (replicas rebuild it by re-executing, within a
-        bound: ``bft.runtime.serving``). Replicas are asked one at a time until one's answer
+        bound: ``bft.runtime.proofs``). Replicas are asked one at a time until one's answer
         verifies, f+1 attestations included (one in paxos); an answer that does not is
         counted (``read_proofs_rejected``) and the next replica asked. Raises
         ``ReadProofUnavailable`` with every replica's reason when none verifies."""
