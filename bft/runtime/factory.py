@@ -19,9 +19,10 @@ from ledger.clients import ClientKeys
 from ledger.cluster import Cluster
 
 # Optional tuning keys a cluster.toml may carry at top level (the benchmark sets batch_size);
-# each goes to the core's config when that config has a field of the name.
+# each goes to the core's config when that config has a field of the name (proof_replay_*: to
+# bft.runtime.proofs, the bounds on re-execution per verified read of a past state).
 TUNING_KEYS = ("batch_size", "batch_bytes", "pipeline", "request_timeout", "retransmit_interval", "checkpoint_interval",
-               "log_size", "transfer_timeout", "client_requests")
+               "log_size", "transfer_timeout", "client_requests", "proof_replay_blocks", "proof_replay_txs")
 
 
 class PaxosUnavailable(RuntimeError):

@@ -53,8 +53,11 @@ LIE = b"lies"
 
 class ProofServer:
     def __init__(self, replica_id: int, store: BlockStore, problems: Problems, lies: Callable[[str], bool],
-                 attest_forged: Callable[[int, bytes, int], None]) -> None:
+                 attest_forged: Callable[[int, bytes, int], None], *, replay_blocks: int | None = None,
+                 replay_txs: int | None = None) -> None:
         self.id = replica_id
+        self.replay_blocks = MAX_REPLAY_BLOCKS if replay_blocks is None else max(1, int(replay_blocks))
+        self.replay_txs = MAX_REPLAY_TXS if replay_txs is None else max(1, int(replay_txs))
         self.store = store
         self.problems = problems
         self._lies = lies
@@ -81,7 +84,7 @@ class ProofServer:
         store = self.store
         if not 1 <= h <= store.height:
             return 1                                   # refused
-        replay = min(self.replay_needed(h), MAX_REPLAY_BLOCKS)
+        replay = min(self.replay_needed(h), self.replay_blocks)
         size = 0 if h in self._headers else store.size_of(h) // 65536
         return 1 + size + replay // 2
 
@@ -101,7 +104,7 @@ class ProofServer:
                 past = self._rebuild(h)
                 if past.height < h:
                     why = (REBUILDING + f"the state of height {h} is rebuilt up to height {past.height} (a query "
-                           f"re-executes at most {MAX_REPLAY_BLOCKS} blocks and {MAX_REPLAY_TXS} transactions); "
+                           f"re-executes at most {self.replay_blocks} blocks and {self.replay_txs} transactions); "
                            "ask again".encode())
                     conn.send(frame(ProofResponse(m.nonce, self.id, 0, 0, 0, b"", [], b"", why).encode()))
                     return
@@ -153,7 +156,7 @@ class ProofServer:
             past.replay(b)
             blocks += 1
             txs += len(b.txs)
-            if blocks >= MAX_REPLAY_BLOCKS or txs >= MAX_REPLAY_TXS:
+            if blocks >= self.replay_blocks or txs >= self.replay_txs:
                 break
         self._past = past
         return past

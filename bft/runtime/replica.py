@@ -109,7 +109,7 @@ class Replica:
             who = "another process" if e.pid is None else f"another process (PID {e.pid})"
             raise StoreError(f"replica {self.id} is already running: {who} holds its lock {e.path}; "
                              "stop that process first") from None
-        self.server = BlockServer(self.id, self.signer, self.store, self.problems, self._lies)
+        self.server = BlockServer(self.id, self.signer, self.store, self.problems, self._lies, self.tuning)
         try:
             self.votelog = VoteLog.open(d / VOTELOG_NAME)
             self.core = factory.make_core(self.cluster, self.id, self.signer, self.store.chain,

@@ -32,14 +32,16 @@ STATE_RESPONSE_BLOCKS = 256
 
 class BlockServer:
     def __init__(self, replica_id: int, signer: Signer, store: BlockStore, problems: Problems,
-                 lies: Callable[[str], bool]) -> None:
+                 lies: Callable[[str], bool], tuning: dict | None = None) -> None:
         self.id = replica_id
         self.signer = signer
         self.store = store
         self.problems = problems
         self._lies = lies                                  # is this replica running that strategy now?
         self._attestations: dict[int, bytes] = {}          # height -> framed Attestation, oldest first
-        self.proofs = ProofServer(replica_id, store, problems, lies, self._attest_forged)
+        t = tuning or {}
+        self.proofs = ProofServer(replica_id, store, problems, lies, self._attest_forged,
+                                  replay_blocks=t.get("proof_replay_blocks"), replay_txs=t.get("proof_replay_txs"))
 
     def query_cost(self, m: ReceiptRequest | AttestRequest | ProofRequest) -> int:
         """Tokens a query costs: a cached attestation nothing, a block read 1 per 64 KiB, a

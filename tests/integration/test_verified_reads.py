@@ -13,6 +13,7 @@ import trio
 
 import ledger.client
 from bft.app.clusterinit import init_cluster
+from bft.runtime.factory import write_tuning
 from ledger.readproof import ReadProof, ReadProofError
 from ledger.rules import WireRule
 from ledger.verifiedread import proof_of
@@ -123,3 +124,15 @@ def test_cli_errors_are_one_line(tmp_path) -> None:
     assert "not a read proof" in one_error_line(cli("verify-read", str(tmp_path / "bad.json"), "--cluster", str(d)))
     assert "--linearizable" in one_error_line(cli("get", str(d), "k", "--proof", "p", "--linearizable"))
     assert "at least 1" in one_error_line(cli("get", str(d), "k", "--at-height", "0"))
+
+
+async def test_a_far_past_height_is_rebuilt_over_several_asks(make_cluster) -> None:
+    lc = make_cluster("pbft", start=False)
+    write_tuning(lc.directory, {"proof_replay_txs": 4})       # a query re-executes at most 4 transactions
+    lc.start()
+    await lc.ready()
+    async with ledger.client.connect(lc.directory, timeout=60) as c:
+        receipts = [await c.put("x", f"{i}") for i in range(16)]
+        old = await c.get_verified("x", at_height=receipts[13].height)
+    assert old.value == b"13" and old.height == receipts[13].height
+    old.verify(lc.directory)

@@ -92,16 +92,15 @@ def test_refusals_say_why_and_are_counted(store) -> None:
     assert server.cost(ProofRequest(2, 11, b"x")) == 1
 
 
-def test_a_far_past_state_is_rebuilt_a_bounded_part_per_query(store, monkeypatch) -> None:
-    monkeypatch.setattr(proofs, "MAX_REPLAY_BLOCKS", 3)
-    monkeypatch.setattr(proofs, "MAX_REPLAY_TXS", 5)           # 2 transactions a block: 3 blocks a query
-    server = ProofServer(0, store, Problems(), lambda s: False, lambda *a: None)
+def test_a_far_past_state_is_rebuilt_a_bounded_part_per_query(store) -> None:
+    server = ProofServer(0, store, Problems(), lambda s: False, lambda *a: None, replay_blocks=3,
+                         replay_txs=5)                     # 2 transactions a block: 3 blocks a query
     m = _ask(server, b"x", 8)
     assert m.height == 0 and m.refusal.startswith(REBUILDING) and b"up to height 3" in m.refusal
     assert b"up to height 6" in _ask(server, b"x", 8).refusal            # it goes on from where it got to
     assert _value(_ask(server, b"x", 8)) == b"8"
     assert _value(_ask(server, b"x", 9)) == b"9"                           # one more block: within a query
-    monkeypatch.setattr(proofs, "MAX_REPLAY_TXS", 1)
+    server.replay_txs = 1
     assert b"up to height 1" in _ask(server, b"x", 4).refusal              # below the kept one: from block 1
 
 
