@@ -9,10 +9,11 @@ against the header's state root, and the header's hash against f+1 attestations 
 one in paxos) asked of every replica. So replicas are asked one at a time, those the
 client is connected to first, starting at a different one each time (to spread the
 load); an answer that does not verify is counted (``Client.read_proofs_rejected`` and
-the session's ``WireRule.READ_PROOF_REJECTED``) and the next replica is asked. An honest
-replica below the client's floor, or one that refuses (a height it has not reached, a
-past state beyond its replay limit), is not counted as lying: its reason is kept for
-the error raised when no replica gives a proof that verifies.
+the session's ``WireRule.READ_PROOF_REJECTED``), that replica is not asked again, and
+the next one is. An honest replica below the client's floor, or one that refuses (a
+height it has not reached, or "rebuilding" a past state a bounded part per query:
+``bft.runtime.proofs``), is not counted as lying and is asked again in the next round;
+its reason is kept for the error raised when no replica gives a proof that verifies.
 """
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ from ledger.statetree import StateProof, StateProofError
 from ledger.wire import MAX_U64, REBUILDING, ProofResponse
 
 PROOF_TIMEOUT = 2.0             # seconds to wait for one replica's answer
-ROUNDS = 3                      # passes over the replicas (an honest one may be a block behind)
+ROUNDS = 3                      # times a replica that did not answer, refused or was behind is asked
 ROUND_PAUSE = 0.2
-REBUILD_ASKS = 64               # times one replica is asked again while it rebuilds a past state ...
+REBUILD_ASKS = 64               # times a replica rebuilding a past state is asked (all in step) ...
 REBUILD_PAUSE = 0.5             # ... this far apart (within its query budget: bft.runtime.proofs)
 
 
@@ -75,55 +76,67 @@ async def verified_read(client: Client, key: str, at_height: int | None) -> Read
 
 
 async def _read(client: Client, key: str, height: int) -> ReadProof:
+    """Ask the replicas in turn, in rounds. A replica whose answer did not verify is not asked
+    again (it lied, or it cannot help); one that did not answer, refused or was behind is
+    asked again next round, up to ``ROUNDS``; one rebuilding a past state up to
+    ``REBUILD_ASKS`` rounds, all of them in step, so that a liar that keeps saying
+    "rebuilding" delays no round by more than its own quick answer."""
     session = client._session
     c = client.cluster
     reasons: dict[int, str] = {}
-    for round_ in range(ROUNDS):
-        if round_:
-            await trio.sleep(ROUND_PAUSE)
-        start = client._proof_turn = (client._proof_turn + 1) % c.n
-        order = sorted(((r - start) % c.n, r) for r in range(c.n))
-        order.sort(key=lambda t: not session.links[t[1]].connected)          # connected ones first, stable
-        for _, r in order:
+    start = client._proof_turn = (client._proof_turn + 1) % c.n
+    pending = sorted(range(c.n), key=lambda r: (not session.links[r].connected, (r - start) % c.n))
+    rebuilds = dict.fromkeys(range(c.n), 0)
+    round_ = 0
+    while pending:
+        again: list[int] = []
+        for r in pending:
             if session.refused_by_all():                 # nothing runs there: say so, at once
                 raise ReadProofUnavailable(session.describe_unavailable(None))
             m = await session.fetch_proof(r, key, height, PROOF_TIMEOUT)
-            for _ in range(REBUILD_ASKS):             # it re-executes toward a past height, a bounded part a query
-                if m is None or m.height or not m.refusal.startswith(REBUILDING):
-                    break
-                await trio.sleep(REBUILD_PAUSE)
-                m = await session.fetch_proof(r, key, height, PROOF_TIMEOUT)
+            retry = round_ + 1 < ROUNDS
             if m is None:
                 reasons[r] = "no answer"
-                continue
-            if m.height == 0:
+            elif m.height == 0:
                 reasons[r] = "refused: " + m.refusal.decode(errors="replace")
-                continue
-            floor = session.core.floor
-            if height == 0 and m.height < floor:
-                reasons[r] = f"at height {m.height}, below this client's floor {floor} (behind)"
-                continue
-            try:
-                proof = proof_of(client, key, m)
-                if height and proof.height != height:
-                    raise ValueError(f"a proof at height {proof.height} where {height} was asked")
-                why = proof.error(c, client._verifier, check_attestations=False)
-                if why is not None:
-                    raise ValueError(why)
-                others = [x for _, x in order if x != r] + [r]
-                proof.attestations = await client._attestations(proof.height, proof.block_hash, proof.batch_size,
-                                                                others)
-            except (ValueError, ReceiptError) as e:
-                client.read_proofs_rejected += 1
-                session.problems.note(WireRule.READ_PROOF_REJECTED, f"replica {r}: {e}")
-                reasons[r] = f"rejected: {e}"
-                continue
-            if height == 0 and proof.height > session.core.floor:
-                session.core.floor = proof.height          # f+1 attested it: an honest replica executed it
-            return proof
+                if m.refusal.startswith(REBUILDING):
+                    rebuilds[r] += 1
+                    retry = rebuilds[r] < REBUILD_ASKS
+            elif height == 0 and m.height < session.core.floor:
+                reasons[r] = f"at height {m.height}, below this client's floor {session.core.floor} (behind)"
+            else:
+                try:
+                    return await _checked(client, key, height, m, [x for x in range(c.n) if x != r] + [r])
+                except (ValueError, ReceiptError) as e:
+                    client.read_proofs_rejected += 1
+                    session.problems.note(WireRule.READ_PROOF_REJECTED, f"replica {r}: {e}")
+                    reasons[r] = f"rejected: {e}"
+                    retry = False
+            if retry:
+                again.append(r)
+        pending = again
+        round_ += 1
+        if pending:
+            await trio.sleep(REBUILD_PAUSE if any(rebuilds[r] for r in pending) else ROUND_PAUSE)
     detail = "; ".join(f"replica {r}: {why}" for r, why in sorted(reasons.items()))
     at = "its current height" if height == 0 else f"height {height}"
     raise ReadProofUnavailable(f"no replica gave a read proof of {key!r} at {at} that verifies ({detail})")
+
+
+async def _checked(client: Client, key: str, height: int, m: ProofResponse, candidates: list[int]) -> ReadProof:
+    """The ReadProof of a replica's answer, with f+1 attestations (one in paxos); ValueError or
+    ReceiptError when it does not verify."""
+    proof = proof_of(client, key, m)
+    if height and proof.height != height:
+        raise ValueError(f"a proof at height {proof.height} where {height} was asked")
+    why = proof.error(client.cluster, client._verifier, check_attestations=False)
+    if why is not None:
+        raise ValueError(why)
+    proof.attestations = await client._attestations(proof.height, proof.block_hash, proof.batch_size, candidates)
+    session = client._session
+    if height == 0 and proof.height > session.core.floor:
+        session.core.floor = proof.height              # f+1 attested it: an honest replica executed it
+    return proof
 
 
 __all__ = ["verified_read", "check_height", "proof_of"]
