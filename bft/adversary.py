@@ -52,7 +52,8 @@ STRATEGIES = {
     # the next four act in the replica process (bft.runtime.replica), outside the core
     "lying-receipts": "serves receipts with an altered result and attests to a block hash nobody computed",
     "lying-proofs": "answers verified reads with a forged state (the key holds b'lies', or is absent) under a "
-                    "header whose state root it changed, and attests to that header's hash",
+                    "header whose state root it changed, and attests to that header's hash; at past heights "
+                    "it says 'rebuilding' for ever",
     "empty-transfer": "answers every state-transfer request with no blocks",
     "drip-transfer": "answers every state-transfer request with a single block",
 }

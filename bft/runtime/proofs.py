@@ -22,11 +22,12 @@ transactions a second. Pruning (not done yet) will keep snapshots of the state a
 stable checkpoints and rebuild from the newest one at or below the height asked, so a
 past read re-executes at most one checkpoint interval.
 
-**lying-proofs** (a runtime Byzantine strategy, ``bft.adversary``): the replica forges the
-state (the key holds b"lies", or is absent, in turn), puts the forged root in a copy of
-the real header, under the real certificate, and signs the forged header's hash as its
-attestation for that height. Only f+1 attestations make a client accept a header, so it
-moves on to the next replica.
+**lying-proofs** (a runtime Byzantine strategy, ``bft.adversary``): at the current height
+the replica forges the state (the key holds b"lies", or is absent, in turn), puts the
+forged root in a copy of the real header, under the real certificate, and signs the
+forged header's hash as its attestation for that height. Only f+1 attestations make a
+client accept a header, so it moves on to the next replica. At a past height it says
+"rebuilding" for ever, to stall the client, which asks the others in the same round.
 """
 from __future__ import annotations
 
@@ -96,6 +97,10 @@ class ProofServer:
             return
         h = self._height_of(m)
         key = m.key.decode()
+        if h < self.store.chain.height and self._lies("lying-proofs"):     # "rebuilding", for ever
+            why = REBUILDING + b"the state of this height is rebuilt up to height 1; ask again"
+            conn.send(frame(ProofResponse(m.nonce, self.id, 0, 0, 0, b"", [], b"", why).encode()))
+            return
         try:
             header, view, batch_size, cert = self._header(h)
             if h == self.store.chain.height:
