@@ -409,7 +409,7 @@ class Client:
             del self._attesting[height]
             done.set()
         if len(good) < need:
-            raise ReceiptError(f"only {len(good)} replicas attested block {height}'s hash, a receipt needs {need}")
+            raise ReceiptError(f"only {len(good)} replicas attested block {height}'s hash, {need} are needed (f+1 in pbft, one in paxos)")
         result = sorted(good.items())[:need]
         self._attested[height] = result
         self._attested_hash[height] = (block_hash, batch_size)

@@ -167,6 +167,7 @@ def write_trace(path: str, r: LabResult, recorder: TraceRecorder) -> None:
 
 
 def narrative(r: LabResult) -> str:
+    from bft.adversary import STRATEGIES
     from bft.app.attacks import BY_NAME
     from bft.app.rules_table import families
 
@@ -176,7 +177,8 @@ def narrative(r: LabResult) -> str:
     lines = [f"lab: {r.scenario} in {r.mode} on {where}, n={r.n} (tolerates f={r.f}), seed {r.seed}"]
     if r.byzantine:
         who = ", ".join(str(i) for i in r.byzantine)
-        lines.append(f"  attacker: replica {who} ({r.scenario}): {a.what if a else ''}")
+        what = a.what if a else STRATEGIES.get(r.scenario, "")      # a runtime strategy has no lab entry
+        lines.append(f"  attacker: replica {who} ({r.scenario}): {what}")
     else:
         lines.append(f"  attack: {a.what if a else r.scenario}")
     lines += [f"  note: {n}" for n in r.notes]

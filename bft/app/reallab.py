@@ -42,6 +42,7 @@ DEADLINE = 45.0                 # seconds for the honest load to be acknowledged
 OP_TIMEOUT = 20.0               # one request's client timeout
 PAUSE = (0.3, 2.3)              # replica 0 frozen (the attacks that act in a view change)
 READ_ATTACKS = ("lying-reads",)  # the load reads each put back without ordering
+PROOF_ATTACKS = ("lying-proofs",)  # the load reads each put back with a proof (get_verified)
 
 
 def real_attacks(mode: str) -> list[str]:
@@ -108,7 +109,8 @@ async def _run(name: str, kind: str, mode: str, n: int, f: int, count: int, seed
         await lc.ready(timeout=30)
         t0 = time.time()
         acked = [0]
-        reads: list[str] | None = [] if name in READ_ATTACKS else None    # wrong values accepted
+        reads: list[str] | None = [] if name in READ_ATTACKS + PROOF_ATTACKS else None   # wrong values accepted
+        proofs: list[int] | None = [0, 0] if name in PROOF_ATTACKS else None  # verified reads, forged proofs refused
         async with trio.open_nursery() as nursery:
             if name in IN_VIEW_CHANGE:
                 nursery.start_soon(_pause_primary, lc, notes)
@@ -117,7 +119,7 @@ async def _run(name: str, kind: str, mode: str, n: int, f: int, count: int, seed
             with trio.move_on_after(DEADLINE):
                 async with trio.open_nursery() as load:
                     for c in (0, 1):
-                        load.start_soon(_load, lc, c, seed, acked, reads)
+                        load.start_soon(_load, lc, c, seed, acked, reads, proofs)
         # let late messages land (a lagging replica catches up) before the counters are read
         try:
             await lc.converged(honest, timeout=5)
@@ -125,7 +127,11 @@ async def _run(name: str, kind: str, mode: str, n: int, f: int, count: int, seed
             pass
         statuses = await lc.status(3.0)
     result = _result(name, kind, mode, n, f, count, seed, faulty, honest, statuses, d, acked[0], notes)
-    if reads is not None:
+    if proofs is not None:
+        notes.append(f"after each put, its client reads the key back with a proof (get_verified): {proofs[0]} "
+                     f"verified reads, each proof checked offline; {proofs[1]} forged answers refused (not attested "
+                     f"by f+1); {len(reads)} reads returned a value nobody wrote")
+    elif reads is not None:
         notes.append(f"after each put, its client reads the key back without ordering: {len(reads)} of those "
                      f"reads returned a value nobody wrote")
         if reads and result.violation is None:
@@ -155,10 +161,13 @@ async def _pause_primary(lc: LocalCluster, notes: list[str]) -> None:
                  "the view change this attack acts in")
 
 
-async def _load(lc: LocalCluster, client: int, seed: int, acked: list[int], reads: list[str] | None = None) -> None:
+async def _load(lc: LocalCluster, client: int, seed: int, acked: list[int], reads: list[str] | None = None,
+                proofs: list[int] | None = None) -> None:
     """Client ``client``'s half of the honest load: puts one after another, as in the simulator;
-    with ``reads``, each put is read back without ordering, and a value that no put wrote is
-    noted there (the two clients write the same keys, so the other's value is fine)."""
+    with ``reads``, each put is read back without ordering (with ``proofs``: with a proof,
+    verified offline, counting the reads and the forged answers refused), and a value that
+    no put wrote is noted there (the two clients write the same keys, so the other's value
+    is fine)."""
     import ledger.client
 
     rng = random.Random(f"lab-real-load-{seed}-{client}")
@@ -168,8 +177,19 @@ async def _load(lc: LocalCluster, client: int, seed: int, acked: list[int], read
             try:
                 await c.put(f"k{j % 7}", b"v%d" % j)
                 acked[0] += 1
-                if reads is not None:
+                if proofs is not None:
+                    before = c.read_proofs_rejected
+                    p = await c.get_verified(f"k{j % 7}")
+                    proofs[1] += c.read_proofs_rejected - before
+                    try:
+                        p.verify(lc.directory)
+                    except ledger.client.ReadProofError as e:
+                        reads.append(f"client {client} accepted a read proof that does not verify offline: {e}")
+                    value = p.value
+                    proofs[0] += 1
+                elif reads is not None:
                     value = await c.get(f"k{j % 7}")
+                if reads is not None:
                     if value not in {b"v%d" % i for i in range(j % 7, REQUESTS, 7)}:
                         reads.append(f"client {client} accepted {value!r} for 'k{j % 7}', a value nobody wrote")
             except ledger.client.LedgerError:
