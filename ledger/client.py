@@ -409,7 +409,8 @@ class Client:
             del self._attesting[height]
             done.set()
         if len(good) < need:
-            raise ReceiptError(f"only {len(good)} replicas attested block {height}'s hash, {need} are needed (f+1 in pbft, one in paxos)")
+            raise ReceiptError(f"only {len(good)} replicas attested block {height}'s hash, {need} are needed "
+                               "(f+1 in pbft, one in paxos)")
         result = sorted(good.items())[:need]
         self._attested[height] = result
         self._attested_hash[height] = (block_hash, batch_size)
@@ -559,5 +560,6 @@ def connect(cluster_dir: str | os.PathLike[str], client: int | None = None, *,
 
 
 __all__ = ["connect", "Client", "SyncClient", "AsyncioClient", "InsideEventLoop", "Receipt", "ReceiptError",
-           "LedgerError", "Unavailable", "Uncertain", "ReadProof", "ReadProofError", "ReadProofUnavailable", "Refused", "Forgotten", "ReceiptUnavailable", "TooLarge", "MAX_KEY", "MAX_OP",
+           "LedgerError", "Unavailable", "Uncertain", "ReadProof", "ReadProofError", "ReadProofUnavailable",
+           "Refused", "Forgotten", "ReceiptUnavailable", "TooLarge", "MAX_KEY", "MAX_OP",
            "check_operation", "running_async_library"]

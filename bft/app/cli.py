@@ -50,7 +50,8 @@ EXAMPLES = f"""examples:
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
     add_init, add_up, add_replica, add_put, add_get, add_delete, add_cas, add_transact, add_outcome, add_add_client, add_status,
-    add_audit, add_verify_receipt, add_verify_read, add_demo, add_compare, add_attacks, add_lab]
+    add_audit, add_verify_receipt, add_verify_read, add_demo, add_compare, add_attacks,
+    add_lab]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"{e}", 2)
     except Uncertain as e:                        # sent, not confirmed: it may still commit (exit 3)
         return fail(str(e), 3)
-    except (ClusterError, KeyFileError, StoreError, InitError, LedgerError, ReceiptError, ReadProofError) as e:
+    except (ClusterError, KeyFileError, StoreError, InitError, LedgerError, ReceiptError,
+            ReadProofError) as e:
         return fail(str(e), 1)
     except PaxosUnavailable as e:
         return fail(f"{e}; use a pbft cluster ('{PROG} init DIR --mode pbft --f 1')", 1)
