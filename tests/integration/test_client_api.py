@@ -53,6 +53,10 @@ async def scenario(c, prefix: str, gather) -> None:
     miss = await c.cas(f"{prefix}-acct", "10", "30")
     assert not miss.ok and miss.value == b"20"
     assert (await c.cas(f"{prefix}-fresh", None, "1")).ok
+    proof = await c.get_verified(f"{prefix}-fresh")
+    assert proof.value == b"1" and proof.verify(d).value == b"1"
+    with pytest.raises(TooLarge):
+        await c.get_verified(LONG_KEY)
     assert (await c.delete(f"{prefix}-acct")).ok and not (await c.delete(f"{prefix}-acct")).ok
     assert await c.get(f"{prefix}-acct") is None
     st = await c.status()
