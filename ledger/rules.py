@@ -84,7 +84,13 @@ class WireRule(Rule):
                  f"{OURS}: decoding validates types, ranges and sizes")
     OVERSIZED_FRAME = ("frame over the size cap", f"{OURS}: the cap is checked before decoding")
     UNEXPECTED_FROM_REPLICA = ("message a client does not take from a replica (only replies)", OURS)
-    SERVE_RATE = ("receipt or attestation requests over the rate limit", f"{OURS}: bounded work per peer")
+    SERVE_RATE = ("receipt, attestation, history or scan requests over the rate limit", f"{OURS}: bounded work per peer")
+    QUERY_QUEUE_FULL = ("history or scan query dropped: the queue of queries waiting to be served is full",
+                        f"{OURS}: bounded work and memory per replica")
+    QUERY_INVALID = ("history or scan query with a key, prefix or bound that is not UTF-8 (dropped)",
+                     f"{OURS}: keys are UTF-8 text")
+    QUERY_TOO_DEEP = ("scan in the past refused: replaying to that height is over the replica's bound",
+                      f"{OURS}: bounded work per query")
     HANDSHAKE_AFTER_AUTH = ("handshake message after authentication", OURS)
     # the handshake: mutual TLS 1.3 with pinned keys, or a signed hello (plaintext-insecure)
     HANDSHAKE_TIMEOUT = ("channel handshake timed out", f"{OURS}: bounded pre-authentication state")

@@ -302,6 +302,20 @@ class KVStore:
         value = self._data.get(key) if children is not None else None
         return StateProof(key, value, tuple(path), children)
 
+    def scan(self, start: str, end: str | None, prefix: str, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
+        """Up to ``limit`` (key, value) in key order, ``start <= key < end`` (``end`` None: no
+        bound) and key beginning with ``prefix``; and whether more such keys follow. Walks the
+        tree (kept in key order), so a page costs O(log n + limit), not a sort of the map."""
+        self._sync()
+        out: list[tuple[str, bytes]] = []
+        for key in self._tree.keys_from(max(start, prefix)):
+            if (end is not None and key >= end) or not key.startswith(prefix):
+                return out, False
+            if len(out) >= limit:
+                return out, True
+            out.append((key, self._data[key]))
+        return out, False
+
     def apply(self, op: bytes) -> bytes:
         """Execute one operation; returns its encoded result. Never raises on bad input."""
         v = _parse(op)

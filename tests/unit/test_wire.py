@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 import msgpack
+
+import ledger.wire as lw
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -95,6 +97,11 @@ def _samples() -> dict[str, Message]:
                listener_nonce=NONCE[::-1], sig=SIG_D),
         w.StatusRequest(nonce=77),
         w.StatusResponse(nonce=77, info=msgpack.packb({"view": 2, "executed": 17})),
+        lw.HistoryRequest(nonce=5, key="k\u00e9y".encode(), after=3, limit=100),
+        lw.HistoryResponse(nonce=5, replica=2, height=17, positions=[(4, 0), (9, 2)], more=1),
+        lw.ScanRequest(nonce=6, prefix=b"acct-", start=b"acct-3", end=b"acct-9", at_height=12, limit=1000),
+        lw.ScanResponse(nonce=6, replica=1, height=12, pairs=[(b"acct-3", b"100"), (b"acct-4", b"")], more=0,
+                        error=b""),
     ]
     return {m.NAME: m for m in msgs}
 

@@ -1,0 +1,231 @@
+"""The client side of history and scans (``Client.history``, ``Client.scan``).
+
+History. Replicas answer where a key was written, as (height, index) positions from
+their history index (``ledger.history``). The client trusts none of it: for every
+position it fetches the block, checks its certificate and roots (``Client._block``, as
+for receipts), finds the transaction at that index, recomputes from the transaction and
+its result what it wrote (``ledger.history.writes_of``), and builds a ``Receipt`` with
+f+1 execution attestations (one in paxos), which verifies offline like any other. A
+position that does not hold a write of the key is a lie: that replica's whole answer is
+dropped. So a lying replica cannot invent a version, nor change a value or a height.
+It can omit versions: the client asks ``quorums.attest`` replicas (f+1 in pbft: at
+least one honest; 1 in paxos, whose trust model assumes no liar) and takes the union
+of their verified positions, so an omission goes unnoticed only if f+1 replicas lie
+together, or if the honest ones asked have not yet executed the block (a replica that
+is behind knows fewer versions; its answer says its height).
+
+Scans. Not verified: a replica answers from its executed state, in key order
+(``KVStore.scan``), or from the state it replays to ``at_height``. The pages of one scan
+are asked at one height, the first answer's, so they describe one state. A lying
+replica can return any pairs; verified scans (proofs of each pair and of the gaps
+between them, against the certified state root) are not implemented yet.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from ledger.history import writes_of
+from ledger.receipt import Receipt, ReceiptError
+from ledger.wire import MAX_QUERY_ITEMS, HistoryRequest, ScanRequest
+
+if TYPE_CHECKING:
+    from ledger.client import Client
+
+QUERY_TIMEOUT = 3.0
+MAX_SCAN_LIMIT = 1_000_000          # pairs one scan() call gathers, page by page
+
+
+@dataclass(slots=True)
+class Version:
+    """One write of a key: its value after the transaction (None: deleted), where it is in
+    the ledger, and the transaction's receipt (``receipt.verify(cluster_dir)`` offline)."""
+    key: str
+    value: bytes | None
+    height: int
+    index: int
+    receipt: Receipt
+
+    @property
+    def deleted(self) -> bool:
+        return self.value is None
+
+    def to_dict(self) -> dict:
+        text = None
+        if self.value is not None:
+            try:
+                text = self.value.decode()
+            except UnicodeDecodeError:
+                pass
+        return {"key": self.key, "height": self.height, "index": self.index, "deleted": self.value is None,
+                "value": text, "value_hex": None if self.value is None else self.value.hex(),
+                "operation": self.receipt.describe(), "receipt": self.receipt.to_dict()}
+
+
+class History(list):
+    """``Client.history``'s page: a list of ``Version``, oldest first. ``more``: the replicas
+    know later versions (ask again with ``after=page[-1].height``); ``replicas``: whose
+    answers were used."""
+
+    def __init__(self, versions: list[Version], more: bool, replicas: list[int]) -> None:
+        super().__init__(versions)
+        self.more = more
+        self.replicas = replicas
+
+
+class ScanResult(list):
+    """``Client.scan``'s answer: a list of (key, value) in key order, at ``height``, served by
+    ``replica`` (not verified); ``more``: keys in range were left out at the limit."""
+
+    def __init__(self, pairs: list[tuple[str, bytes]], height: int, replica: int, more: bool) -> None:
+        super().__init__(pairs)
+        self.height = height
+        self.replica = replica
+        self.more = more
+
+
+def _order(client: "Client") -> list[int]:
+    """Replicas to ask, connected ones first, in a random order (spreads the load)."""
+    n = client.cluster.n
+    links = client._session.links
+    order = list(range(n))
+    random.shuffle(order)
+    return sorted(order, key=lambda r: not links[r].connected)
+
+
+async def history(client: "Client", key: str, limit: int, after: int) -> History:
+    need = client.cluster.quorums.attest
+    answers: dict[int, object] = {}
+
+    async def ask(r: int) -> None:
+        a = await client._session.ask(r, lambda nonce: HistoryRequest(nonce, key.encode(), after, limit),
+                                      QUERY_TIMEOUT)
+        if a is not None:
+            answers[r] = a
+            if len(answers) >= need:
+                nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        for r in _order(client):
+            nursery.start_soon(ask, r)
+    if not answers:
+        from ledger.client import Unavailable
+        raise Unavailable(f"no replica answered a history query within {QUERY_TIMEOUT:g} s")
+    used: list[int] = []
+    positions: set[tuple[int, int]] = set()
+    cut: tuple[int, int] | None = None          # beyond the shortest page that was cut, a replica may know more
+    errors = []
+    for r, a in sorted(answers.items()):
+        pos = [tuple(p) for p in a.positions]
+        if any(p[0] <= after for p in pos) or pos != sorted(set(pos)):
+            errors.append(f"replica {r}: positions not in order above height {after}")
+            continue
+        verified = await _check_positions(client, key, pos, r)
+        if verified is None:
+            errors.append(f"replica {r}: claimed a write of {key!r} that the certified block does not hold")
+            continue
+        used.append(r)
+        positions.update(pos)
+        if a.more and pos:
+            cut = pos[-1] if cut is None else min(cut, pos[-1])
+    if not used:
+        from ledger.client import LedgerError
+        raise LedgerError(f"no replica's history of {key!r} checked out: {'; '.join(errors)}")
+    ordered = sorted(p for p in positions if cut is None or p <= cut)
+    more = cut is not None or len(ordered) > limit
+    page = ordered[:limit]
+    if more and page:
+        # end the page at a block boundary, so that after=page[-1].height misses nothing
+        trimmed = [p for p in page if p[0] != page[-1][0]]
+        page = trimmed or page
+    versions = [await _version(client, key, h, i) for h, i in page]
+    return History(versions, more, used)
+
+
+async def _check_positions(client: "Client", key: str, pos: list[tuple[int, int]], replica: int) -> bool | None:
+    """True when every position holds a write of ``key`` in a certified block, else None."""
+    for h, i in pos:
+        entry = await client._block(h, i, replica, use_cache=True)
+        if entry is None:
+            # the block may be fetched from another replica: a position is checked against
+            # the certified block, whoever serves it
+            entry = await _any_block(client, h, i)
+        if entry is None:
+            return None
+        block = entry[0]
+        if not i < len(block.txs) or key not in dict(writes_of(block.txs[i], block.results[i])):
+            return None
+    return True
+
+
+async def _any_block(client: "Client", height: int, index: int):
+    for r in _order(client):
+        entry = await client._block(height, index, r, use_cache=False)
+        if entry is not None:
+            return entry
+    return None
+
+
+async def _version(client: "Client", key: str, height: int, index: int) -> Version:
+    entry = client._blocks.get(height) or await _any_block(client, height, index)
+    if entry is None:
+        from ledger.client import ReceiptUnavailable
+        raise ReceiptUnavailable(f"no replica served a verifiable block {height}")
+    block, tx_tree, results_tree = entry
+    value = dict(writes_of(block.txs[index], block.results[index]))[key]
+    attestations = await client._attestations(block, _order(client))
+    receipt = Receipt.from_block(block, index, client.cluster.mode, cluster_id=client.cluster.cluster_id,
+                                 tx_tree=tx_tree, results_tree=results_tree, attestations=attestations)
+    if receipt.client == client.id:
+        receipt.registration = client.registration
+    return Version(key, value, height, index, receipt)
+
+
+async def scan(client: "Client", prefix: str, start: str, end: str | None, at_height: int,
+               limit: int) -> ScanResult:
+    from ledger.client import LedgerError, Unavailable
+
+    pairs: list[tuple[str, bytes]] = []
+    height = at_height
+    order = _order(client)
+    errors: list[str] = []
+    cursor = start
+    while True:
+        want = min(MAX_QUERY_ITEMS, limit - len(pairs))
+        answer = None
+        for r in list(order):
+            a = await client._session.ask(
+                r, lambda nonce: ScanRequest(nonce, prefix.encode(), cursor.encode(), (end or "").encode(), height,
+                                             want), QUERY_TIMEOUT)
+            if a is None:
+                errors.append(f"replica {r}: no answer")
+                order.remove(r)
+                continue
+            if a.error:
+                errors.append(f"replica {r}: {a.error.decode(errors='replace')}")
+                order.remove(r)
+                continue
+            answer, replica = a, r
+            break
+        if answer is None:
+            raise Unavailable(f"no replica answered the scan ({'; '.join(errors) or 'none reachable'})")
+        order = [replica]                            # one replica serves every page: one state
+        height = answer.height
+        got = []
+        for kb, v in answer.pairs:
+            try:
+                k = kb.decode()
+            except UnicodeDecodeError:
+                raise LedgerError(f"replica {replica} answered the scan with a key that is not UTF-8") from None
+            if k < cursor or not k.startswith(prefix) or (end is not None and k >= end) or (got and k <= got[-1][0]):
+                raise LedgerError(f"replica {replica} answered the scan with keys out of range or out of order")
+            got.append((k, v))
+        pairs.extend(got)
+        if not answer.more or len(pairs) >= limit:
+            return ScanResult(pairs[:limit], height, replica, bool(answer.more))
+        if not got:
+            raise LedgerError(f"replica {replica} said more keys follow but sent none")
+        cursor = got[-1][0] + "\x00"                 # the least key above the last one
