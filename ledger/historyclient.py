@@ -98,10 +98,11 @@ def _order(client: "Client") -> list[int]:
 
 async def history(client: "Client", key: str, limit: int, after: int) -> History:
     need = client.cluster.quorums.attest
+    ask_for = min(limit + 1, MAX_QUERY_ITEMS)      # one more than the page: tells where a block ends
     answers: dict[int, object] = {}
 
     async def ask(r: int) -> None:
-        a = await client._session.ask(r, lambda nonce: HistoryRequest(nonce, key.encode(), after, limit),
+        a = await client._session.ask(r, lambda nonce: HistoryRequest(nonce, key.encode(), after, ask_for),
                                       QUERY_TIMEOUT)
         if a is not None:
             answers[r] = a
@@ -137,10 +138,9 @@ async def history(client: "Client", key: str, limit: int, after: int) -> History
     ordered = sorted(p for p in positions if cut is None or p <= cut)
     more = cut is not None or len(ordered) > limit
     page = ordered[:limit]
-    if more and page:
+    if page and ((len(ordered) > limit and ordered[limit][0] == page[-1][0]) or (cut is not None and page[-1] == cut)):
         # end the page at a block boundary, so that after=page[-1].height misses nothing
-        trimmed = [p for p in page if p[0] != page[-1][0]]
-        page = trimmed or page
+        page = [p for p in page if p[0] != page[-1][0]] or page
     versions = [await _version(client, key, h, i) for h, i in page]
     return History(versions, more, used)
 

@@ -21,6 +21,7 @@ from bft.app.cmd_client import (add_audit, add_cas, add_delete, add_get, add_out
                                 add_verify_receipt)
 from bft.app.cmd_cluster import add_demo, add_init, add_replica, add_up
 from bft.app.cmd_compare import add_compare
+from bft.app.cmd_history import add_history, add_scan
 from bft.app.cmd_lab import add_attacks, add_lab
 from crypto.keys import KeyFileError
 from ledger.cluster import ClusterError
@@ -40,13 +41,16 @@ EXAMPLES = f"""examples:
   {PROG} compare ./mycluster                 # do the replicas hold the same ledger? where not?
   {PROG} put ./mycluster bob 5 --json > r.json && {PROG} verify-receipt r.json --cluster ./mycluster
   {PROG} transact ./mycluster --put a=90 --put b=60 --require a=100   # atomic, over several keys
+  {PROG} history ./mycluster alice           # every version of a key, each with a verified receipt
+  {PROG} scan ./mycluster acct-              # the keys beginning with acct-, in order (not verified)
   {PROG} attacks                             # what the lab can attack, and the rules that stop it
   {PROG} lab equivocate --mode paxos         # one attack in the simulator: what held, what broke
 
 '{PROG} COMMAND --help' describes each command."""
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
-    add_init, add_up, add_replica, add_put, add_get, add_delete, add_cas, add_transact, add_outcome, add_add_client, add_status,
+    add_init, add_up, add_replica, add_put, add_get, add_delete, add_cas, add_transact, add_outcome, add_history, add_scan, add_add_client,
+    add_status,
     add_audit, add_verify_receipt, add_demo, add_compare, add_attacks, add_lab]
 
 

@@ -1,0 +1,112 @@
+"""Issue 16 on real clusters: the history of a key (every version, each with a receipt that
+verifies offline), paged; scans in key order, now and at a past height; the CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+
+import ledger.client
+from ledger.receipt import Receipt
+
+from .conftest import MODES, cli, one_error_line
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_key_written_50_times_has_50_versions_that_verify(make_cluster, mode: str) -> None:
+    lc = make_cluster(mode)
+    await lc.ready()
+    async with ledger.client.connect(lc.directory, timeout=30) as c:
+        written = []
+        for i in range(47):
+            r = await c.put("hist", b"v%d" % i)
+            written.append((r.height, b"v%d" % i))
+            if i % 10 == 0:
+                await c.put("noise", b"n%d" % i)
+        r = await c.delete("hist")
+        written.append((r.height, None))
+        r = await c.cas("hist", None, b"back")
+        written.append((r.height, b"back"))
+        assert not (await c.cas("hist", b"wrong", b"never")).ok          # did not swap: not a version
+        r = await c.transact(puts={"hist": b"txn", "other": b"o"})
+        written.append((r.height, b"txn"))
+        assert not (await c.transact(puts={"hist": b"never"}, require={"other": b"x"})).ok
+
+        versions = await c.history("hist")
+        assert len(versions) == 50 and not versions.more
+        assert [(v.height, v.value) for v in versions] == written
+        assert versions[47].deleted and versions[49].receipt.operation["kind"] == "transact"
+        for v in versions:
+            back = Receipt.from_json(v.receipt.to_json())                  # offline, public keys only
+            assert back.verify(lc.directory).block_hash == v.receipt.block_hash
+            assert back.height == v.height
+
+        pages, after = [], None
+        while True:                                                        # paged: the same 50, in order
+            page = await c.history("hist", limit=7, after=after)
+            pages += page
+            if not page.more:
+                break
+            after = page[-1].height
+        assert [(v.height, v.value) for v in pages] == written
+        assert await c.history("never-written") == []
+        later = await c.history("hist", after=written[-2][0])
+        assert [(v.height, v.value) for v in later] == written[-1:]
+
+    p = cli("history", str(lc.directory), "hist", "--json", "--limit", "5", "--after", str(written[9][0]))
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert [v["value"] for v in doc["versions"]] == ["v10", "v11", "v12", "v13", "v14"] and doc["more"]
+    Receipt.from_dict(doc["versions"][0]["receipt"]).verify(lc.directory)
+    p = cli("history", str(lc.directory), "hist")
+    assert p.returncode == 0 and len(p.stdout.strip().splitlines()) == 50 + 1, p.stdout   # + a summary line
+    assert "deleted" in p.stdout
+    one_error_line(cli("history", str(lc.directory), "hist", "--limit", "0"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_scan_over_1000_keys_returns_them_in_order_and_at_height_the_state_as_it_was(make_cluster,
+                                                                                             mode: str) -> None:
+    lc = make_cluster(mode)
+    await lc.ready()
+    async with ledger.client.connect(lc.directory, timeout=30) as c:
+        keys = [f"item-{i:04d}" for i in range(1000)]
+        order = keys[::7] + [k for k in keys if k not in set(keys[::7])]     # not written in key order
+
+        async def write(chunk: list[str]) -> None:
+            for k in chunk:
+                await c.put(k, k.encode())
+
+        async with trio.open_nursery() as nursery:
+            for j in range(20):
+                nursery.start_soon(write, order[j::20])
+        await c.put("other", b"x")
+        before = (await c.put("item-0000", b"changed")).height
+        await c.delete("item-0001")
+        r = await c.put("item-0002", b"changed too")
+
+        got = await c.scan(prefix="item-")
+        assert [k for k, _ in got] == [k for k in keys if k != "item-0001"] and not got.more
+        assert got[0] == ("item-0000", b"changed") and got[1] == ("item-0002", b"changed too")
+        assert got.height >= r.height
+        assert len(await c.scan()) == 1000                                   # 999 items and "other"
+        page = await c.scan(start="item-0500", end="item-0510")
+        assert [k for k, _ in page] == keys[500:510]
+        limited = await c.scan(prefix="item-", limit=10)
+        assert len(limited) == 10 and limited.more
+
+        past = await c.scan(prefix="item-", at_height=before)
+        assert [k for k, _ in past] == keys and past.height == before
+        assert dict(past)["item-0000"] == b"changed" and dict(past)["item-0002"] == b"item-0002"
+        earlier = await c.scan(prefix="item-", at_height=before - 1)
+        assert dict(earlier)["item-0000"] == b"item-0000"
+        assert len(await c.scan(prefix="item-", at_height=2)) < len(await c.scan(prefix="item-", at_height=40))
+
+    p = cli("scan", str(lc.directory), "item-00", "--json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert [e["key"] for e in doc["pairs"]] == [f"item-{i:04d}" for i in range(100) if i != 1]
+    p = cli("scan", str(lc.directory), "item-099")
+    assert p.returncode == 0 and p.stdout.splitlines()[0].startswith("item-0990"), p.stdout
+    one_error_line(cli("scan", str(lc.directory), "--at-height", "999999"))
