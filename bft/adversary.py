@@ -49,14 +49,16 @@ STRATEGIES = {
                       "under the real block's commit certificate",
     "lying-reads": "answers every read that is not ordered with a value nobody wrote, held since a height no "
                    "ledger reached (every liar tells the same lie, so that colluding liars agree)",
-    # the next three act in the replica process (bft.runtime.replica), outside the core
+    # the next four act in the replica process (bft.runtime.replica), outside the core
     "lying-receipts": "serves receipts with an altered result and attests to a block hash nobody computed",
     "empty-transfer": "answers every state-transfer request with no blocks",
     "drip-transfer": "answers every state-transfer request with a single block",
+    "lying-history": "answers history queries with every other version of the key left out, or with a "
+                     "position that does not write the key added (turn about)",
 }
 TEAM_STRATEGY = "collude"      # several replicas run one plan (bft.collusion), given with --group
 TEAM_HELP = "with --group I,J,...: the team splits the honest backups and shows each half its own batch"
-RUNTIME_STRATEGIES = ("lying-receipts", "empty-transfer", "drip-transfer")
+RUNTIME_STRATEGIES = ("lying-receipts", "empty-transfer", "drip-transfer", "lying-history")
 # What acts on a Multi-Paxos replica's messages: strategies on any message (silence, corruption,
 # forgery, replay, floods, delay, censorship), on a leader's ACCEPT (equivocation), and the
 # runtime's (receipts and state transfer exist in both modes). The others act on PRE-PREPARE,

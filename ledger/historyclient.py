@@ -68,12 +68,14 @@ class Version:
 class History(list):
     """``Client.history``'s page: a list of ``Version``, oldest first. ``more``: the replicas
     know later versions (ask again with ``after=page[-1].height``); ``replicas``: whose
-    answers were used."""
+    answers were used; ``rejected``: why the others' were not (a replica that claimed a
+    write the certified block does not hold is lying, or its index is wrong)."""
 
-    def __init__(self, versions: list[Version], more: bool, replicas: list[int]) -> None:
+    def __init__(self, versions: list[Version], more: bool, replicas: list[int], rejected: list[str]) -> None:
         super().__init__(versions)
         self.more = more
         self.replicas = replicas
+        self.rejected = rejected
 
 
 class ScanResult(list):
@@ -99,42 +101,41 @@ def _order(client: "Client") -> list[int]:
 async def history(client: "Client", key: str, limit: int, after: int) -> History:
     need = client.cluster.quorums.attest
     ask_for = min(limit + 1, MAX_QUERY_ITEMS)      # one more than the page: tells where a block ends
-    answers: dict[int, object] = {}
+    accepted: dict[int, object] = {}             # replica -> its answer, every position checked
+    errors: list[str] = []
 
     async def ask(r: int) -> None:
         a = await client._session.ask(r, lambda nonce: HistoryRequest(nonce, key.encode(), after, ask_for),
                                       QUERY_TIMEOUT)
-        if a is not None:
-            answers[r] = a
-            if len(answers) >= need:
-                nursery.cancel_scope.cancel()
+        if a is None:
+            errors.append(f"replica {r}: no answer within {QUERY_TIMEOUT:g} s")
+            return
+        pos = [tuple(p) for p in a.positions]
+        if any(p[0] <= after for p in pos) or pos != sorted(set(pos)):
+            errors.append(f"replica {r}: positions not in order above height {after}")
+            return
+        if await _check_positions(client, key, pos, r) is None:
+            errors.append(f"replica {r}: claimed a write of {key!r} that the certified block does not hold")
+            return
+        accepted[r] = a
+        if len(accepted) >= need:
+            nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
         for r in _order(client):
             nursery.start_soon(ask, r)
-    if not answers:
+    if len(accepted) < need:
         from ledger.client import Unavailable
-        raise Unavailable(f"no replica answered a history query within {QUERY_TIMEOUT:g} s")
-    used: list[int] = []
+        raise Unavailable(f"the history of {key!r} needs {need} replicas' answers that check out (so that one is "
+                          f"honest), got {len(accepted)}: {'; '.join(sorted(errors)) or 'none reachable'}")
+    used = sorted(accepted)
     positions: set[tuple[int, int]] = set()
     cut: tuple[int, int] | None = None          # beyond the shortest page that was cut, a replica may know more
-    errors = []
-    for r, a in sorted(answers.items()):
+    for a in accepted.values():
         pos = [tuple(p) for p in a.positions]
-        if any(p[0] <= after for p in pos) or pos != sorted(set(pos)):
-            errors.append(f"replica {r}: positions not in order above height {after}")
-            continue
-        verified = await _check_positions(client, key, pos, r)
-        if verified is None:
-            errors.append(f"replica {r}: claimed a write of {key!r} that the certified block does not hold")
-            continue
-        used.append(r)
         positions.update(pos)
         if a.more and pos:
             cut = pos[-1] if cut is None else min(cut, pos[-1])
-    if not used:
-        from ledger.client import LedgerError
-        raise LedgerError(f"no replica's history of {key!r} checked out: {'; '.join(errors)}")
     ordered = sorted(p for p in positions if cut is None or p <= cut)
     more = cut is not None or len(ordered) > limit
     page = ordered[:limit]
@@ -142,7 +143,7 @@ async def history(client: "Client", key: str, limit: int, after: int) -> History
         # end the page at a block boundary, so that after=page[-1].height misses nothing
         page = [p for p in page if p[0] != page[-1][0]] or page
     versions = [await _version(client, key, h, i) for h, i in page]
-    return History(versions, more, used)
+    return History(versions, more, used, errors)
 
 
 async def _check_positions(client: "Client", key: str, pos: list[tuple[int, int]], replica: int) -> bool | None:
@@ -190,28 +191,35 @@ async def scan(client: "Client", prefix: str, start: str, end: str | None, at_he
 
     pairs: list[tuple[str, bytes]] = []
     height = at_height
+    floor = client._session.core.floor            # the client's latest write or read: a scan sees it
     order = _order(client)
     errors: list[str] = []
     cursor = start
     while True:
         want = min(MAX_QUERY_ITEMS, limit - len(pairs))
         answer = None
-        for r in list(order):
-            a = await client._session.ask(
-                r, lambda nonce: ScanRequest(nonce, prefix.encode(), cursor.encode(), (end or "").encode(), height,
-                                             want), QUERY_TIMEOUT)
-            if a is None:
-                errors.append(f"replica {r}: no answer")
-                order.remove(r)
-                continue
-            if a.error:
-                errors.append(f"replica {r}: {a.error.decode(errors='replace')}")
-                order.remove(r)
-                continue
-            answer, replica = a, r
-            break
+        deadline = trio.current_time() + QUERY_TIMEOUT
+        while answer is None and order and trio.current_time() < deadline:
+            for r in list(order):
+                a = await client._session.ask(
+                    r, lambda nonce: ScanRequest(nonce, prefix.encode(), cursor.encode(), (end or "").encode(),
+                                                 height, want), QUERY_TIMEOUT)
+                if a is None:
+                    errors.append(f"replica {r}: no answer")
+                    order.remove(r)
+                elif a.error:
+                    errors.append(f"replica {r}: {a.error.decode(errors='replace')}")
+                    order.remove(r)
+                elif height == 0 and a.height < floor:
+                    continue                          # behind this client's own writes: another, or later
+                else:
+                    answer, replica = a, r
+                    break
+            if answer is None and order:
+                await trio.sleep(0.02)
         if answer is None:
-            raise Unavailable(f"no replica answered the scan ({'; '.join(errors) or 'none reachable'})")
+            why = "; ".join(errors) or f"every replica is behind this client's height {floor}"
+            raise Unavailable(f"no replica answered the scan ({why})")
         order = [replica]                            # one replica serves every page: one state
         height = answer.height
         got = []

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
+from typing import Callable
 
 import trio
 
@@ -42,12 +43,14 @@ REPLAY_BLOCKS_PER_TOKEN = 256
 
 class QueryServer:
     def __init__(self, replica_id: int, store: BlockStore, chain: Chain, index: HistoryIndex,
-                 problems: Problems) -> None:
+                 problems: Problems, lies: Callable[[str], bool] = lambda strategy: False) -> None:
         self.id = replica_id
         self.store = store
         self.chain = chain
         self.index = index
         self.problems = problems
+        self._lies = lies                         # the 'lying-history' strategy (bft.adversary)
+        self._told = 0
         self._queue: deque[tuple[Connection, HistoryRequest | ScanRequest]] = deque()
         self._wake = trio.Event()
         self._past_height = 0                     # the replayed state kept: the map after this block
@@ -98,7 +101,22 @@ class QueryServer:
             return None
         limit = max(1, min(m.limit, MAX_QUERY_ITEMS))
         positions, more = self.index.positions(key, m.after, limit)
+        if self._lies("lying-history"):
+            positions = self._lie(key, positions)
         return HistoryResponse(m.nonce, self.id, self.index.height, [list(p) for p in positions], int(more))
+
+    def _lie(self, key: str, positions: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Turn about: every other version left out (an omission no client can see in one
+        answer), or a position added that holds a transaction not writing ``key``."""
+        self._told += 1
+        if self._told % 2:
+            return positions[::2]
+        for h in range(self.store.height, 0, -1):
+            block = self.store.read(h)
+            for i, (tx, res) in enumerate(zip(block.txs, block.results)):
+                if key not in dict(writes_of(tx, res)) and (h, i) not in positions:
+                    return sorted(positions + [(h, i)])
+        return positions
 
     # ------------------------------------------------------------------ scans
     async def _scan(self, conn: Connection, m: ScanRequest) -> ScanResponse | None:

@@ -116,7 +116,8 @@ class Replica:
         self.server = BlockServer(self.id, self.signer, self.store, self.problems, self._lies)
         try:
             self.history = HistoryIndex.open(d, self.store)
-            self.queries_server = QueryServer(self.id, self.store, self.store.chain, self.history, self.problems)
+            self.queries_server = QueryServer(self.id, self.store, self.store.chain, self.history, self.problems,
+                                              self._lies)
             self.votelog = VoteLog.open(d / VOTELOG_NAME)
             self.core = factory.make_core(self.cluster, self.id, self.signer, self.store.chain,
                                           self.votelog.records(), now, self.byzantine, tuning=self.tuning,

@@ -110,3 +110,50 @@ async def test_a_scan_over_1000_keys_returns_them_in_order_and_at_height_the_sta
     p = cli("scan", str(lc.directory), "item-099")
     assert p.returncode == 0 and p.stdout.splitlines()[0].startswith("item-0990"), p.stdout
     one_error_line(cli("scan", str(lc.directory), "--at-height", "999999"))
+
+
+async def test_a_replica_lying_about_history_can_neither_hide_nor_invent_a_version(make_cluster) -> None:
+    """pbft, replica 3 runs 'lying-history': in turn it leaves out every other version, and
+    adds a position whose transaction does not write the key. The client asks f+1 replicas
+    and checks every position against its certified block: the history stays whole and true."""
+    lc = make_cluster("pbft", byzantine={3: "lying-history"})
+    await lc.ready()
+    async with ledger.client.connect(lc.directory, timeout=30) as c:
+        written = []
+        for i in range(20):
+            r = await c.put("watched", b"w%d" % i)
+            written.append((r.height, b"w%d" % i))
+            await c.put("bystander", b"b%d" % i)
+        omitted_and_merged = invented_and_caught = False
+        for _ in range(60):                     # until the liar was among the first f+1 answers both ways
+            versions = await c.history("watched")
+            assert [(v.height, v.value) for v in versions] == written
+            omitted_and_merged |= 3 in versions.replicas
+            invented_and_caught |= any(e.startswith("replica 3: claimed") for e in versions.rejected)
+            pages, after = [], None
+            while True:
+                page = await c.history("watched", limit=3, after=after)
+                pages += page
+                if not page.more:
+                    break
+                after = page[-1].height
+            assert [(v.height, v.value) for v in pages] == written
+            if omitted_and_merged and invented_and_caught:
+                break
+        assert omitted_and_merged and invented_and_caught
+        for v in versions:
+            v.receipt.verify(lc.directory)
+        # with only the liar and one honest replica up, every history is whole or refused, never short
+        lc.stop(0)
+        lc.stop(1)
+        whole = refused = 0
+        for _ in range(4):
+            try:
+                versions = await c.history("watched")
+            except ledger.client.Unavailable as e:
+                assert "needs 2 replicas' answers" in str(e) and "replica 3: claimed" in str(e), e
+                refused += 1
+                continue
+            assert [(v.height, v.value) for v in versions] == written and versions.replicas == [2, 3]
+            whole += 1
+        assert whole and refused
