@@ -108,7 +108,8 @@ class HistoryIndex:
             idx._load(store)
         except IndexDamaged as e:
             idx.rebuilt = str(e)
-            log.warning("%s: %s; rebuilding it from the blocks", idx.path, e)
+            if store.height:                      # (a new replica's index is merely created)
+                log.warning("%s: %s; rebuilding it from the blocks", idx.path, e)
             idx._rebuild(store)
         idx._fd = os.open(idx.path, os.O_WRONLY | os.O_APPEND)
         if idx.height < store.height:

@@ -10,7 +10,7 @@ import trio
 import ledger.client
 from ledger.receipt import Receipt
 
-from .conftest import MODES, cli, one_error_line
+from .conftest import MODES, cli, one_error_line, settle
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -157,3 +157,33 @@ async def test_a_replica_lying_about_history_can_neither_hide_nor_invent_a_versi
             assert [(v.height, v.value) for v in versions] == written and versions.replicas == [2, 3]
             whole += 1
         assert whole and refused
+
+
+async def test_a_missing_or_damaged_index_is_rebuilt_from_the_blocks_at_restart(make_cluster) -> None:
+    """Replica 0's index loses a byte, replica 1's is deleted, replica 2's ends inside a
+    record: each is detected at restart and rebuilt, and each replica answers the whole history."""
+    from ledger.history import INDEX_NAME
+    from ledger.wire import HistoryRequest
+
+    lc = make_cluster("pbft")
+    await lc.ready()
+    async with ledger.client.connect(lc.directory, timeout=30) as c:
+        heights = [(await c.put("kept", b"%d" % i)).height for i in range(12)]
+        await settle(lc, c)
+    lc.stop_all()
+    d = [lc.cluster.data_dir(i) / INDEX_NAME for i in range(3)]
+    raw = bytearray(d[0].read_bytes())
+    raw[len(raw) // 3] ^= 0x40
+    d[0].write_bytes(bytes(raw))
+    d[1].unlink()
+    d[2].write_bytes(d[2].read_bytes()[:-5])                               # a torn tail
+    lc.start()
+    await lc.ready()
+    async with ledger.client.connect(lc.directory, timeout=30) as c:
+        for r in range(4):
+            a = await c._session.ask(r, lambda nonce: HistoryRequest(nonce, b"kept", 0, 100), 5)
+            assert a is not None and [h for h, _ in a.positions] == heights, r
+        assert [v.height for v in await c.history("kept")] == heights
+    for i in range(3):
+        assert "rebuilding it from the blocks" in lc.log_path(i).read_text(), i
+    assert "rebuilding" not in lc.log_path(3).read_text()                  # its index was whole: kept
