@@ -312,6 +312,7 @@ class ReadRedirect(Message):
 # ----------------------------------------------------------------------------- history and scans (issue 16)
 MAX_QUERY_KEY = 1024                 # ledger.state.MAX_KEY: a key, prefix or bound, in UTF-8
 MAX_QUERY_ITEMS = 1000               # positions or pairs in one answer; the client pages for more
+MAX_PROOF_BYTES = 349_440            # ledger.statetree.MAX_PROOF_BYTES: one encoded state proof
 
 
 @message(70, "history-request")
@@ -343,31 +344,35 @@ class HistoryResponse(Message):
 class ScanRequest(Message):
     """Keys from ``start`` (inclusive) below ``end`` (exclusive; empty: no bound) that begin
     with ``prefix``, in key order, at most ``limit``, in the state after block ``at_height``
-    (0: the replica's current state)."""
+    (0: the replica's current state); ``verified`` 1 asks for the probe proofs of
+    ``ledger.rangeproof`` with it."""
     nonce: int
     prefix: bytes
     start: bytes
     end: bytes
     at_height: int
     limit: int
+    verified: int
     _kinds = dict(nonce=u64, prefix=blob(MAX_QUERY_KEY), start=blob(MAX_QUERY_KEY), end=blob(MAX_QUERY_KEY),
-                  at_height=u64, limit=u32)
+                  at_height=u64, limit=u32, verified=u8)
 
 
 @message(73, "scan-response")
 class ScanResponse(Message):
     """(key as UTF-8, value) pairs in key order at ``height``; ``more`` 1 when keys in range
     follow (cut at the limit or at ``MAX_SCAN_BYTES`` of values); ``error`` non-empty when
-    the replica refused the scan (e.g. ``at_height`` above its height), with the reason."""
+    the replica refused the scan (e.g. ``at_height`` above its height), with the reason.
+    ``proofs``: the encoded ``StateProof`` of each probe when the scan asked for them."""
     nonce: int
     replica: int
     height: int
     pairs: list
     more: int
     error: bytes
+    proofs: list
     _kinds = dict(nonce=u64, replica=u32, height=u64,
                   pairs=list_of(tuple_of(blob(MAX_QUERY_KEY), blob(MAX_OP)), MAX_QUERY_ITEMS), more=u8,
-                  error=blob(1024))
+                  error=blob(1024), proofs=list_of(blob(MAX_PROOF_BYTES), MAX_QUERY_ITEMS + 1))
 
 
 # ----------------------------------------------------------------------------- link authentication, status

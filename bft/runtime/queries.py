@@ -31,11 +31,15 @@ from ledger.wire import MAX_QUERY_ITEMS, HistoryRequest, HistoryResponse, ScanRe
 from ledger.chain import Chain
 from ledger.history import HistoryIndex, writes_of
 from ledger.net.transport import Connection, LocalFault, Problems
+from ledger.rangeproof import RangeProofError, in_range, prove_page
 from ledger.rules import WireRule
+from ledger.state import KVStore
+from ledger.statetree import StateProofError
 from ledger.store import BlockStore
 
 MAX_QUEUED = 64
 MAX_SCAN_BYTES = 2 * 1024 * 1024
+MAX_VERIFIED_ITEMS = 250          # pairs in a verified page (each with a proof of 1-2 KiB)
 MAX_REPLAY_TXS = 1_000_000
 REPLAY_STEP = 64                  # blocks replayed between two yields to the replica's other tasks
 REPLAY_BLOCKS_PER_TOKEN = 256
@@ -55,6 +59,7 @@ class QueryServer:
         self._wake = trio.Event()
         self._past_height = 0                     # the replayed state kept: the map after this block
         self._past: dict[str, bytes] = {}
+        self._past_kv: tuple[int, KVStore] | None = None     # the past state with its tree, for proofs
         self.served = 0
 
     def cost(self, m: HistoryRequest | ScanRequest) -> int:
@@ -124,30 +129,58 @@ class QueryServer:
         if prefix is None or start is None or end is None:
             self.problems.note(WireRule.QUERY_INVALID, conn.name)
             return None
-        limit = max(1, min(m.limit, MAX_QUERY_ITEMS))
+        verified = bool(m.verified)
+        limit = max(1, min(m.limit, MAX_VERIFIED_ITEMS if verified else MAX_QUERY_ITEMS))
         bound = end if m.end else None
         height = self.chain.height
+        kv: KVStore | None = None
         if m.at_height == 0 or m.at_height == height:
-            pairs, more = self.chain.kv.scan(start, bound, prefix, limit)
+            kv = self.chain.kv
         elif m.at_height > height:
-            return ScanResponse(m.nonce, self.id, height, [], 0,
-                                f"height {m.at_height} is above this replica's height {height}".encode())
+            return self._refuse(m, height, f"height {m.at_height} is above this replica's height {height}")
         else:
             height = m.at_height
             why = await self._replay_to(height)
             if why is not None:
                 self.problems.note(WireRule.QUERY_TOO_DEEP, conn.name)
-                return ScanResponse(m.nonce, self.id, height, [], 0, why.encode())
+                return self._refuse(m, height, why)
+        proofs: list[bytes] = []
+        if verified:
+            if kv is None:
+                if self._past_kv is None or self._past_kv[0] != height:
+                    self._past_kv = (height, KVStore.from_map(self._past))
+                kv = self._past_kv[1]
+            try:
+                keys, chain, more = prove_page(kv.prove, kv.read, max(start, prefix), in_range(prefix, bound),
+                                               limit, MAX_SCAN_BYTES)
+            except (RangeProofError, StateProofError) as e:
+                return self._refuse(m, height, str(e))
+            pairs = [(k, kv.read(k)) for k in keys]
+            proofs = [p.encode() for p in chain]
+            await self._stored(height)            # the client checks them against block `height`
+        elif kv is not None:
+            pairs, more = kv.scan(start, bound, prefix, limit)
+        else:
             pairs, more = _scan_map(self._past, start, bound, prefix, limit)
         out, size = [], 0
         for k, v in pairs:
             kb = k.encode()
             size += len(kb) + len(v) + 8
-            if out and size > MAX_SCAN_BYTES:
+            if out and size > MAX_SCAN_BYTES and not verified:
                 more = True
                 break
             out.append([kb, v])
-        return ScanResponse(m.nonce, self.id, height, out, int(more), b"")
+        return ScanResponse(m.nonce, self.id, height, out, int(more), b"", proofs)
+
+    def _refuse(self, m: ScanRequest, height: int, why: str) -> ScanResponse:
+        return ScanResponse(m.nonce, self.id, height, [], 0, why.encode()[:1024], [])
+
+    async def _stored(self, height: int) -> None:
+        """Until the block at ``height`` is in the store (it is executed before it is written),
+        at most a second."""
+        with trio.move_on_after(1.0):
+            while self.store.height < height:
+                await trio.sleep(0.005)
 
     async def _replay_to(self, height: int) -> str | None:
         """Bring the kept past state to the map after block ``height`` (from block 1, or on
