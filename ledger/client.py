@@ -277,11 +277,14 @@ class Client:
         return await historyclient.history(self, key, limit, after or 0)
 
     async def scan(self, prefix: str | None = None, start: str | None = None, end: str | None = None,
-                   at_height: int | None = None, limit: int = 1000) -> ScanResult:
+                   at_height: int | None = None, limit: int = 1000, verified: bool = False) -> ScanResult:
         """(key, value) pairs in key order: keys beginning with ``prefix``, from ``start``
         (inclusive) below ``end`` (exclusive), at most ``limit``, in the state after block
         ``at_height`` (None: a replica's current state); ``.height`` says which state.
-        Not verified: one replica answers (``ledger.historyclient``)."""
+        One replica answers. ``verified=True``: every page comes with probe proofs
+        (``ledger.rangeproof``) checked against the state root of the certified, attested
+        block at that height, so no replica can add, drop or alter a pair; ``.proof``
+        re-checks offline. Else the pairs are as the replica said."""
         for name, v in (("prefix", prefix), ("start", start), ("end", end)):
             if v is not None:
                 _check_key(v)
@@ -289,7 +292,7 @@ class Client:
             raise ValueError(f"limit is an int in 1..{historyclient.MAX_SCAN_LIMIT}, not {limit!r}")
         if at_height is not None and (type(at_height) is not int or at_height < 1):
             raise ValueError(f"at_height is a height (an int >= 1) or None, not {at_height!r}")
-        return await historyclient.scan(self, prefix or "", start or "", end, at_height or 0, limit)
+        return await historyclient.scan(self, prefix or "", start or "", end, at_height or 0, limit, bool(verified))
 
     async def status(self, timeout: float = 2.0) -> list[dict]:
         """Every replica's self-report (see ``bftledger status``)."""

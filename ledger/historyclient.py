@@ -28,8 +28,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ledger import tx as txmod
 from ledger.history import writes_of
+from ledger.rangeproof import RangeProofError, in_range, probe_after, verify_page
 from ledger.receipt import Receipt, ReceiptError
+from ledger.statetree import StateProof, StateProofError
 from ledger.wire import MAX_QUERY_ITEMS, HistoryRequest, ScanRequest
 
 if TYPE_CHECKING:
@@ -80,13 +83,89 @@ class History(list):
 
 class ScanResult(list):
     """``Client.scan``'s answer: a list of (key, value) in key order, at ``height``, served by
-    ``replica`` (not verified); ``more``: keys in range were left out at the limit."""
+    ``replica``; ``more``: keys in range were left out at the limit. ``proof`` (a
+    ``ScanProof``, with ``verified=True``; else None): checked already, and again offline
+    by ``proof.verify(cluster_dir)``."""
 
-    def __init__(self, pairs: list[tuple[str, bytes]], height: int, replica: int, more: bool) -> None:
+    def __init__(self, pairs: list[tuple[str, bytes]], height: int, replica: int, more: bool,
+                 proof: "ScanProof | None" = None) -> None:
         super().__init__(pairs)
         self.height = height
         self.replica = replica
         self.more = more
+        self.proof = proof
+
+
+@dataclass(slots=True)
+class ScanProof:
+    """That a scan's pairs are exactly the state's keys in range after block ``receipt.height``:
+    a receipt of a transaction of that block (it proves the block's header, state root
+    included, with the certificate and f+1 attestations), and each page's probe proofs
+    (``ledger.rangeproof``) against that state root."""
+    receipt: Receipt
+    prefix: str
+    end: str | None
+    pages: list[tuple[str, list[tuple[str, bytes]], list[StateProof], bool]]
+
+    @property
+    def height(self) -> int:
+        return self.receipt.height
+
+    def pairs(self) -> list[tuple[str, bytes]]:
+        return [kv for _, page, _, _ in self.pages for kv in page]
+
+    def verify(self, cluster_dir) -> list[tuple[str, bytes]]:
+        """The proven pairs; raises ReceiptError or RangeProofError on any fault (offline)."""
+        self.receipt.verify(cluster_dir)
+        inside = in_range(self.prefix, self.end)
+        for i, (lo, page, proofs, more) in enumerate(self.pages):
+            if i and lo != probe_after(self.pages[i - 1][1][-1][0]):
+                raise RangeProofError(f"page {i} does not start where page {i - 1} ended")
+            verify_page(self.receipt.state_root, lo, inside, page, proofs, more)
+        return self.pairs()
+
+
+async def _verify_page(client: "Client", replica: int, height: int, lo: str, prefix: str, end: str | None,
+                       got: list[tuple[str, bytes]], answer, pages: list, block):
+    """Check one page's proofs against the state root of the certified block ``height``
+    (fetched and attested once); returns that block."""
+    from ledger.client import LedgerError
+
+    if block is None:
+        entry = await client._block(height, 0, replica, use_cache=True) or await _any_block(client, height, 0)
+        if entry is None:
+            raise LedgerError(f"no replica served a verifiable block {height}, whose state root a verified scan needs")
+        block = entry[0]
+        try:
+            await client._attestations(block, _order(client))       # binds the header's state root
+        except ReceiptError as e:
+            raise LedgerError(f"block {height}: {e}") from None
+    try:
+        proofs = [StateProof.decode(p) for p in answer.proofs]
+        verify_page(block.state_root, lo, in_range(prefix, end), got, proofs, bool(answer.more))
+    except (StateProofError, RangeProofError) as e:
+        raise LedgerError(f"replica {replica}'s scan does not match the state root of block {height}: {e}") from None
+    pages.append((lo, got, proofs, bool(answer.more)))
+    return block
+
+
+async def _block_receipt(client: "Client", block) -> Receipt:
+    """A receipt of the first transaction of ``block`` whose signer's key the cluster knows
+    (cluster.toml's clients, or this client), which proves the block's header offline."""
+    from ledger.client import LedgerError
+
+    for i, raw in enumerate(block.txs):
+        t = txmod.parse(raw)
+        if t is not None and (t.client < len(client.cluster.clients) or t.client == client.id):
+            entry = client._blocks.get(block.height) or await _any_block(client, block.height, i)
+            r = Receipt.from_block(block, i, client.cluster.mode, cluster_id=client.cluster.cluster_id,
+                                   tx_tree=entry[1] if entry else None, results_tree=entry[2] if entry else None,
+                                   attestations=await client._attestations(block, _order(client)))
+            if t.client == client.id:
+                r.registration = client.registration
+            return r
+    raise LedgerError(f"block {block.height} holds no transaction of a client in cluster.toml, so no receipt "
+                      "proves its header offline; scan at another height")
 
 
 def _order(client: "Client") -> list[int]:
@@ -186,9 +265,11 @@ async def _version(client: "Client", key: str, height: int, index: int) -> Versi
 
 
 async def scan(client: "Client", prefix: str, start: str, end: str | None, at_height: int,
-               limit: int) -> ScanResult:
+               limit: int, verified: bool = False) -> ScanResult:
     from ledger.client import LedgerError, Unavailable
 
+    pages: list[tuple[str, list[tuple[str, bytes]], list[StateProof], bool]] = []     # verified: each checked
+    block = None
     pairs: list[tuple[str, bytes]] = []
     height = at_height
     floor = client._session.core.floor            # the client's latest write or read: a scan sees it
@@ -203,7 +284,7 @@ async def scan(client: "Client", prefix: str, start: str, end: str | None, at_he
             for r in list(order):
                 a = await client._session.ask(
                     r, lambda nonce: ScanRequest(nonce, prefix.encode(), cursor.encode(), (end or "").encode(),
-                                                 height, want), QUERY_TIMEOUT)
+                                                 height, want, int(verified)), QUERY_TIMEOUT)
                 if a is None:
                     errors.append(f"replica {r}: no answer")
                     order.remove(r)
@@ -231,9 +312,15 @@ async def scan(client: "Client", prefix: str, start: str, end: str | None, at_he
             if k < cursor or not k.startswith(prefix) or (end is not None and k >= end) or (got and k <= got[-1][0]):
                 raise LedgerError(f"replica {replica} answered the scan with keys out of range or out of order")
             got.append((k, v))
+        if verified:
+            block = await _verify_page(client, replica, height, max(cursor, prefix), prefix, end, got, answer,
+                                       pages, block)
         pairs.extend(got)
         if not answer.more or len(pairs) >= limit:
-            return ScanResult(pairs[:limit], height, replica, bool(answer.more))
+            proof = None
+            if verified:
+                proof = ScanProof(await _block_receipt(client, block), prefix, end, pages)
+            return ScanResult(pairs[:limit], height, replica, bool(answer.more), proof)
         if not got:
             raise LedgerError(f"replica {replica} said more keys follow but sent none")
         cursor = got[-1][0] + "\x00"                 # the least key above the last one

@@ -103,6 +103,15 @@ async def test_a_scan_over_1000_keys_returns_them_in_order_and_at_height_the_sta
         assert dict(earlier)["item-0000"] == b"item-0000"
         assert len(await c.scan(prefix="item-", at_height=2)) < len(await c.scan(prefix="item-", at_height=40))
 
+        proven = await c.scan(prefix="item-", verified=True)              # pages of 250, each with proofs
+        assert list(proven) == list(got) and proven.proof is not None
+        assert proven.proof.verify(lc.directory) == list(got)             # offline, public keys only
+        proven_past = await c.scan(prefix="item-", at_height=before, verified=True)
+        assert list(proven_past) == list(past) and proven_past.proof.height == before
+        proven_past.proof.verify(lc.directory)
+        none = await c.scan(prefix="nothing-", verified=True)
+        assert list(none) == [] and none.proof.verify(lc.directory) == []
+
     p = cli("scan", str(lc.directory), "item-00", "--json")
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
