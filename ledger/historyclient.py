@@ -14,11 +14,14 @@ of their verified positions, so an omission goes unnoticed only if f+1 replicas 
 together, or if the honest ones asked have not yet executed the block (a replica that
 is behind knows fewer versions; its answer says its height).
 
-Scans. Not verified: a replica answers from its executed state, in key order
-(``KVStore.scan``), or from the state it replays to ``at_height``. The pages of one scan
-are asked at one height, the first answer's, so they describe one state. A lying
-replica can return any pairs; verified scans (proofs of each pair and of the gaps
-between them, against the certified state root) are not implemented yet.
+Scans. One replica answers from its executed state, in key order (``KVStore.scan``),
+or from the state it replays to ``at_height``. The pages of one scan are asked at one
+height, the first answer's, so they describe one state. Without ``verified`` the
+client checks only order and range, and a lying replica can return any pairs. With
+``verified=True`` each page carries probe proofs (``ledger.rangeproof``), checked
+against the state root of the block at that height, which the client fetched with its
+certificate and had attested by f+1 replicas (the attestations sign the block hash,
+which binds the state root): no replica can add, drop, reorder or alter a pair.
 """
 from __future__ import annotations
 

@@ -67,10 +67,12 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def add_scan(sub: Subparsers) -> None:
     p = sub.add_parser(
-        "scan", help="the keys beginning with PREFIX and their values, in key order (not verified)",
+        "scan", help="the keys beginning with PREFIX and their values, in key order (--verified: proven)",
         description="Print the keys beginning with PREFIX (all keys without it), in key order, with their "
                     "values, in a replica's current state or, with --at-height, in the state after that "
-                    "block. NOT VERIFIED: one replica answers, and a lying one could answer anything "
+                    "block. One replica answers: without --verified a lying one could answer anything; with "
+                    "--verified every page comes with proofs checked against the state root of the certified "
+                    "block at that height, attested by f+1 replicas, so none can add, drop or alter a pair "
                     "(see README, 'History and scans').")
     p.add_argument("dir", metavar="DIR", help="cluster directory")
     p.add_argument("prefix", metavar="PREFIX", nargs="?", default=None)
@@ -79,14 +81,17 @@ def add_scan(sub: Subparsers) -> None:
     p.add_argument("--at-height", type=int_at_least(1), default=None, metavar="H",
                    help="the state after block H (replayed by the replica from the blocks)")
     p.add_argument("--limit", type=int_at_least(1), default=1000, metavar="N", help="at most N keys (default 1000)")
-    p.add_argument("--json", action="store_true", help="print {height, replica, pairs: [{key, value, value_hex}], more}")
+    p.add_argument("--verified", action="store_true",
+                   help="check every page against the certified state root (probe proofs, 1-2 KiB a key)")
+    p.add_argument("--json", action="store_true",
+                   help="print {height, replica, verified, block_hash, pairs: [{key, value, value_hex}], more}")
     client_args(p)
     p.set_defaults(func=cmd_scan)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
     got = _run(args, "scan", prefix=args.prefix, start=args.start, end=args.end, at_height=args.at_height,
-               limit=args.limit)
+               limit=args.limit, verified=args.verified)
     if args.json:
         pairs = []
         for k, v in got:
@@ -96,11 +101,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 text = None
             pairs.append({"key": k, "value": text, "value_hex": v.hex()})
         print(json.dumps({"height": got.height, "replica": got.replica, "pairs": pairs, "more": got.more,
-                          "verified": False}))
+                          "verified": got.proof is not None,
+                          "block_hash": got.proof.receipt.block_hash.hex() if got.proof else None}))
         return 0
     for k, v in got:
         print(f"{k}\t{_show(v)}")
     more = f"; more keys follow (--limit {args.limit})" if got.more else ""
+    how = ("verified against the state root of the certified block, attested by replicas "
+           f"{', '.join(str(r) for r, _ in got.proof.receipt.attestations)}" if got.proof else "not verified")
     sys.stderr.write(f"{len(got)} key{'s' if len(got) != 1 else ''} at height {got.height} from replica "
-                     f"{got.replica} (not verified){more}\n")
+                     f"{got.replica} ({how}){more}\n")
     return 0

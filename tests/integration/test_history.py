@@ -119,6 +119,12 @@ async def test_a_scan_over_1000_keys_returns_them_in_order_and_at_height_the_sta
     p = cli("scan", str(lc.directory), "item-099")
     assert p.returncode == 0 and p.stdout.splitlines()[0].startswith("item-0990"), p.stdout
     one_error_line(cli("scan", str(lc.directory), "--at-height", "999999"))
+    p = cli("scan", str(lc.directory), "item-01", "--verified", "--json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["verified"] and len(doc["block_hash"]) == 64 and len(doc["pairs"]) == 100
+    p = cli("scan", str(lc.directory), "item-01", "--verified")
+    assert p.returncode == 0 and "verified against the state root" in p.stderr, p.stderr
 
 
 async def test_a_replica_lying_about_history_can_neither_hide_nor_invent_a_version(make_cluster) -> None:
