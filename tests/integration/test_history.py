@@ -202,3 +202,31 @@ async def test_a_missing_or_damaged_index_is_rebuilt_from_the_blocks_at_restart(
     for i in range(3):
         assert "rebuilding it from the blocks" in lc.log_path(i).read_text(), i
     assert "rebuilding" not in lc.log_path(3).read_text()                  # its index was whole: kept
+
+
+def test_the_blocking_client_and_what_a_replica_drops_from_a_client(make_cluster) -> None:
+    """SyncClient takes history and scan with keywords; a query whose key is not UTF-8 is
+    dropped and counted (wire.QUERY_INVALID), and a burst of queries over the queue is
+    dropped and counted (wire.QUERY_QUEUE_FULL), the replica answering the rest."""
+    from ledger.wire import HistoryRequest, frame
+
+    lc = make_cluster("pbft")
+    trio.run(lc.ready)
+    with ledger.client.SyncClient(lc.directory) as c:
+        c.put("sync", "1")
+        c.put("sync", "2")
+        assert [v.value for v in c.history("sync", limit=10)] == [b"1", b"2"]
+        assert c.scan(prefix="sync", verified=True).proof.verify(lc.directory) == [("sync", b"2")]
+
+    async def abuse() -> dict:
+        async with ledger.client.connect(lc.directory, timeout=30) as c:
+            assert await c._session.ask(0, lambda nonce: HistoryRequest(nonce, b"\xff\xfe", 0, 10), 1.0) is None
+            burst = b"".join(frame(HistoryRequest(10_000 + i, b"sync", 0, 10).encode()) for i in range(200))
+            c._session.links[0].send(burst)
+            await trio.sleep(0.5)
+            assert await c._session.ask(0, lambda nonce: HistoryRequest(nonce, b"sync", 0, 10), 5.0) is not None
+            return (await c.status())[0]["transport_problems"]
+
+    problems = trio.run(abuse)
+    assert problems.get("wire.QUERY_INVALID") == 1, problems
+    assert problems.get("wire.QUERY_QUEUE_FULL", 0) >= 100, problems
