@@ -88,9 +88,9 @@ class QueryServer:
             conn, m = self._queue.popleft()
             try:
                 if type(m) is HistoryRequest:
-                    answer = self._history(conn, m)
+                    answer = self._history(m, conn.name)
                 else:
-                    answer = await self._scan(conn, m)
+                    answer = await self.scan(m, conn.name)
                 if answer is not None:
                     conn.send(frame(answer.encode()))
                     self.served += 1
@@ -99,10 +99,10 @@ class QueryServer:
             await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------------ history
-    def _history(self, conn: Connection, m: HistoryRequest) -> HistoryResponse | None:
+    def _history(self, m: HistoryRequest, who: str) -> HistoryResponse | None:
         key = _text(m.key)
         if key is None:
-            self.problems.note(WireRule.QUERY_INVALID, conn.name)
+            self.problems.note(WireRule.QUERY_INVALID, who)
             return None
         limit = max(1, min(m.limit, MAX_QUERY_ITEMS))
         positions, more = self.index.positions(key, m.after, limit)
@@ -124,10 +124,11 @@ class QueryServer:
         return positions
 
     # ------------------------------------------------------------------ scans
-    async def _scan(self, conn: Connection, m: ScanRequest) -> ScanResponse | None:
+    async def scan(self, m: ScanRequest, who: str) -> ScanResponse | None:
+        """The answer to a scan from ``who`` (None: dropped, counted under its rule)."""
         prefix, start, end = _text(m.prefix), _text(m.start), _text(m.end)
         if prefix is None or start is None or end is None:
-            self.problems.note(WireRule.QUERY_INVALID, conn.name)
+            self.problems.note(WireRule.QUERY_INVALID, who)
             return None
         verified = bool(m.verified)
         limit = max(1, min(m.limit, MAX_VERIFIED_ITEMS if verified else MAX_QUERY_ITEMS))
@@ -142,7 +143,7 @@ class QueryServer:
             height = m.at_height
             why = await self._replay_to(height)
             if why is not None:
-                self.problems.note(WireRule.QUERY_TOO_DEEP, conn.name)
+                self.problems.note(WireRule.QUERY_TOO_DEEP, who)
                 return self._refuse(m, height, why)
         proofs: list[bytes] = []
         if verified:

@@ -136,3 +136,32 @@ def test_scan_walks_the_state_in_key_order_within_prefix_and_bounds() -> None:
     assert [k for k, _ in page] == ["key-0498", "key-0499", "key-0501", "key-0502"] and not more
     kv.apply(state.op_put("key-0500", b"back"))                # not yet in the tree: scan syncs it
     assert kv.scan("key-0500", None, "", 1)[0] == [("key-0500", b"back")]
+
+
+async def test_a_replica_scans_the_past_by_replay_within_its_bound(tmp_path: Path, monkeypatch) -> None:
+    """QueryServer on a real store: a scan at a past height replays the blocks (the pages of
+    one scan, and later heights, continue from the kept state), with proofs on request; a
+    height beyond the bound is refused and counted (wire.QUERY_TOO_DEEP)."""
+    from bft.runtime import queries
+    from ledger.net.transport import Problems
+    from ledger.rangeproof import in_range, verify_page
+    from ledger.rules import WireRule
+    from ledger.statetree import StateProof
+    from ledger.wire import ScanRequest
+
+    _ledger(tmp_path, 6)                                  # 8 transactions a block
+    with BlockStore.open(tmp_path, fsync=False) as s:
+        server = queries.QueryServer(0, s, s.chain, HistoryIndex.open(tmp_path, s), Problems())
+        a = await server.scan(ScanRequest(1, b"", b"", b"", 3, 10, 1), "client 0")
+        assert a.height == 3 and [k for k, _ in a.pairs] == [b"a", b"other"] and not a.error
+        verify_page(s.read(3).state_root, "", in_range("", None), [(k.decode(), v) for k, v in a.pairs],
+                    [StateProof.decode(p) for p in a.proofs], bool(a.more))
+        assert dict(a.pairs)[b"a"] == b"1"
+        now = await server.scan(ScanRequest(2, b"", b"", b"", 0, 10, 0), "client 0")
+        assert now.height == 6 and [k for k, _ in now.pairs] == [b"a", b"other"]
+        monkeypatch.setattr(queries, "MAX_REPLAY_TXS", 16)
+        refused = await server.scan(ScanRequest(3, b"", b"", b"", 5, 10, 0), "client 0")
+        assert b"over this replica's bound" in refused.error and refused.pairs == []
+        assert server.problems.counts[WireRule.QUERY_TOO_DEEP] == 1
+        assert (await server.scan(ScanRequest(4, b"\xff", b"", b"", 0, 10, 0), "client 0")) is None
+        assert server.problems.counts[WireRule.QUERY_INVALID] == 1
