@@ -12,7 +12,10 @@ the whole chain. It is an accelerator, never a source of truth:
   record's block hash is the stored block's. A failed check means rebuild, with a
   warning: a damaged index is detected, never trusted;
 - a record is written after its block is in the store, without an fsync (a lost tail is
-  re-derived from the blocks at the next open, so durability would buy nothing);
+  re-derived from the blocks at the next open, so durability would buy nothing); a failed
+  write is logged and indexing goes on in memory: a replica never stops for its index;
+- the whole index is also held in memory (about 100 bytes per write of a key), like the
+  store's own per-height index;
 - what a replica answers from it is checked by the client against certified blocks
   (``ledger.historyclient``), so a wrong index can hide versions but never invent one.
 
@@ -169,7 +172,15 @@ class HistoryIndex:
             body = msgpack.packb([b.height, b.hash(), [[k, i] for k, i in writes]], use_bin_type=True)
             out.append(frame(INDEX_MAGIC, body))
         if out and self._fd is not None:
-            write_all(self._fd, b"".join(out))
+            try:
+                write_all(self._fd, b"".join(out))
+            except OSError as e:
+                # the index is derived data: a replica must not stop for it. The memory copy stays
+                # right; the file, now behind or torn, is caught up or rebuilt at the next open.
+                log.warning("%s: cannot append (%s); indexing in memory only until the next start",
+                            self.path, e.strerror)
+                os.close(self._fd)
+                self._fd = None
 
     def _note(self, height: int, writes: list[tuple[str, int]]) -> None:
         positions = self._positions
