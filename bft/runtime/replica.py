@@ -6,12 +6,13 @@ out in order, with every durable action (vote-log records, compaction, blocks) w
 and fsync'd once per burst before any message of that burst is queued for sending.
 A ticker tells the core the time every ``TICK`` seconds (monotonic clock).
 
-Besides the protocol messages the replica answers two queries itself: ``StatusRequest``
-(``bftledger status``) and ``ReceiptRequest`` (a block from the store, self-certifying,
-so any replica may serve it).
+Besides the protocol messages the replica answers queries itself: ``StatusRequest``
+(``bftledger status``), ``ReceiptRequest`` (a block from the store, self-certifying,
+so any replica may serve it), and history and scan queries (``bft.runtime.queries``,
+from the history index kept beside the store, ``ledger.history``, and the state).
 
-Layout on disk: ``DIR/data/replica-I/`` holds the block store's segments and
-``votes.log``. SIGTERM or SIGINT stops the replica cleanly.
+Layout on disk: ``DIR/data/replica-I/`` holds the block store's segments,
+``votes.log`` and ``history.idx``. SIGTERM or SIGINT stops the replica cleanly.
 """
 from __future__ import annotations
 
