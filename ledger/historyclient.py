@@ -12,7 +12,8 @@ It can omit versions: the client asks ``quorums.attest`` replicas (f+1 in pbft: 
 least one honest; 1 in paxos, whose trust model assumes no liar) and takes the union
 of their verified positions, so an omission goes unnoticed only if f+1 replicas lie
 together, or if the honest ones asked have not yet executed the block (a replica that
-is behind knows fewer versions; its answer says its height).
+is behind knows fewer versions; an answer says the height it covers, and one below the
+client's own latest write or read is not used until the replica catches up).
 
 Scans. One replica answers from its executed state, in key order (``KVStore.scan``),
 or from the state it replays to ``at_height``. The pages of one scan are asked at one
@@ -186,12 +187,22 @@ async def history(client: "Client", key: str, limit: int, after: int) -> History
     accepted: dict[int, object] = {}             # replica -> its answer, every position checked
     errors: list[str] = []
 
+    floor = client._session.core.floor            # this client's latest write or read: a history holds it
+    deadline = trio.current_time() + QUERY_TIMEOUT
+
     async def ask(r: int) -> None:
-        a = await client._session.ask(r, lambda nonce: HistoryRequest(nonce, key.encode(), after, ask_for),
-                                      QUERY_TIMEOUT)
-        if a is None:
-            errors.append(f"replica {r}: no answer within {QUERY_TIMEOUT:g} s")
-            return
+        while True:
+            a = await client._session.ask(r, lambda nonce: HistoryRequest(nonce, key.encode(), after, ask_for),
+                                          max(0.05, deadline - trio.current_time()))
+            if a is None:
+                errors.append(f"replica {r}: no answer within {QUERY_TIMEOUT:g} s")
+                return
+            if a.height >= floor:
+                break
+            if trio.current_time() >= deadline:       # behind this client's own writes: not yet usable
+                errors.append(f"replica {r}: indexed up to height {a.height}, below this client's {floor}")
+                return
+            await trio.sleep(0.02)
         pos = [tuple(p) for p in a.positions]
         if any(p[0] <= after for p in pos) or pos != sorted(set(pos)):
             errors.append(f"replica {r}: positions not in order above height {after}")
