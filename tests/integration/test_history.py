@@ -199,6 +199,9 @@ async def test_a_missing_or_damaged_index_is_rebuilt_from_the_blocks_at_restart(
             a = await c._session.ask(r, lambda nonce: HistoryRequest(nonce, b"kept", 0, 100), 5)
             assert a is not None and [h for h, _ in a.positions] == heights, r
         assert [v.height for v in await c.history("kept")] == heights
+        st = await c.status()
+        assert [s["history_index"]["rebuilt"] is not None for s in st] == [True, True, True, False]
+        assert all(s["history_index"]["height"] >= heights[-1] for s in st)
     for i in range(3):
         assert "rebuilding it from the blocks" in lc.log_path(i).read_text(), i
     assert "rebuilding" not in lc.log_path(3).read_text()                  # its index was whole: kept
