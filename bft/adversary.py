@@ -56,10 +56,12 @@ STRATEGIES = {
                     "it says 'rebuilding' for ever",
     "empty-transfer": "answers every state-transfer request with no blocks",
     "drip-transfer": "answers every state-transfer request with a single block",
+    "lying-history": "answers history queries with every other version of the key left out, or with a "
+                     "position that does not write the key added (turn about)",
 }
 TEAM_STRATEGY = "collude"      # several replicas run one plan (bft.collusion), given with --group
 TEAM_HELP = "with --group I,J,...: the team splits the honest backups and shows each half its own batch"
-RUNTIME_STRATEGIES = ("lying-receipts", "lying-proofs", "empty-transfer", "drip-transfer")
+RUNTIME_STRATEGIES = ("lying-receipts", "lying-proofs", "empty-transfer", "drip-transfer", "lying-history")
 # What acts on a Multi-Paxos replica's messages: strategies on any message (silence, corruption,
 # forgery, replay, floods, delay, censorship), on a leader's ACCEPT (equivocation), and the
 # runtime's (receipts and state transfer exist in both modes). The others act on PRE-PREPARE,

@@ -57,7 +57,9 @@ from ledger.net.session import ClientSession, query_status
 from ledger.net.session import Unavailable as _SessionUnavailable
 from ledger.readproof import ReadProof, ReadProofError
 from ledger.receipt import Receipt, ReceiptError
-from ledger.wire import MAX_OP, DecodeError, Request, decode
+from ledger import historyclient
+from ledger.historyclient import History, ScanResult, Version
+from ledger.wire import MAX_OP, MAX_QUERY_ITEMS, DecodeError, Request, decode
 
 MAX_KEY = state.MAX_KEY           # bytes of UTF-8 in a key (1 KiB)
 RECEIPT_FETCH_TIMEOUT = 2.0
@@ -282,6 +284,38 @@ class Client:
         from ledger.verifiedread import verified_read
 
         return await verified_read(self, _check_key(key), at_height)
+
+    async def history(self, key: str, limit: int = 100, after: int | None = None) -> History:
+        """Every version of ``key`` (``Version``: value or deletion, height, and the writing
+        transaction's ``Receipt``, which verifies offline), oldest first: at most ``limit``
+        above height ``after``; ``.more`` says whether to ask again with
+        ``after=page[-1].height``. Each version is checked against its certified block, so
+        no replica can invent one; omitting one takes f+1 lying replicas in pbft
+        (``ledger.historyclient``)."""
+        _check_key(key)
+        if type(limit) is not int or not 1 <= limit <= MAX_QUERY_ITEMS:
+            raise ValueError(f"limit is an int in 1..{MAX_QUERY_ITEMS}, not {limit!r}")
+        if after is not None and (type(after) is not int or after < 0):
+            raise ValueError(f"after is a height (an int >= 0) or None, not {after!r}")
+        return await historyclient.history(self, key, limit, after or 0)
+
+    async def scan(self, prefix: str | None = None, start: str | None = None, end: str | None = None,
+                   at_height: int | None = None, limit: int = 1000, verified: bool = False) -> ScanResult:
+        """(key, value) pairs in key order: keys beginning with ``prefix``, from ``start``
+        (inclusive) below ``end`` (exclusive), at most ``limit``, in the state after block
+        ``at_height`` (None: a replica's current state); ``.height`` says which state.
+        One replica answers. ``verified=True``: every page comes with probe proofs
+        (``ledger.rangeproof``) checked against the state root of the certified, attested
+        block at that height, so no replica can add, drop or alter a pair; ``.proof``
+        re-checks offline. Else the pairs are as the replica said."""
+        for name, v in (("prefix", prefix), ("start", start), ("end", end)):
+            if v is not None:
+                _check_key(v)
+        if type(limit) is not int or not 1 <= limit <= historyclient.MAX_SCAN_LIMIT:
+            raise ValueError(f"limit is an int in 1..{historyclient.MAX_SCAN_LIMIT}, not {limit!r}")
+        if at_height is not None and (type(at_height) is not int or at_height < 1):
+            raise ValueError(f"at_height is a height (an int >= 1) or None, not {at_height!r}")
+        return await historyclient.scan(self, prefix or "", start or "", end, at_height or 0, limit, bool(verified))
 
     async def status(self, timeout: float = 2.0) -> list[dict]:
         """Every replica's self-report (see ``bftledger status``)."""
@@ -562,4 +596,4 @@ def connect(cluster_dir: str | os.PathLike[str], client: int | None = None, *,
 __all__ = ["connect", "Client", "SyncClient", "AsyncioClient", "InsideEventLoop", "Receipt", "ReceiptError",
            "LedgerError", "Unavailable", "Uncertain", "ReadProof", "ReadProofError", "ReadProofUnavailable",
            "Refused", "Forgotten", "ReceiptUnavailable", "TooLarge", "MAX_KEY", "MAX_OP",
-           "check_operation", "running_async_library"]
+           "check_operation", "running_async_library", "History", "ScanResult", "Version"]

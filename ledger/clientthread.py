@@ -279,6 +279,13 @@ class SyncClient:
     def outcome(self, request: Any) -> Receipt:
         return self._call("outcome", request)
 
+    def history(self, key: str, limit: int = 100, after: int | None = None) -> Any:
+        return self._call("history", key, limit, after)
+
+    def scan(self, prefix: str | None = None, start: str | None = None, end: str | None = None,
+             at_height: int | None = None, limit: int = 1000, verified: bool = False) -> Any:
+        return self._call("scan", prefix, start, end, at_height, limit, verified)
+
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if _coroutine_method(name):
             return functools.partial(self._call, name)
@@ -359,6 +366,13 @@ class AsyncioClient:
 
     async def status(self, timeout: float = 2.0) -> list[dict]:
         return await self._call("status", timeout)
+
+    async def history(self, key: str, limit: int = 100, after: int | None = None) -> Any:
+        return await self._call("history", key, limit, after)
+
+    async def scan(self, prefix: str | None = None, start: str | None = None, end: str | None = None,
+                   at_height: int | None = None, limit: int = 1000, verified: bool = False) -> Any:
+        return await self._call("scan", prefix, start, end, at_height, limit, verified)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if _coroutine_method(name):

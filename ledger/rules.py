@@ -84,12 +84,18 @@ class WireRule(Rule):
                  f"{OURS}: decoding validates types, ranges and sizes")
     OVERSIZED_FRAME = ("frame over the size cap", f"{OURS}: the cap is checked before decoding")
     UNEXPECTED_FROM_REPLICA = ("message a client does not take from a replica (only replies)", OURS)
-    SERVE_RATE = ("receipt, attestation or state proof requests over the rate limit",
+    SERVE_RATE = ("receipt, attestation, state proof, history or scan requests over the rate limit",
                   f"{OURS}: bounded work per peer")
     PROOF_REFUSED = ("state proof request refused: a height above this replica's, a past state beyond the "
                      "replay limit, or a key that is not a key", f"{OURS}: bounded work per query (issue 16)")
     READ_PROOF_REJECTED = ("a replica's answer to a verified read does not verify (header, certificate, "
                            "state proof or attestations)", f"{OURS}: f+1 attest the state root (issue 16)")
+    QUERY_QUEUE_FULL = ("history or scan query dropped: the queue of queries waiting to be served is full",
+                        f"{OURS}: bounded work and memory per replica")
+    QUERY_INVALID = ("history or scan query with a key, prefix or bound that is not UTF-8 (dropped)",
+                     f"{OURS}: keys are UTF-8 text")
+    QUERY_TOO_DEEP = ("scan in the past refused: replaying to that height is over the replica's bound",
+                      f"{OURS}: bounded work per query")
     HANDSHAKE_AFTER_AUTH = ("handshake message after authentication", OURS)
     # the handshake: mutual TLS 1.3 with pinned keys, or a signed hello (plaintext-insecure)
     HANDSHAKE_TIMEOUT = ("channel handshake timed out", f"{OURS}: bounded pre-authentication state")

@@ -241,6 +241,15 @@ class KVStore:
     def __len__(self) -> int:
         return len(self._data)
 
+    @classmethod
+    def from_map(cls, data: dict[str, bytes]) -> "KVStore":
+        """A state holding ``data`` (a replica's replayed past state, to prove keys in it)."""
+        kv = cls()
+        kv._data = dict(data)
+        kv._changed = dict(data)
+        kv.root()
+        return kv
+
     def read(self, key: str) -> bytes | None:
         return self._data.get(key)
 
@@ -301,6 +310,20 @@ class KVStore:
         path, children = self._tree.prove(key)
         value = self._data.get(key) if children is not None else None
         return StateProof(key, value, tuple(path), children)
+
+    def scan(self, start: str, end: str | None, prefix: str, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
+        """Up to ``limit`` (key, value) in key order, ``start <= key < end`` (``end`` None: no
+        bound) and key beginning with ``prefix``; and whether more such keys follow. Walks the
+        tree (kept in key order), so a page costs O(log n + limit), not a sort of the map."""
+        self._sync()
+        out: list[tuple[str, bytes]] = []
+        for key in self._tree.keys_from(max(start, prefix)):
+            if (end is not None and key >= end) or not key.startswith(prefix):
+                return out, False
+            if len(out) >= limit:
+                return out, True
+            out.append((key, self._data[key]))
+        return out, False
 
     def apply(self, op: bytes) -> bytes:
         """Execute one operation; returns its encoded result. Never raises on bad input."""

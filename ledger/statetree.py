@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import msgpack
 
@@ -185,6 +186,25 @@ class StateTree:
                 path.append((n.key, n.pre[-32:], _hash_of(n.left)))
                 n = n.right
         return path, None
+
+    def keys_from(self, start: str) -> Iterator[str]:
+        """The keys at or above ``start``, in key order (O(log n) to the first, then O(1) each
+        amortised): what a scan walks. The tree must not change while it is iterated."""
+        stack: list[_Node] = []
+        n = self._root
+        while n is not None:
+            if n.key >= start:
+                stack.append(n)
+                n = n.left
+            else:
+                n = n.right
+        while stack:
+            n = stack.pop()
+            yield n.key
+            m = n.right
+            while m is not None:
+                stack.append(m)
+                m = m.left
 
     def depth(self) -> int:
         """The number of nodes on the longest root-to-leaf path (for measurements and tests)."""

@@ -348,6 +348,72 @@ class ReadRedirect(Message):
     _kinds = dict(client=u32, nonce=u64, replica=u32, leader=u32)
 
 
+# ----------------------------------------------------------------------------- history and scans (issue 16)
+MAX_QUERY_KEY = 1024                 # ledger.state.MAX_KEY: a key, prefix or bound, in UTF-8
+MAX_QUERY_ITEMS = 1000               # positions or pairs in one answer; the client pages for more
+MAX_PROOF_BYTES = 349_440            # ledger.statetree.MAX_PROOF_BYTES: one encoded state proof
+
+
+@message(70, "history-request")
+class HistoryRequest(Message):
+    """Where ``key`` (UTF-8) was written: the (height, index) of up to ``limit`` transactions
+    above height ``after``, oldest first. Answered from the replica's history index
+    (``ledger.history``); the client checks each position against a certified block."""
+    nonce: int
+    key: bytes
+    after: int
+    limit: int
+    _kinds = dict(nonce=u64, key=blob(MAX_QUERY_KEY), after=u64, limit=u32)
+
+
+@message(71, "history-response")
+class HistoryResponse(Message):
+    """``positions`` of the key's writes; ``height`` the last block the replica indexed;
+    ``more`` 1 when the page was cut at the limit."""
+    nonce: int
+    replica: int
+    height: int
+    positions: list
+    more: int
+    _kinds = dict(nonce=u64, replica=u32, height=u64, positions=list_of(tuple_of(u64, u32), MAX_QUERY_ITEMS),
+                  more=u8)
+
+
+@message(72, "scan-request")
+class ScanRequest(Message):
+    """Keys from ``start`` (inclusive) below ``end`` (exclusive; empty: no bound) that begin
+    with ``prefix``, in key order, at most ``limit``, in the state after block ``at_height``
+    (0: the replica's current state); ``verified`` 1 asks for the probe proofs of
+    ``ledger.rangeproof`` with it."""
+    nonce: int
+    prefix: bytes
+    start: bytes
+    end: bytes
+    at_height: int
+    limit: int
+    verified: int
+    _kinds = dict(nonce=u64, prefix=blob(MAX_QUERY_KEY), start=blob(MAX_QUERY_KEY), end=blob(MAX_QUERY_KEY),
+                  at_height=u64, limit=u32, verified=u8)
+
+
+@message(73, "scan-response")
+class ScanResponse(Message):
+    """(key as UTF-8, value) pairs in key order at ``height``; ``more`` 1 when keys in range
+    follow (cut at the limit or at ``MAX_SCAN_BYTES`` of values); ``error`` non-empty when
+    the replica refused the scan (e.g. ``at_height`` above its height), with the reason.
+    ``proofs``: the encoded ``StateProof`` of each probe when the scan asked for them."""
+    nonce: int
+    replica: int
+    height: int
+    pairs: list
+    more: int
+    error: bytes
+    proofs: list
+    _kinds = dict(nonce=u64, replica=u32, height=u64,
+                  pairs=list_of(tuple_of(blob(MAX_QUERY_KEY), blob(MAX_OP)), MAX_QUERY_ITEMS), more=u8,
+                  error=blob(1024), proofs=list_of(blob(MAX_PROOF_BYTES), MAX_QUERY_ITEMS + 1))
+
+
 # ----------------------------------------------------------------------------- link authentication, status
 @message(50, "hello")
 class Hello(Message):

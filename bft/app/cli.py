@@ -22,6 +22,7 @@ from bft.app.cmd_client import (add_audit, add_cas, add_delete, add_get, add_out
                                 add_verify_receipt)
 from bft.app.cmd_cluster import add_demo, add_init, add_replica, add_up
 from bft.app.cmd_compare import add_compare
+from bft.app.cmd_history import add_history, add_scan
 from bft.app.cmd_lab import add_attacks, add_lab
 from bft.app.cmd_reads import add_verify_read
 from crypto.keys import KeyFileError
@@ -43,15 +44,17 @@ EXAMPLES = f"""examples:
   {PROG} put ./mycluster bob 5 --json > r.json && {PROG} verify-receipt r.json --cluster ./mycluster
   {PROG} get ./mycluster bob --proof p.json && {PROG} verify-read p.json --cluster ./mycluster
   {PROG} transact ./mycluster --put a=90 --put b=60 --require a=100   # atomic, over several keys
+  {PROG} history ./mycluster alice           # every version of a key, each with a verified receipt
+  {PROG} scan ./mycluster acct-              # the keys beginning with acct-, in order (not verified)
   {PROG} attacks                             # what the lab can attack, and the rules that stop it
   {PROG} lab equivocate --mode paxos         # one attack in the simulator: what held, what broke
 
 '{PROG} COMMAND --help' describes each command."""
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
-    add_init, add_up, add_replica, add_put, add_get, add_delete, add_cas, add_transact, add_outcome, add_add_client, add_status,
-    add_audit, add_verify_receipt, add_verify_read, add_demo, add_compare, add_attacks,
-    add_lab]
+    add_init, add_up, add_replica, add_put, add_get, add_delete, add_cas, add_transact, add_outcome, add_history,
+    add_scan, add_add_client, add_status, add_audit, add_verify_receipt, add_verify_read, add_demo, add_compare,
+    add_attacks, add_lab]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -96,7 +96,7 @@ def cmd_attacks(args) -> int:
     print(f"Add --real to a replica or client attack's command to run it on real replica processes on 127.0.0.1 "
           "(--json shows each one's real_command).")
     print(f"Rules are explained in docs/rules.md. The runtime's own attacks (lying-receipts, lying-proofs, "
-          f"empty-transfer, drip-transfer) act in a replica process: "
+          f"lying-history, empty-transfer, drip-transfer) act in a replica process: "
           f"'{PROG} replica DIR --id 3 --byzantine lying-receipts' (or '{PROG} lab lying-proofs --real').")
     return 0
 

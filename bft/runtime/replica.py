@@ -6,12 +6,13 @@ out in order, with every durable action (vote-log records, compaction, blocks) w
 and fsync'd once per burst before any message of that burst is queued for sending.
 A ticker tells the core the time every ``TICK`` seconds (monotonic clock).
 
-Besides the protocol messages the replica answers two queries itself: ``StatusRequest``
-(``bftledger status``) and ``ReceiptRequest`` (a block from the store, self-certifying,
-so any replica may serve it).
+Besides the protocol messages the replica answers queries itself: ``StatusRequest``
+(``bftledger status``), ``ReceiptRequest`` (a block from the store, self-certifying,
+so any replica may serve it), and history and scan queries (``bft.runtime.queries``,
+from the history index kept beside the store, ``ledger.history``, and the state).
 
-Layout on disk: ``DIR/data/replica-I/`` holds the block store's segments and
-``votes.log``. SIGTERM or SIGINT stops the replica cleanly.
+Layout on disk: ``DIR/data/replica-I/`` holds the block store's segments,
+``votes.log`` and ``history.idx``. SIGTERM or SIGINT stops the replica cleanly.
 """
 from __future__ import annotations
 
@@ -23,12 +24,14 @@ import trio
 from bft.outputs import Broadcast, Send, ServeBlocks, Step, ToClient, plan
 from bft.runtime import factory
 from bft.runtime.admission import PER_CLIENT, Admission, Heard, Intake, RateLimit, unwrap_heard
+from bft.runtime.queries import QueryServer
 from bft.runtime.serving import BlockServer, SlowSender
 from bft.runtime.status import replica_status, status_bytes
 from bft.runtime.tracelog import TraceLog
 from bft.wire import (MAX_FRAME, AttestRequest, Auth, DecodeError, FrameDecoder, Hello, ProofRequest, ReceiptRequest,
                       Request, StatusRequest, StatusResponse, decode, describe, frame)
 from ledger.cluster import Cluster
+from ledger.history import HistoryIndex
 from ledger.net.channel import channels_for
 from ledger.net.transport import (CLIENT_MAX_FRAME, HANDSHAKE_TIMEOUT, ROLE_CLIENT, ROLE_REPLICA, Connection,
                                   HandshakeError, Link, LocalFault, Problems, SendQueue, fail_fast, peer_name)
@@ -36,6 +39,7 @@ from ledger.rules import WireRule
 from ledger.records import LockHeld
 from ledger.store import BlockStore, StoreError
 from ledger.votelog import VoteLog
+from ledger.wire import HistoryRequest, ScanRequest
 
 log = logging.getLogger("bft.runtime.replica")
 
@@ -80,6 +84,7 @@ class Replica:
         self.problems = Problems(log)
         self.store: BlockStore | None = None
         self.votelog: VoteLog | None = None
+        self.history: HistoryIndex | None = None      # beside the block store (ledger.history)
         self.core = None
         self.channels = channels_for(cluster, ROLE_REPLICA, replica_id, self.signer)
         self.admission = Admission()
@@ -111,6 +116,9 @@ class Replica:
                              "stop that process first") from None
         self.server = BlockServer(self.id, self.signer, self.store, self.problems, self._lies, self.tuning)
         try:
+            self.history = HistoryIndex.open(d, self.store)
+            self.queries_server = QueryServer(self.id, self.store, self.store.chain, self.history, self.problems,
+                                              self._lies)
             self.votelog = VoteLog.open(d / VOTELOG_NAME)
             self.core = factory.make_core(self.cluster, self.id, self.signer, self.store.chain,
                                           self.votelog.records(), now, self.byzantine, tuning=self.tuning,
@@ -148,6 +156,8 @@ class Replica:
             self.trace.close()
         if self.votelog is not None:
             self.votelog.close()
+        if self.history is not None:
+            self.history.close()
         if self.store is not None:
             self.store.close()
 
@@ -166,6 +176,7 @@ class Replica:
                     nursery.start_soon(link.run)
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._driver)
+            nursery.start_soon(self.queries_server.run)
             if self.slow is not None:
                 nursery.start_soon(self.slow.run)
             st = self.core.status()
@@ -326,6 +337,12 @@ class Replica:
                 else:
                     self.server.prove(conn, msg)
                 continue
+            if t is HistoryRequest or t is ScanRequest:
+                if self.queries.allow((conn.role, conn.ident), trio.current_time(), self.queries_server.cost(msg)):
+                    self.queries_server.submit(conn, msg)
+                else:
+                    self.problems.note(WireRule.SERVE_RATE, conn.name)
+                continue
             if t is Hello or t is Auth:
                 self.problems.note(WireRule.HANDSHAKE_AFTER_AUTH, conn.name)
                 ok = False
@@ -393,6 +410,9 @@ class Replica:
             return
         steps, sends = plan(actions)
         apply_durable(steps, self.votelog, self.store)
+        for kind, items in steps:
+            if kind == "blocks":
+                self.history.add(items)        # after the store has them (ledger.history)
         self._trust_registered()
         trace = self.trace
         if trace is not None and self.core.view != self._traced_view:

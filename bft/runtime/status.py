@@ -36,6 +36,8 @@ def replica_status(rep) -> dict:
         "connections": {**rep.admission.status(), "replica_links_replaced": rep.replica_links_replaced,
                         "client_connections_replaced": rep.client_conns_replaced},
         "internal_errors": rep.internal_errors,
+        "history_index": {"height": rep.history.height, "keys": rep.history.keys(), "rebuilt": rep.history.rebuilt,
+                          "queries_served": rep.queries_server.served},
         "throttled": {"peers": {**rep.intake[ROLE_REPLICA].status(), **rep.intake[ROLE_CLIENT].status()},
                       "seconds": round(sum(i.paused_seconds for i in rep.intake.values()), 3),
                       "clients_blacklisted": rep.core.requests.blacklisted,

@@ -38,10 +38,9 @@ from ledger.net.channel import Channels, channels_for
 from ledger.rules import WireRule
 from ledger.net.transport import (CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, ROLE_CLIENT, ROLE_REPLICA, Connection,
                                   HandshakeError, Link, Problems, SendQueue, describe_error)
-from ledger.wire import (MAX_FRAME, AttestRequest, Attestation, DecodeError, FrameDecoder, ProofRequest, ProofResponse,
-                         ReadRedirect, ReadReply,
-                         ReceiptRequest, ReceiptResponse, Redirect, Reply, Request, StatusRequest, StatusResponse,
-                         decode, frame)
+from ledger.wire import (MAX_FRAME, AttestRequest, Attestation, DecodeError, FrameDecoder, HistoryResponse,
+                         ProofRequest, ProofResponse, ReadRedirect, ReadReply, ReceiptRequest, ReceiptResponse,
+                         Redirect, Reply, Request, ScanResponse, StatusRequest, StatusResponse, decode, frame)
 
 log = logging.getLogger("ledger.net.session")
 
@@ -87,6 +86,8 @@ class ClientSession:
         self._proof_nonce = 0
         self._reading: dict[int, tuple[trio.Event, bytes]] = {}      # read nonce -> (decided, frame)
         self._read_slots = trio.Semaphore(MAX_READS_IN_FLIGHT)
+        self._queries: dict[int, tuple[int, list]] = {}      # history/scan nonce -> (replica, [event, answer])
+        self._query_nonce = 0
 
     async def run(self) -> None:
         """The connection tasks; start it in a nursery and cancel it to close the session."""
@@ -150,6 +151,11 @@ class ClientSession:
                 if w is not None and len(w) == 1 and msg.replica == src:
                     w.append(msg)
                     w[0].set()
+            elif t is HistoryResponse or t is ScanResponse:
+                q = self._queries.get(msg.nonce)
+                if q is not None and q[0] == src and msg.replica == src and len(q[1]) == 1:
+                    q[1].append(msg)
+                    q[1][0].set()
             else:
                 self.problems.note(WireRule.UNEXPECTED_FROM_REPLICA, f"{msg.NAME} from replica {src}")
         return True
@@ -317,6 +323,21 @@ class ClientSession:
             return w[1] if len(w) > 1 else None
         finally:
             del self._proofs[key_]
+
+    async def ask(self, replica: int, make, timeout: float):
+        """Send ``make(nonce)`` (a history or scan request) to ``replica`` and return its answer
+        with that nonce (unverified; the sender is the link's), or None after ``timeout``."""
+        self._query_nonce += 1
+        nonce = self._query_nonce
+        w: list = [trio.Event()]
+        self._queries[nonce] = (replica, w)
+        try:
+            self.links[replica].send(frame(make(nonce).encode()))
+            with trio.move_on_after(timeout):
+                await w[0].wait()
+            return w[1] if len(w) > 1 else None
+        finally:
+            del self._queries[nonce]
 
     async def wait_connected(self, count: int, timeout: float) -> bool:
         with trio.move_on_after(timeout):

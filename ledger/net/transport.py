@@ -61,6 +61,7 @@ class LocalFault(Enum):
     CANNOT_ATTEST = "cannot attest a block"
     CANNOT_SERVE_BLOCKS = "cannot serve blocks"
     CANNOT_SERVE_PROOF = "cannot serve a state proof"
+    CANNOT_SERVE_QUERY = "cannot serve a history or scan query"
     OVERSIZED_OUTGOING = "oversized outgoing message (a bug; dropped)"
 
     @property

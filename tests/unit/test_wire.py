@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 import msgpack
+
+import ledger.wire as lw
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -98,6 +100,12 @@ def _samples() -> dict[str, Message]:
                listener_nonce=NONCE[::-1], sig=SIG_D),
         w.StatusRequest(nonce=77),
         w.StatusResponse(nonce=77, info=msgpack.packb({"view": 2, "executed": 17})),
+        lw.HistoryRequest(nonce=5, key="k\u00e9y".encode(), after=3, limit=100),
+        lw.HistoryResponse(nonce=5, replica=2, height=17, positions=[(4, 0), (9, 2)], more=1),
+        lw.ScanRequest(nonce=6, prefix=b"acct-", start=b"acct-3", end=b"acct-9", at_height=12, limit=1000,
+                        verified=1),
+        lw.ScanResponse(nonce=6, replica=1, height=12, pairs=[(b"acct-3", b"100"), (b"acct-4", b"")], more=0,
+                        error=b"", proofs=[b"\x96proof"]),
     ]
     return {m.NAME: m for m in msgs}
 
@@ -620,3 +628,8 @@ if __name__ == "__main__":
         _regenerate()
     else:
         print(__doc__)
+
+
+def test_the_proof_cap_of_a_scan_answer_is_the_state_proofs():
+    from ledger.statetree import MAX_PROOF_BYTES
+    assert lw.MAX_PROOF_BYTES == MAX_PROOF_BYTES

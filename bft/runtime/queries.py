@@ -1,0 +1,233 @@
+"""What a replica answers about the past and about ranges: history of a key, and scans.
+
+Kept apart from ``serving.py`` (receipts, attestations, state transfer) because these
+queries need more than one block read: a history answer comes from the history index
+beside the block store (``ledger.history``), a scan walks the executed state in key
+order (``KVStore.scan``), and a scan in the past (``at_height``) replays the writes of
+blocks 1..h into a map. That replay can take a while, so queries are served by one task
+of their own (``run``) from a bounded queue, yielding to the replica's other work every
+``REPLAY_STEP`` blocks; consensus never waits behind a query.
+
+Bounds, every one counted when hit: the queue holds ``MAX_QUEUED`` queries
+(``wire.QUERY_QUEUE_FULL``); the caller's rate limit charges ``cost`` tokens; an answer
+holds at most ``MAX_QUERY_ITEMS`` positions or pairs and ``MAX_SCAN_BYTES`` of keys and
+values (the client pages on); a replay goes back over at most ``MAX_REPLAY_TXS``
+transactions (``wire.QUERY_TOO_DEEP``). One replayed state is kept, so the pages of one
+scan in the past cost one replay, and a later height continues from it.
+
+How far back: every height, from the blocks, within ``MAX_REPLAY_TXS`` transactions;
+there is no pruning yet. When pruning comes, a replica will keep the blocks (and so the
+history and past scans) above its last stable checkpoint that it kept a snapshot of.
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import deque
+from typing import Callable
+
+import trio
+
+from ledger.wire import MAX_QUERY_ITEMS, HistoryRequest, HistoryResponse, ScanRequest, ScanResponse, frame
+from ledger.chain import Chain
+from ledger.history import HistoryIndex, writes_of
+from ledger.net.transport import Connection, LocalFault, Problems
+from ledger.rangeproof import RangeProofError, in_range, prove_page
+from ledger.rules import WireRule
+from ledger.state import KVStore
+from ledger.statetree import StateProofError
+from ledger.store import BlockStore
+
+MAX_QUEUED = 64
+MAX_SCAN_BYTES = 2 * 1024 * 1024
+MAX_VERIFIED_ITEMS = 250          # pairs in a verified page (each with a proof of 1-2 KiB)
+MAX_REPLAY_TXS = 1_000_000
+REPLAY_STEP = 64                  # blocks replayed between two yields to the replica's other tasks
+REPLAY_BLOCKS_PER_TOKEN = 256
+
+
+class QueryServer:
+    def __init__(self, replica_id: int, store: BlockStore, chain: Chain, index: HistoryIndex,
+                 problems: Problems, lies: Callable[[str], bool] = lambda strategy: False) -> None:
+        self.id = replica_id
+        self.store = store
+        self.chain = chain
+        self.index = index
+        self.problems = problems
+        self._lies = lies                         # the 'lying-history' strategy (bft.adversary)
+        self._told = 0
+        self._queue: deque[tuple[Connection, HistoryRequest | ScanRequest]] = deque()
+        self._wake = trio.Event()
+        self._past_height = 0                     # the replayed state kept: the map after this block
+        self._past: dict[str, bytes] = {}
+        self._past_kv: tuple[int, KVStore] | None = None     # the past state with its tree, for proofs
+        self.served = 0
+
+    def cost(self, m: HistoryRequest | ScanRequest) -> int:
+        """Tokens against the caller's query budget: 1, plus 1 per 100 items asked, plus the
+        blocks a scan in the past would replay (1 per ``REPLAY_BLOCKS_PER_TOKEN``)."""
+        c = 1 + min(m.limit, MAX_QUERY_ITEMS) // 100
+        if type(m) is ScanRequest and m.at_height and m.at_height < self.chain.height:
+            start = self._past_height if self._past_height <= m.at_height else 0
+            c += (m.at_height - start) // REPLAY_BLOCKS_PER_TOKEN
+        return c
+
+    def submit(self, conn: Connection, m: HistoryRequest | ScanRequest) -> None:
+        """Queue a query for ``run`` (dropped, counted, when the queue is full)."""
+        if len(self._queue) >= MAX_QUEUED:
+            self.problems.note(WireRule.QUERY_QUEUE_FULL, conn.name)
+            return
+        self._queue.append((conn, m))
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            if not self._queue:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            conn, m = self._queue.popleft()
+            try:
+                if type(m) is HistoryRequest:
+                    answer = self._history(m, conn.name)
+                else:
+                    answer = await self.scan(m, conn.name)
+                if answer is not None:
+                    conn.send(frame(answer.encode()))
+                    self.served += 1
+            except ValueError as e:           # StoreCorrupt under us, or an oversized frame (a bug)
+                self.problems.note(LocalFault.CANNOT_SERVE_QUERY, str(e))
+            await trio.lowlevel.checkpoint()
+
+    # ------------------------------------------------------------------ history
+    def _history(self, m: HistoryRequest, who: str) -> HistoryResponse | None:
+        key = _text(m.key)
+        if key is None:
+            self.problems.note(WireRule.QUERY_INVALID, who)
+            return None
+        limit = max(1, min(m.limit, MAX_QUERY_ITEMS))
+        positions, more = self.index.positions(key, m.after, limit)
+        if self._lies("lying-history"):
+            positions = self._lie(key, positions)
+        return HistoryResponse(m.nonce, self.id, self.index.height, [list(p) for p in positions], int(more))
+
+    def _lie(self, key: str, positions: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Turn about: every other version left out (an omission no client can see in one
+        answer), or a position added that holds a transaction not writing ``key``."""
+        self._told += 1
+        if self._told % 2:
+            return positions[::2]
+        for h in range(self.store.height, 0, -1):
+            block = self.store.read(h)
+            for i, (tx, res) in enumerate(zip(block.txs, block.results)):
+                if key not in dict(writes_of(tx, res)) and (h, i) not in positions:
+                    return sorted(positions + [(h, i)])
+        return positions
+
+    # ------------------------------------------------------------------ scans
+    async def scan(self, m: ScanRequest, who: str) -> ScanResponse | None:
+        """The answer to a scan from ``who`` (None: dropped, counted under its rule)."""
+        prefix, start, end = _text(m.prefix), _text(m.start), _text(m.end)
+        if prefix is None or start is None or end is None:
+            self.problems.note(WireRule.QUERY_INVALID, who)
+            return None
+        verified = bool(m.verified)
+        limit = max(1, min(m.limit, MAX_VERIFIED_ITEMS if verified else MAX_QUERY_ITEMS))
+        bound = end if m.end else None
+        height = self.chain.height
+        kv: KVStore | None = None
+        if m.at_height == 0 or m.at_height == height:
+            kv = self.chain.kv
+        elif m.at_height > height:
+            return self._refuse(m, height, f"height {m.at_height} is above this replica's height {height}")
+        else:
+            height = m.at_height
+            why = await self._replay_to(height)
+            if why is not None:
+                self.problems.note(WireRule.QUERY_TOO_DEEP, who)
+                return self._refuse(m, height, why)
+        proofs: list[bytes] = []
+        if verified:
+            if kv is None:
+                if self._past_kv is None or self._past_kv[0] != height:
+                    self._past_kv = (height, KVStore.from_map(self._past))
+                kv = self._past_kv[1]
+            try:
+                keys, chain, more = prove_page(kv.prove, kv.read, max(start, prefix), in_range(prefix, bound),
+                                               limit, MAX_SCAN_BYTES)
+            except (RangeProofError, StateProofError) as e:
+                return self._refuse(m, height, str(e))
+            pairs = [(k, kv.read(k)) for k in keys]
+            proofs = [p.encode() for p in chain]
+            await self._stored(height)            # the client checks them against block `height`
+        elif kv is not None:
+            pairs, more = kv.scan(start, bound, prefix, limit)
+        else:
+            pairs, more = _scan_map(self._past, start, bound, prefix, limit)
+        out, size = [], 0
+        for k, v in pairs:
+            kb = k.encode()
+            size += len(kb) + len(v) + 8
+            if out and size > MAX_SCAN_BYTES and not verified:
+                more = True
+                break
+            out.append([kb, v])
+        return ScanResponse(m.nonce, self.id, height, out, int(more), b"", proofs)
+
+    def _refuse(self, m: ScanRequest, height: int, why: str) -> ScanResponse:
+        return ScanResponse(m.nonce, self.id, height, [], 0, why.encode()[:1024], [])
+
+    async def _stored(self, height: int) -> None:
+        """Until the block at ``height`` is in the store (it is executed before it is written),
+        at most a second."""
+        with trio.move_on_after(1.0):
+            while self.store.height < height:
+                await trio.sleep(0.005)
+
+    async def _replay_to(self, height: int) -> str | None:
+        """Bring the kept past state to the map after block ``height`` (from block 1, or on
+        from the state kept when it is not above ``height``); why not, or None."""
+        store = self.store
+        if height > store.height:
+            return f"height {height} is not in this replica's store yet (it holds {store.height})"
+        txs = store.read(height).tree_size
+        if txs > MAX_REPLAY_TXS:
+            return (f"a scan at height {height} would replay {txs:,} transactions, over this replica's bound of "
+                    f"{MAX_REPLAY_TXS:,}")
+        if self._past_height > height:
+            self._past_height, self._past = 0, {}
+        past = self._past
+        h = self._past_height + 1
+        while h <= height:
+            # the state kept is only ever whole blocks ahead: another query may use it between steps
+            for b in store.blocks(h, min(height, h + REPLAY_STEP - 1)):
+                for tx, res in zip(b.txs, b.results):
+                    for key, value in writes_of(tx, res):
+                        if value is None:
+                            past.pop(key, None)
+                        else:
+                            past[key] = value
+                self._past_height = b.height
+            h = self._past_height + 1
+            await trio.lowlevel.checkpoint()
+        return None
+
+
+def _scan_map(data: dict[str, bytes], start: str, end: str | None, prefix: str,
+              limit: int) -> tuple[list[tuple[str, bytes]], bool]:
+    """``KVStore.scan`` over a plain map (a replayed past state): sorts its keys, O(n log n)."""
+    keys = sorted(data)
+    out: list[tuple[str, bytes]] = []
+    for key in keys[bisect_left(keys, max(start, prefix)):]:
+        if (end is not None and key >= end) or not key.startswith(prefix):
+            return out, False
+        if len(out) >= limit:
+            return out, True
+        out.append((key, data[key]))
+    return out, False
+
+
+def _text(b: bytes) -> str | None:
+    try:
+        return b.decode()
+    except UnicodeDecodeError:
+        return None
