@@ -141,7 +141,7 @@ async def _verify_page(client: "Client", replica: int, height: int, lo: str, pre
             raise LedgerError(f"no replica served a verifiable block {height}, whose state root a verified scan needs")
         block = entry[0]
         try:
-            await client._attestations(block, _order(client))       # binds the header's state root
+            await _attest(client, block)       # binds the header's state root
         except ReceiptError as e:
             raise LedgerError(f"block {height}: {e}") from None
     try:
@@ -164,12 +164,17 @@ async def _block_receipt(client: "Client", block) -> Receipt:
             entry = client._blocks.get(block.height) or await _any_block(client, block.height, i)
             r = Receipt.from_block(block, i, client.cluster.mode, cluster_id=client.cluster.cluster_id,
                                    tx_tree=entry[1] if entry else None, results_tree=entry[2] if entry else None,
-                                   attestations=await client._attestations(block, _order(client)))
+                                   attestations=await _attest(client, block))
             if t.client == client.id:
                 r.registration = client.registration
             return r
     raise LedgerError(f"block {block.height} holds no transaction of a client in cluster.toml, so no receipt "
                       "proves its header offline; scan at another height")
+
+
+async def _attest(client, block) -> list[tuple[int, bytes]]:
+    """f+1 (pbft) or 1 (paxos) attestations of ``block``'s hash, which binds its state root."""
+    return await client._attestations(block.height, block.hash(), len(block.txs), _order(client))
 
 
 def _order(client: "Client") -> list[int]:
@@ -270,7 +275,7 @@ async def _version(client: "Client", key: str, height: int, index: int) -> Versi
         raise ReceiptUnavailable(f"no replica served a verifiable block {height}")
     block, tx_tree, results_tree = entry
     value = dict(writes_of(block.txs[index], block.results[index]))[key]
-    attestations = await client._attestations(block, _order(client))
+    attestations = await _attest(client, block)
     receipt = Receipt.from_block(block, index, client.cluster.mode, cluster_id=client.cluster.cluster_id,
                                  tx_tree=tx_tree, results_tree=results_tree, attestations=attestations)
     if receipt.client == client.id:
