@@ -21,7 +21,7 @@ from bft.app.cmd_client import (add_audit, add_cas, add_delete, add_get, add_out
                                 add_verify_receipt)
 from bft.app.cmd_cluster import add_demo, add_init, add_replica, add_up
 from bft.app.cmd_compare import add_compare
-from bft.app.cmd_export import add_export, add_verify_export
+from bft.app.cmd_export import add_export, add_verify_export, add_watch
 from bft.app.cmd_lab import add_attacks, add_lab
 from crypto.keys import KeyFileError
 from ledger.cluster import ClusterError
@@ -40,6 +40,7 @@ EXAMPLES = f"""examples:
   {PROG} audit ./mycluster --id 0            # verify replica 0's ledger offline
   {PROG} compare ./mycluster                 # do the replicas hold the same ledger? where not?
   {PROG} export ./mycluster --id 0 l.bfx && {PROG} verify-export l.bfx   # take the ledger away, check it
+  {PROG} watch ./mycluster --from 1          # follow the ledger live, block by verified block
   {PROG} put ./mycluster bob 5 --json > r.json && {PROG} verify-receipt r.json --cluster ./mycluster
   {PROG} transact ./mycluster --put a=90 --put b=60 --require a=100   # atomic, over several keys
   {PROG} attacks                             # what the lab can attack, and the rules that stop it
@@ -49,7 +50,7 @@ EXAMPLES = f"""examples:
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
     add_init, add_up, add_replica, add_put, add_get, add_delete, add_cas, add_transact, add_outcome, add_add_client, add_status,
-    add_audit, add_verify_receipt, add_export, add_verify_export, add_demo, add_compare, add_attacks, add_lab]
+    add_audit, add_verify_receipt, add_export, add_verify_export, add_watch, add_demo, add_compare, add_attacks, add_lab]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bft import wire as w
+from ledger import wire as lw
 from bft.wire import (MAX_BATCH, MAX_FRAME, MAX_OP, MAX_U32, MAX_U64, VERSION, DecodeError,
                       FrameDecoder, Message, decode, frame, message_types)
 from crypto.signing import Ed25519Signer, Ed25519Verifier, HashSigner, HashVerifier
@@ -95,6 +96,8 @@ def _samples() -> dict[str, Message]:
                listener_nonce=NONCE[::-1], sig=SIG_D),
         w.StatusRequest(nonce=77),
         w.StatusResponse(nonce=77, info=msgpack.packb({"view": 2, "executed": 17})),
+        lw.BlocksRequest(nonce=78, from_height=5, max_blocks=64),
+        lw.BlocksResponse(nonce=78, from_height=5, head=9, blocks=[b"\x94block 5", b"\x94block 6"]),
     ]
     return {m.NAME: m for m in msgs}
 
