@@ -35,6 +35,7 @@ async def test_exactly_once_across_a_restart_and_a_view_change(make_cluster, mod
 
 async def _exactly_once(lc, mode: str) -> None:
     got: list[Block] = []
+    acked: list[int] = []
     events: list[str] = []
     async with ledger.client.connect(lc.directory, timeout=60) as c, \
             ledger.client.connect(lc.directory, client=1, timeout=60) as reader:
@@ -44,12 +45,18 @@ async def _exactly_once(lc, mode: str) -> None:
         async def writer(w: int) -> None:
             i = 0
             while not stop.is_set():
-                await c.put(f"w{w}-{i}", f"v{i}")
+                acked.append((await c.put(f"w{w}-{i}", f"v{i}")).height)
                 i += 1
 
         async def consume() -> None:
             async for block in stream:
                 got.append(block)
+
+        async def progress(what: str, writes: int = 30, blocks: int = 5) -> None:
+            """Writes commit and the stream follows them (not merely drains its backlog)."""
+            a, top = len(acked), max(acked, default=0)
+            await wait_for(lambda: len(acked) >= a + writes, 40, f"{writes} writes {what}")
+            await wait_for(lambda: len(got) >= top + blocks, 40, f"the stream past height {top + blocks} {what}")
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(consume)
@@ -59,25 +66,22 @@ async def _exactly_once(lc, mode: str) -> None:
             victim = stream._replica                       # the replica the stream reads from now
             lc.kill(victim)
             events.append(f"killed replica {victim} at {len(got)}")
-            at = len(got)
-            await wait_for(lambda: len(got) >= at + 10, 30, "10 blocks with the stream's replica down")
+            await progress("with the stream's replica down")
             lc.start([victim])
             await lc.ready([victim])
             events.append(f"restarted replica {victim} at {len(got)}")
-            at = len(got)
-            await wait_for(lambda: len(got) >= at + 5, 30, "5 blocks after the restart")
-            st = await lc.status()
-            leader = next(s["leader"] for s in st if s.get("reachable"))
-            await settle(lc, c, [i for i in range(lc.n)])           # the restarted one caught up
+            await progress("after the restart")
+            st = await settle(lc, c, list(range(lc.n)))            # the restarted one caught up
+            leader = st[0]["leader"]
+            view = st[0]["view"]
             lc.kill(leader)
-            events.append(f"killed the leader {leader} at {len(got)}")
-            at = len(got)
-            await wait_for(lambda: len(got) >= at + 10, 40, "10 blocks after the leader died")
+            events.append(f"killed the leader {leader} (view {view}) at {len(got)}")
+            await progress("after the leader died")
             stop.set()
             live = [i for i in range(lc.n) if i != leader]
             st = await settle(lc, c, live)
             final = st[live[0]]["height"]
-            assert st[live[0]]["view"] > 0
+            assert st[live[0]]["view"] > view, events
             await wait_for(lambda: len(got) >= final, 30, f"the stream to reach height {final}")
             nursery.cancel_scope.cancel()
     heights = [b.height for b in got]
