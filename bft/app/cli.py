@@ -2,8 +2,8 @@
 
 One ``add_<name>`` function builds each subcommand's parser and one ``cmd_<name>``
 function runs it and returns the exit code (in ``cmd_cluster``: init, up, replica, demo;
-in ``cmd_client``: put, get, delete, cas, status, audit, verify-receipt; in ``cmd_lab``:
-attacks, lab); adding a subcommand means writing that pair and listing the adder in
+in ``cmd_client``: put, get, delete, cas, status, audit, verify-receipt; in ``cmd_export``:
+export, verify-export, watch; in ``cmd_lab``: attacks, lab); adding a subcommand means writing that pair and listing the adder in
 ``SUBCOMMANDS``. Every error a user can cause
 becomes one line on stderr, ``bftledger: error: <what is wrong and what to do>``, with exit
 code 2 for bad arguments and 1 otherwise; a traceback means a bug in bftledger.
