@@ -5,6 +5,10 @@ writes; a slow subscriber is told and resumes; a lying replica's blocks are refu
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import trio
@@ -14,7 +18,7 @@ from ledger.block import Block
 from ledger.store import BlockStore
 from ledger.stream import Lagging
 
-from .conftest import MODES, cli, one_error_line, settle, wait_for
+from .conftest import MODES, REPO, cli, one_error_line, settle, wait_for
 
 
 def stored_hashes(lc, replica: int) -> dict[int, bytes]:
@@ -145,6 +149,19 @@ async def _watch(lc, tmp_path) -> None:
     assert p.returncode == 0 and json.loads(p.stdout)["height"] == height, p.stdout + p.stderr
     assert any("put 'watched'" in tx["op"] for tx in json.loads(p.stdout)["txs"])
     one_error_line(await trio.to_thread.run_sync(lambda: cli("watch", str(tmp_path / "nope"))))
+    # Ctrl-C stops it cleanly (while it waits at the head)
+    proc = subprocess.Popen([sys.executable, "-m", "bft", "watch", str(lc.directory), "--from", str(height)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        first = await trio.to_thread.run_sync(proc.stdout.readline)
+        assert first.startswith(f"block {height} "), first
+        proc.send_signal(signal.SIGINT)
+        _, err = await trio.to_thread.run_sync(lambda: proc.communicate(timeout=20))
+        assert proc.returncode == 130 and "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     # export next to the running replica, verify anywhere
     out = tmp_path / "l.bfx"
     p = await trio.to_thread.run_sync(lambda: cli("export", str(lc.directory), "--id", "1", str(out)))
