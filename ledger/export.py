@@ -45,7 +45,8 @@ from ledger.chain import Chain, ReplayError
 from ledger.cluster import Cluster, ClusterError, load
 from ledger.store import BlockStore, StoreCorrupt, StoreError
 
-__all__ = ["MAGIC", "FORMAT_VERSION", "ExportError", "ExportCorrupt", "export", "verify_export", "ExportReport"]
+__all__ = ["MAGIC", "FORMAT_VERSION", "ExportError", "ExportCorrupt", "export", "verify_export", "ExportReport",
+           "archive_cluster"]
 
 MAGIC = b"BFTLEDGER-EXPORT"
 FORMAT_VERSION = 1
@@ -181,6 +182,25 @@ def _cluster_of(toml: str) -> Cluster:
         Path(d, "cluster.toml").write_text(toml)
         c = load(d)
     return c
+
+
+def archive_cluster(path: str | os.PathLike[str]) -> Cluster:
+    """The cluster named in an archive's header (checked: checksum, genesis), to verify receipts
+    against before the whole archive is; ExportCorrupt when the header is damaged."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        pre = f.read(PREAMBLE)
+        if len(pre) < PREAMBLE or pre[:len(MAGIC)] != MAGIC:
+            raise ExportCorrupt(0, None, None, "not a bftledger export (no BFTLEDGER-EXPORT magic at the start)")
+        for rec in _records(f, size):
+            if rec.kind != KIND_HEADER:
+                break
+            h = _meta(rec, dict(replica=int, mode=str, cluster_id=str, cluster_toml=str, height=int))
+            try:
+                return _cluster_of(h["cluster_toml"])
+            except ClusterError as e:
+                raise ExportCorrupt(rec.offset, rec.index, None, f"the cluster configuration inside: {e}") from None
+    raise ExportCorrupt(PREAMBLE, 0, None, "the first record is not the header")
 
 
 @dataclass(slots=True)

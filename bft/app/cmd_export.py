@@ -71,7 +71,7 @@ def parse_head(text: str | None) -> bytes | None:
 
 
 def cmd_verify_export(args: argparse.Namespace) -> int:
-    from ledger.export import verify_export
+    from ledger.export import ExportCorrupt, archive_cluster, verify_export
     from ledger.receipt import Receipt, ReceiptError
 
     expect_head = parse_head(args.expect_head)
@@ -83,17 +83,22 @@ def cmd_verify_export(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot read receipt {path}: {e.strerror}") from None
     if not Path(args.file).is_file():
         raise UsageError(f"{args.file} is not a file")
-    # receipts are checked against the cluster inside the archive, so it is read first
-    found = verify_export(args.file, expect_head=expect_head, expect_height=args.expect_height)
-    report = found.report
-    if report.ok and receipts:
-        for path, r in receipts:
+    good = []
+    if receipts:
+        # receipts are checked against the cluster inside the archive (a damaged header is
+        # reported by the full check below, with where)
+        try:
+            cluster = archive_cluster(args.file)
+        except ExportCorrupt:
+            cluster = None
+        for path, r in receipts if cluster is not None else ():
             try:
-                r.verify(found.cluster)
+                r.verify(cluster)
             except ReceiptError as e:
                 raise UsageError(f"receipt {path} does not verify for the archive's cluster: {e}") from None
-        report = verify_export(args.file, expect_head=expect_head, expect_height=args.expect_height,
-                               receipts=[r for _, r in receipts]).report
+            good.append(r)
+    report = verify_export(args.file, expect_head=expect_head, expect_height=args.expect_height,
+                           receipts=good).report
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:
