@@ -1,7 +1,8 @@
 """Block streams on real processes (issue 16): every block exactly once, verified, while the
 replica the stream reads from is killed and restarted and the primary is killed, under
-writes; a slow subscriber is told and resumes; a lying replica's blocks are refused; and
-``bftledger watch`` and ``export``/``verify-export`` against a running cluster."""
+writes; a slow subscriber is told and resumes; ``bftledger watch`` (and its Ctrl-C) and
+``export``/``verify-export`` against a running cluster. What a stream refuses from a lying
+replica is tested with real signed blocks in ``tests/unit/test_stream.py``."""
 from __future__ import annotations
 
 import json
