@@ -317,6 +317,15 @@ class Client:
             raise ValueError(f"at_height is a height (an int >= 1) or None, not {at_height!r}")
         return await historyclient.scan(self, prefix or "", start or "", end, at_height or 0, limit, bool(verified))
 
+    def blocks(self, from_height: int = 1, *, max_lag: int | None = None):
+        """``async for block in client.blocks(from_height=1)``: committed blocks with their
+        certificates, each verified on arrival, in order, exactly once, following the head
+        live (``ledger.stream.BlockStream``; ``max_lag``: end with ``Lagging`` when further
+        behind than that). Trio only."""
+        from ledger.stream import BlockStream    # (it imports this module)
+
+        return BlockStream(self.cluster, self._session, from_height, max_lag=max_lag, timeout=self.timeout)
+
     async def status(self, timeout: float = 2.0) -> list[dict]:
         """Every replica's self-report (see ``bftledger status``)."""
         return await query_status(self.cluster, self.id, self._session.signer, timeout,

@@ -456,6 +456,31 @@ class StatusResponse(Message):
     _kinds = dict(nonce=u64, info=small_bytes)
 
 
+STREAM_BLOCKS = 64                   # blocks in one BlocksResponse (ledger.stream)
+
+
+@message(80, "blocks-request")
+class BlocksRequest(Message):
+    """A subscriber asks for committed blocks ``from_height`` on, at most ``max_blocks`` of them
+    (issue 16, ``ledger.stream``); ``max_blocks`` 0 asks only for the replica's height."""
+    nonce: int
+    from_height: int
+    max_blocks: int
+    _kinds = dict(nonce=u64, from_height=u64, max_blocks=uint(STREAM_BLOCKS))
+
+
+@message(81, "blocks-response")
+class BlocksResponse(Message):
+    """Consecutive blocks from ``from_height`` (possibly none) and the replica's height when it
+    answered: what the subscriber has not got yet it asks for again, from its next height.
+    Self-certifying, so any replica may serve them; the subscriber checks each."""
+    nonce: int
+    from_height: int
+    head: int
+    blocks: list[bytes]
+    _kinds = dict(nonce=u64, from_height=u64, head=u64, blocks=list_of(block_bytes, STREAM_BLOCKS))
+
+
 # ----------------------------------------------------------------------------- entry points
 def decode(data: bytes) -> Message:
     """Decode one frame body. Raises DecodeError, and only DecodeError, on bad input."""

@@ -3,7 +3,7 @@
 One ``add_<name>`` function builds each subcommand's parser and one ``cmd_<name>``
 function runs it and returns the exit code (in ``cmd_cluster``: init, up, replica, demo;
 in ``cmd_client``: put, get, delete, cas, status, audit, verify-receipt; in ``cmd_reads``:
-verify-read; in ``cmd_lab``:
+verify-read; in ``cmd_export``: export, verify-export, watch; in ``cmd_lab``:
 attacks, lab); adding a subcommand means writing that pair and listing the adder in
 ``SUBCOMMANDS``. Every error a user can cause
 becomes one line on stderr, ``bftledger: error: <what is wrong and what to do>``, with exit
@@ -23,6 +23,7 @@ from bft.app.cmd_client import (add_audit, add_cas, add_delete, add_get, add_out
 from bft.app.cmd_cluster import add_demo, add_init, add_replica, add_up
 from bft.app.cmd_compare import add_compare
 from bft.app.cmd_history import add_history, add_scan
+from bft.app.cmd_export import add_export, add_verify_export, add_watch
 from bft.app.cmd_lab import add_attacks, add_lab
 from bft.app.cmd_reads import add_verify_read
 from crypto.keys import KeyFileError
@@ -41,6 +42,8 @@ EXAMPLES = f"""examples:
   {PROG} status ./mycluster                  # view, leader, height, head of each replica
   {PROG} audit ./mycluster --id 0            # verify replica 0's ledger offline
   {PROG} compare ./mycluster                 # do the replicas hold the same ledger? where not?
+  {PROG} export ./mycluster --id 0 l.bfx && {PROG} verify-export l.bfx   # take the ledger away, check it
+  {PROG} watch ./mycluster --from 1          # follow the ledger live, block by verified block
   {PROG} put ./mycluster bob 5 --json > r.json && {PROG} verify-receipt r.json --cluster ./mycluster
   {PROG} get ./mycluster bob --proof p.json && {PROG} verify-read p.json --cluster ./mycluster
   {PROG} transact ./mycluster --put a=90 --put b=60 --require a=100   # atomic, over several keys
@@ -53,8 +56,8 @@ EXAMPLES = f"""examples:
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
     add_init, add_up, add_replica, add_put, add_get, add_delete, add_cas, add_transact, add_outcome, add_history,
-    add_scan, add_add_client, add_status, add_audit, add_verify_receipt, add_verify_read, add_demo, add_compare,
-    add_attacks, add_lab]
+    add_scan, add_add_client, add_status, add_audit, add_verify_receipt, add_verify_read, add_export,
+    add_verify_export, add_watch, add_demo, add_compare, add_attacks, add_lab]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,7 @@ from bft.runtime.queries import QueryServer
 from bft.runtime.serving import BlockServer, SlowSender
 from bft.runtime.status import replica_status, status_bytes
 from bft.runtime.tracelog import TraceLog
+from ledger.wire import BlocksRequest
 from bft.wire import (MAX_FRAME, AttestRequest, Auth, DecodeError, FrameDecoder, Hello, ProofRequest, ReceiptRequest,
                       Request, StatusRequest, StatusResponse, decode, describe, frame)
 from ledger.cluster import Cluster
@@ -325,6 +326,12 @@ class Replica:
             self.msgs_in += 1
             if t is StatusRequest:
                 conn.send(frame(StatusResponse(msg.nonce, self._status_bytes()).encode()))
+                continue
+            if t is BlocksRequest:
+                if self.queries.allow((conn.role, conn.ident), trio.current_time(), self.server.stream_cost(msg)):
+                    self.server.stream(conn, msg)
+                else:
+                    self.problems.note(WireRule.SERVE_RATE, conn.name)
                 continue
             if t is ReceiptRequest or t is AttestRequest or t is ProofRequest:
                 cost = self.server.query_cost(msg)

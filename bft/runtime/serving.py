@@ -1,5 +1,5 @@
-"""What a replica serves from its block store: receipts, execution attestations and the
-blocks a peer fetches in state transfer.
+"""What a replica serves from its block store: receipts, execution attestations, the
+blocks a peer fetches in state transfer and those a subscriber streams (``ledger.stream``).
 
 Kept apart from ``replica.py`` (the connections and the driver loop) because it is the
 one place where the runtime reads the store on a peer's or a client's behalf, and the
@@ -24,10 +24,12 @@ from bft.wire import (AttestRequest, Attestation, ProofRequest, ReceiptRequest, 
 from crypto.signing import Signer
 from ledger.net.transport import Connection, LocalFault, Problems
 from ledger.store import BlockStore
+from ledger.wire import BlocksRequest, BlocksResponse
 
 ATTESTATION_CACHE = 4096       # signed block hashes kept for receipts
 STATE_RESPONSE_BYTES = 4 * 1024 * 1024
 STATE_RESPONSE_BLOCKS = 256
+STREAM_RESPONSE_BYTES = 4 * 1024 * 1024      # one BlocksResponse (a frame is at most 8 MiB)
 
 
 class BlockServer:
@@ -96,6 +98,30 @@ class BlockServer:
         self._attestations.pop(height, None)
         self._attestations[height] = frame(Attestation(height, block_hash, batch_size, self.id)
                                            .signed(self.signer).encode())
+
+    def stream_cost(self, m: BlocksRequest) -> int:
+        """Tokens a block-stream request costs: 1, plus 1 per 64 KiB of the blocks it may return."""
+        hi = min(self.store.height, m.from_height + m.max_blocks - 1)
+        size = sum(self.store.size_of(h) for h in range(max(1, m.from_height), hi + 1))
+        return 1 + size // 65536
+
+    def stream(self, conn: Connection, m: BlocksRequest) -> None:
+        """Blocks for a subscriber (``ledger.stream``): at most ``m.max_blocks`` and
+        ``STREAM_RESPONSE_BYTES``, always with this replica's height, so that a subscriber at
+        the head hears so at once and one that is behind knows by how much."""
+        store = self.store
+        blocks: list[bytes] = []
+        size = 0
+        try:
+            for b in store.blocks(m.from_height, m.from_height + m.max_blocks - 1) if m.from_height >= 1 else ():
+                raw = b.encode()
+                if blocks and size + len(raw) > STREAM_RESPONSE_BYTES:
+                    break
+                blocks.append(raw)
+                size += len(raw)
+            conn.send(frame(BlocksResponse(m.nonce, m.from_height, store.height, blocks).encode()))
+        except ValueError as e:     # a block too big for one frame, or StoreCorrupt under us
+            self.problems.note(LocalFault.CANNOT_SERVE_BLOCKS, str(e))
 
     def blocks(self, a: ServeBlocks) -> bytes | None:
         """The framed StateResponse for a peer's state request (None: nothing to send)."""

@@ -38,9 +38,10 @@ from ledger.net.channel import Channels, channels_for
 from ledger.rules import WireRule
 from ledger.net.transport import (CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, ROLE_CLIENT, ROLE_REPLICA, Connection,
                                   HandshakeError, Link, Problems, SendQueue, describe_error)
-from ledger.wire import (MAX_FRAME, AttestRequest, Attestation, DecodeError, FrameDecoder, HistoryResponse,
-                         ProofRequest, ProofResponse, ReadRedirect, ReadReply, ReceiptRequest, ReceiptResponse,
-                         Redirect, Reply, Request, ScanResponse, StatusRequest, StatusResponse, decode, frame)
+from ledger.wire import (MAX_FRAME, AttestRequest, Attestation, BlocksRequest, BlocksResponse, DecodeError,
+                         FrameDecoder, HistoryResponse, ProofRequest, ProofResponse, ReadRedirect, ReadReply,
+                         ReceiptRequest, ReceiptResponse, Redirect, Reply, Request, ScanResponse, StatusRequest,
+                         StatusResponse, decode, frame)
 
 log = logging.getLogger("ledger.net.session")
 
@@ -84,6 +85,7 @@ class ClientSession:
         self._attests: dict[tuple[int, int], list] = {}
         self._proofs: dict[tuple[int, int], list] = {}                 # (replica, nonce) -> [answered, response]
         self._proof_nonce = 0
+        self._streams: dict[tuple[int, int], list] = {}              # (replica, nonce) -> [(answered, from)]
         self._reading: dict[int, tuple[trio.Event, bytes]] = {}      # read nonce -> (decided, frame)
         self._read_slots = trio.Semaphore(MAX_READS_IN_FLIGHT)
         self._queries: dict[int, tuple[int, list]] = {}      # history/scan nonce -> (replica, [event, answer])
@@ -146,6 +148,11 @@ class ClientSession:
                 if w is not None and len(w) == 1 and msg.replica == src:
                     w.append(msg)
                     w[0].set()
+            elif t is BlocksResponse:
+                w = self._streams.get((src, msg.nonce))
+                if w is not None and len(w) == 1 and msg.from_height == w[0][1]:
+                    w.append(msg)
+                    w[0][0].set()
             elif t is Attestation:
                 w = self._attests.get((src, msg.height))
                 if w is not None and len(w) == 1 and msg.replica == src:
@@ -338,6 +345,22 @@ class ClientSession:
             return w[1] if len(w) > 1 else None
         finally:
             del self._queries[nonce]
+
+    async def fetch_blocks(self, replica: int, from_height: int, max_blocks: int,
+                           timeout: float) -> BlocksResponse | None:
+        """``replica``'s blocks from ``from_height`` (at most ``max_blocks``) and its height, all
+        unverified (``ledger.stream`` checks them), or None without an answer in time."""
+        nonce = int.from_bytes(os.urandom(8), "big")
+        key = (replica, nonce)
+        w: list = [(trio.Event(), from_height)]
+        self._streams[key] = w
+        try:
+            self.links[replica].send(frame(BlocksRequest(nonce, from_height, max_blocks).encode()))
+            with trio.move_on_after(timeout):
+                await w[0][0].wait()
+            return w[1] if len(w) > 1 else None
+        finally:
+            del self._streams[key]
 
     async def wait_connected(self, count: int, timeout: float) -> bool:
         with trio.move_on_after(timeout):

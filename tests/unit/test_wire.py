@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bft import wire as w
+from ledger import wire as lw
 from bft.wire import (MAX_BATCH, MAX_FRAME, MAX_OP, MAX_U32, MAX_U64, VERSION, DecodeError,
                       FrameDecoder, Message, decode, frame, message_types)
 from crypto.signing import Ed25519Signer, Ed25519Verifier, HashSigner, HashVerifier
@@ -106,6 +107,8 @@ def _samples() -> dict[str, Message]:
                         verified=1),
         lw.ScanResponse(nonce=6, replica=1, height=12, pairs=[(b"acct-3", b"100"), (b"acct-4", b"")], more=0,
                         error=b"", proofs=[b"\x96proof"]),
+        lw.BlocksRequest(nonce=78, from_height=5, max_blocks=64),
+        lw.BlocksResponse(nonce=78, from_height=5, head=9, blocks=[b"\x94block 5", b"\x94block 6"]),
     ]
     return {m.NAME: m for m in msgs}
 

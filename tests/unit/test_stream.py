@@ -1,0 +1,95 @@
+"""What a block stream accepts from a replica's answer (``ledger.stream.BlockStream._accept``),
+with real signed blocks: the good prefix is kept, the first bad block and all after it are
+dropped and the replica benched, and nothing is ever buffered twice or out of order."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from bft.app.clusterinit import init_cluster
+from ledger.block import Block
+from ledger.cluster import load
+from ledger.stream import BlockStream, Lagging
+from ledger.wire import BlocksResponse
+from tests.unit.test_audit import build
+
+
+@pytest.fixture
+def blocks(tmp_path: Path) -> tuple[Path, list[Block]]:
+    d = tmp_path / "c"
+    init_cluster(d, "pbft", 1, clients=4)
+    return d, build(d, 0, 5)
+
+
+def accept(d: Path, served: list[Block], *, from_height: int = 1, raw: list[bytes] | None = None) -> BlockStream:
+    s = BlockStream(load(d), None, from_height)            # no session: _accept never fetches
+
+    async def run() -> None:
+        anchor = from_height > 1
+        s._accept(2, BlocksResponse(1, from_height - anchor, 9, raw or [b.encode() for b in served]), anchor)
+
+    trio.run(run)
+    return s
+
+
+def test_good_blocks_are_buffered_in_order(blocks) -> None:
+    d, bs = blocks
+    s = accept(d, bs)
+    assert [b.height for b in s._buf] == [1, 2, 3, 4, 5] and not s.rejected
+    s = accept(d, bs[2:], from_height=4)                    # block 3 is the anchor, not yielded
+    assert s._prev.height == 3 and [b.height for b in s._buf] == [4, 5]
+
+
+@pytest.mark.parametrize("fault, why", [
+    ("cert", "certificate"), ("link", "previous-block hash"), ("height", "where 3 was asked"),
+    ("tx", "batch root"), ("junk", "does not decode")])
+def test_the_first_bad_block_and_what_follows_are_refused(blocks, fault: str, why: str) -> None:
+    d, bs = blocks
+    bad = Block.decode(bs[2].encode())
+    raw = None
+    if fault == "cert":
+        bad.cert = bad.cert[:2]
+    elif fault == "link":
+        bad.prev_hash = bytes(32)
+    elif fault == "height":
+        bad = bs[3]
+    elif fault == "tx":
+        bad.txs = [bs[1].txs[0]] + bad.txs[1:]
+    served = bs[:2] + [bad] + bs[3:]
+    if fault == "junk":
+        raw = [b.encode() for b in bs[:2]] + [b"\xc1junk"] + [b.encode() for b in bs[3:]]
+    s = accept(d, served, raw=raw)
+    assert [b.height for b in s._buf] == [1, 2]
+    assert len(s.rejected) == 1 and why in s.rejected[0] and s.rejected[0].startswith("replica 2:"), s.rejected
+    assert 2 in s._bench
+
+
+def test_lagging_names_where_to_resume(blocks) -> None:
+    d, bs = blocks
+    s = BlockStream(load(d), None, 1, max_lag=1)
+    s.head = 5
+    s._buf.extend(bs)
+
+    async def run() -> list[int]:
+        out = []
+        with pytest.raises(Lagging) as e:
+            while True:
+                out.append((await s.__anext__()).height)
+        assert e.value.resume_from == len(out) + 1 and e.value.head == 5
+        return out
+
+    assert trio.run(run) == []                    # 5 behind at the start: told before anything
+    s.max_lag = 5
+
+    async def then() -> None:
+        assert (await s.__anext__()).height == 1     # 5 behind: within the limit
+        s.head = 9                                   # the head moved on faster than the subscriber reads
+        with pytest.raises(Lagging) as e:
+            await s.__anext__()
+        assert (e.value.resume_from, e.value.head) == (2, 9) and len(s._buf) == 4   # nothing dropped
+
+    trio.run(then)
+    with pytest.raises(ValueError):
+        BlockStream(load(d), None, 0)
