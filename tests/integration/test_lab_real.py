@@ -43,6 +43,7 @@ def test_collusion_of_f_holds_and_of_f_plus_1_breaks_safety_on_real_processes(tm
     assert "pre-prepare v=0 n=1" in page and "DROPPED pbft." in page
 
 
+@pytest.mark.slow            # the simulator's lab and handout 4 show it in make test
 def test_a_lying_paxos_leader_diverges_the_real_ledgers() -> None:
     r = lab("equivocate", "--mode", "paxos")
     assert r["safety"] == "violated" and r["divergence"]["height"] >= 1, r

@@ -94,7 +94,8 @@ async def test_pbft_one_replica_lying_about_reads_changes_no_answer(make_cluster
         assert set((await _settled_height(c, PUTS)).values()) == {PUTS}
 
 
-@pytest.mark.parametrize("mode, safety", [("pbft", "held"), ("paxos", "violated")])
+@pytest.mark.parametrize("mode, safety", [("pbft", "held"),
+                                          pytest.param("paxos", "violated", marks=pytest.mark.slow)])
 def test_the_lying_reads_lab_on_real_processes(mode: str, safety: str) -> None:
     """``bftledger lab lying-reads --real``: the load reads each put back; in pbft the liar's
     answers never reach 2f+1, in paxos the lying leader's one answer is taken."""
