@@ -324,7 +324,13 @@ class Client:
         behind than that). Trio only."""
         from ledger.stream import BlockStream    # (it imports this module)
 
-        return BlockStream(self.cluster, self._session, from_height, max_lag=max_lag, timeout=self.timeout)
+        everyone = list(range(self.cluster.n))
+
+        async def attest(height: int, block_hash: bytes, batch_size: int) -> None:
+            await self._attestations(height, block_hash, batch_size, everyone)
+
+        return BlockStream(self.cluster, self._session, from_height, max_lag=max_lag, timeout=self.timeout,
+                           attest=attest)
 
     async def status(self, timeout: float = 2.0) -> list[dict]:
         """Every replica's self-report (see ``bftledger status``)."""

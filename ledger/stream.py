@@ -24,10 +24,12 @@ guarantees simple to state and to keep:
   above 1, the block below the start is fetched and checked as an anchor), and its
   certificate verifies (pbft: 2f+1 COMMITs; paxos: the ballot leader's ACCEPT) against
   cluster.toml's keys. The certificate covers the order of the transactions, so a lying
-  replica cannot insert, drop or reorder a transaction; the results and state root are
-  under the block hash, which the certificate does not sign: a stream from one replica
-  takes those from it (a receipt, or ``audit``/``verify-export`` of an export, checks
-  them by attestation or re-execution).
+  replica cannot insert, drop or reorder a transaction. The results and the state root are
+  under the block hash, which the certificate does not sign: so before a batch of blocks is
+  yielded, the hash of its last block must be attested by f+1 replicas (one in paxos, the
+  crash-fault trust of its receipts), as a receipt's block is. The blocks are hash-linked,
+  so that one attestation vouches for every block of the batch, and a replica that served
+  forged results or a forged state root is caught and not asked again.
 
 At the head the stream polls, round-robin over the replicas (``POLL_INTERVAL`` after a
 round where none had a new block), so the next block arrives within about that long of
@@ -43,6 +45,7 @@ import trio
 from ledger.block import GENESIS_HASH, Block, BlockFormatError
 from ledger.certificate import certificate_error
 from ledger.client import LedgerError, Unavailable    # (ledger.client imports this module lazily)
+from ledger.receipt import ReceiptError
 from ledger.cluster import Cluster
 from ledger.wire import STREAM_BLOCKS, BlocksResponse
 
@@ -71,7 +74,8 @@ class BlockStream:
     """An async iterator over committed, verified blocks from ``from_height`` on (see the module doc)."""
 
     def __init__(self, cluster: Cluster, session: "ClientSession", from_height: int = 1, *,
-                 max_lag: int | None = None, timeout: float | None = None, batch: int = STREAM_BLOCKS) -> None:
+                 max_lag: int | None = None, timeout: float | None = None, batch: int = STREAM_BLOCKS,
+                 attest=None) -> None:
         if type(from_height) is not int or from_height < 1:
             raise ValueError(f"from_height must be an integer of at least 1, not {from_height!r}")
         if max_lag is not None and (type(max_lag) is not int or max_lag < 0):
@@ -80,6 +84,7 @@ class BlockStream:
             raise ValueError(f"batch must be 1..{STREAM_BLOCKS}")
         self.cluster = cluster
         self._session = session
+        self._attest = attest                 # async (height, block hash, batch size): f+1 attestations, or raises
         self._verifier = cluster.verifier()
         self._keys = cluster.replica_keys()
         self.next_height = from_height        # the next height to yield
@@ -145,9 +150,15 @@ class BlockStream:
             else:
                 last_answer = now
                 self.head = resp.head
-                got = self._accept(r, resp, anchor)
-                if got:
-                    return
+                before = self._prev
+                if self._accept(r, resp, anchor):
+                    why = await self._vouch()
+                    if why is None:
+                        return
+                    self._buf.clear()                 # none of it is yielded; asked again elsewhere
+                    self._prev = before
+                    self._note(r, why)
+                    self._bench[r] = now + BENCH_SECONDS
             if self.max_lag is not None and self.lag > self.max_lag:
                 raise Lagging(self.next_height, self.head, self.max_lag)
             if self.timeout is not None and now - last_answer > self.timeout:
@@ -160,6 +171,19 @@ class BlockStream:
             if empty_round >= self.cluster.n:
                 empty_round = 0
                 await trio.sleep(POLL_INTERVAL)
+
+    async def _vouch(self) -> str | None:
+        """None when the hash of the last buffered block is attested by f+1 replicas (one in
+        paxos): that vouches for the results and state roots of every buffered block (they
+        are hash-linked to it); else why not."""
+        if self._attest is None:
+            return None
+        last = self._buf[-1]
+        try:
+            await self._attest(last.height, last.hash(), len(last.txs))
+        except (ReceiptError, LedgerError) as e:
+            return f"block {last.height}: its hash (results, state root) is not attested: {e}"
+        return None
 
     def _accept(self, r: int, resp: BlocksResponse, anchor: bool) -> int:
         """Check the answer's blocks in order and buffer the good prefix; returns how many."""

@@ -93,3 +93,49 @@ def test_lagging_names_where_to_resume(blocks) -> None:
     trio.run(then)
     with pytest.raises(ValueError):
         BlockStream(load(d), None, 0)
+
+
+def test_a_replica_that_forges_results_under_a_valid_certificate_is_caught_by_the_attestations(blocks) -> None:
+    """The certificate signs the batch, not the results or the state root: a replica can serve
+    a block with forged results (roots made to match) that still carries a valid certificate.
+    Before yielding, the stream has the last block's hash attested (f+1 replicas in pbft);
+    a forged hash is not, so the batch is dropped, the replica benched, and the blocks come
+    from another replica instead. (The network is a stand-in; the stream and the blocks are
+    real.)"""
+    from dataclasses import replace
+
+    from crypto.merkle import root_of
+    from ledger.receipt import ReceiptError
+    from ledger.state import OK, encode_result
+
+    d, bs = blocks
+    last = bs[-1]
+    results = [encode_result(OK, b"forged")] * len(last.results)
+    forged = replace(last, results=results, results_root=root_of(results))
+    assert forged.check_roots() is None and forged.hash() != last.hash()
+    honest = {b.hash() for b in bs}
+    attested: list[int] = []
+
+    async def attest(height: int, block_hash: bytes, batch_size: int) -> None:
+        if block_hash not in honest:                  # the honest replicas never signed this hash
+            raise ReceiptError(f"only 1 replica attested block {height}'s hash, a receipt needs 2")
+        attested.append(height)
+
+    class Network:                                    # replica 0 lies, replica 1 does not
+        class Link:
+            connected = True
+        links = [Link(), Link(), Link(), Link()]
+
+        async def fetch_blocks(self, replica: int, from_height: int, max_blocks: int, timeout: float):
+            served = bs[:-1] + ([forged] if replica == 0 else [last])
+            return BlocksResponse(1, from_height, len(bs), [b.encode() for b in served[from_height - 1:]])
+
+    s = BlockStream(load(d), Network(), 1, attest=attest)
+
+    async def run() -> list[Block]:
+        return [await s.__anext__() for _ in range(len(bs))]
+
+    got = trio.run(run)
+    assert [b.hash() for b in got] == [b.hash() for b in bs]             # the true blocks, each once
+    assert any("replica 0" in r and "not attested" in r for r in s.rejected), s.rejected
+    assert attested == [len(bs)]                       # one attestation round vouched for the batch
