@@ -212,11 +212,16 @@ def cmd_get(args: argparse.Namespace) -> int:
         from bft.app.cmd_reads import get_verified
 
         return get_verified(args, _run_client)
-    value = _run_client(args, "get", _key(args), args.linearizable)
+    return print_value(args, _run_client(args, "get", _key(args), args.linearizable))
+
+
+def print_value(args: argparse.Namespace, value: bytes | None, height: int | None = None) -> int:
+    """What 'get' prints: the value's bytes, or with --json one object; exit status 1 when the
+    key is not set (with --json, 0: "found" says so). ``height``: the state a verified read is of."""
     if args.json:
-        doc = {"key": args.key, "found": value is not None, "value": None, "value_hex": None}
+        doc = {"key": args.key, "found": value is not None, **({"height": height} if height is not None else {}),
+               "value": None, "value_hex": None if value is None else value.hex()}
         if value is not None:
-            doc["value_hex"] = value.hex()
             try:
                 doc["value"] = value.decode()
             except UnicodeDecodeError:
@@ -224,7 +229,8 @@ def cmd_get(args: argparse.Namespace) -> int:
         print(json.dumps(doc))
         return 0
     if value is None:
-        sys.stderr.write(f"{PROG}: {args.key!r} is not set\n")
+        at = "" if height is None else f" at height {height} (proven absent)"
+        sys.stderr.write(f"{PROG}: {args.key!r} is not set{at}\n")
         return 1
     sys.stdout.buffer.write(value + b"\n")
     return 0

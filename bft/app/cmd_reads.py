@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from bft.app.args import PROG, Subparsers, UsageError
+from bft.app.args import Subparsers, UsageError
 
 
 def get_verified(args: argparse.Namespace, run_client) -> int:
@@ -24,22 +24,9 @@ def get_verified(args: argparse.Namespace, run_client) -> int:
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(proof.to_json() + "\n")
         os.replace(tmp, out)
-    value = proof.value
-    if args.json:
-        doc = {"key": args.key, "found": value is not None, "height": proof.height, "value": None,
-               "value_hex": None if value is None else value.hex()}
-        if value is not None:
-            try:
-                doc["value"] = value.decode()
-            except UnicodeDecodeError:
-                pass
-        print(json.dumps(doc))
-        return 0
-    if value is None:
-        sys.stderr.write(f"{PROG}: {args.key!r} is not set at height {proof.height} (proven absent)\n")
-        return 1
-    sys.stdout.buffer.write(value + b"\n")
-    return 0
+    from bft.app.cmd_client import print_value
+
+    return print_value(args, proof.value, proof.height)
 
 
 def add_verify_read(sub: Subparsers) -> None:
