@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from bft.outputs import ToClient
 from bft.rules import ReadRule, Rule, client_name
 from bft.wire import Read, ReadReply
-from ledger.state import BUSY, encode_result, is_read_only
+from ledger.state import BUSY, encode_result, read_key
 
 if TYPE_CHECKING:
     from bft.skeleton import CoreSkeleton
@@ -40,12 +40,12 @@ class HeldRead:
     """A read admitted and not yet answered: it waits for the executed height to reach
     ``target`` and, in paxos, for its read-index round (``confirmed``)."""
 
-    __slots__ = ("client", "nonce", "op", "target", "deadline", "confirmed", "done")
+    __slots__ = ("client", "nonce", "key", "target", "deadline", "confirmed", "done")
 
-    def __init__(self, client: int, nonce: int, op: bytes, target: int, deadline: float, confirmed: bool) -> None:
+    def __init__(self, client: int, nonce: int, key: str, target: int, deadline: float, confirmed: bool) -> None:
         self.client = client
         self.nonce = nonce
-        self.op = op
+        self.key = key
         self.target = target
         self.deadline = deadline
         self.confirmed = confirmed
@@ -69,26 +69,29 @@ class ReadDesk:
         self._held: list[HeldRead] = []           # in arrival order, so in deadline order
         self._by_client: Counter[int] = Counter()
         self.answered = 0                         # reads answered without ordering (status)
+        self._served_at = -1                      # the executed height at the last serve()
 
     @property
     def held(self) -> int:
         return len(self._held)
 
     # ------------------------------------------------------------------ admission
-    def admit(self, client: int, m: Read) -> bool:
+    def admit(self, client: int, m: Read) -> str | None:
         """The checks every READ passes before it costs more than this: its client, its
-        operation, the client's rate. A refusal is counted (and over the rate, BUSY)."""
+        operation, the client's rate. Returns the key it reads (its operation parsed once,
+        here), or None: a refusal is counted (and over the rate, BUSY)."""
         core = self._core
         if m.client != client or not 0 <= client < len(core.keys.clients):
             core._drop(ReadRule.WRONG_CLIENT, client=client)
-            return False
-        if not is_read_only(m.op):
+            return None
+        key = read_key(m.op)
+        if key is None:
             core._drop(ReadRule.NOT_READ_ONLY, client=client)
-            return False
+            return None
         if not self._take(client):
             self.refuse(client, m, ReadRule.RATE)
-            return False
-        return True
+            return None
+        return key
 
     def _take(self, client: int) -> bool:
         now = self._core.now
@@ -111,46 +114,50 @@ class ReadDesk:
                                                     encode_result(BUSY, rule.text.encode()))))
 
     # ------------------------------------------------------------------ answers
-    def answer(self, client: int, nonce: int, op: bytes) -> None:
+    def answer(self, client: int, nonce: int, key: str) -> None:
         """The read's result in the executed state, with the height it was read at and the
         height since which it holds (``KVStore.since``)."""
         core = self._core
         chain = core.chain
-        answer = chain.kv.query(op)
-        if answer is None:            # admit checked it; a core's own bug, not the client's
-            return
-        result, since = answer
+        result, since = chain.kv.lookup(key)
         self.answered += 1
         core._out.append(ToClient(client, ReadReply(client, nonce, core.id, chain.height, since, result)))
 
-    def hold(self, client: int, m: Read, target: int, *, confirmed: bool = True) -> HeldRead | None:
+    def hold(self, client: int, m: Read, key: str, target: int, *, confirmed: bool = True) -> HeldRead | None:
         """Keep a read until the executed height reaches ``target`` (and it is ``confirmed``);
         None (counted, BUSY) when the client, or everybody, has as many held as allowed."""
         if self._by_client[client] >= self.per_client or len(self._held) >= self.total:
             self.refuse(client, m, ReadRule.HELD_FULL)
             return None
-        r = HeldRead(client, m.nonce, m.op, target, self._core.now + self.wait, confirmed)
+        r = HeldRead(client, m.nonce, key, target, self._core.now + self.wait, confirmed)
         self._held.append(r)
         self._by_client[client] += 1
         return r
 
-    def answer_or_hold(self, client: int, m: Read) -> None:
+    def answer_or_hold(self, client: int, m: Read, key: str) -> None:
         """pbft: answer at once from a state at the client's floor or above, else hold it."""
         if m.min_height <= self._core.chain.height:
-            self.answer(client, m.nonce, m.op)
+            self.answer(client, m.nonce, key)
         else:
-            self.hold(client, m, m.min_height)
+            self.hold(client, m, key, m.min_height)
+
+    def serve_if_executed(self) -> None:
+        """``serve``, if a block executed since the last time: the cores call it on every
+        ``ready()``, and a held read only becomes answerable when the height moves (or, in
+        paxos, when its round confirms, which calls ``serve`` itself)."""
+        if self._held and self._core.chain.height != self._served_at:
+            self.serve()
 
     def serve(self) -> None:
         """Answer every held read whose height has been reached and that is confirmed."""
+        height = self._served_at = self._core.chain.height
         if not self._held:
             return
-        height = self._core.chain.height
         keep: list[HeldRead] = []
         for r in self._held:
             if r.confirmed and r.target <= height:
                 self._release(r)
-                self.answer(r.client, r.nonce, r.op)
+                self.answer(r.client, r.nonce, r.key)
             else:
                 keep.append(r)
         self._held = keep

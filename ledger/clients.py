@@ -81,6 +81,9 @@ class ClientKeys(Sequence[bytes]):
             return self.registry.keys[i - g]
         raise IndexError(f"no client {i}")
 
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, bytes) and self.id_of(key) is not None
+
     def id_of(self, key: bytes) -> int | None:
         try:
             return self.genesis.index(key)

@@ -213,11 +213,16 @@ def _parse(op: bytes) -> list[Any] | None:
     return None
 
 
-def is_read_only(op: bytes) -> bool:
-    """Whether ``op`` is a well-formed operation that changes nothing (a replica answers only
-    those without ordering them: Castro & Liskov, TOCS 2002, §5.1.3)."""
+def read_key(op: bytes) -> str | None:
+    """The key of a well-formed read-only operation (a ``get``), else None: a replica answers
+    only those without ordering them (Castro & Liskov, TOCS 2002, §5.1.3). Parsed once, at
+    admission; the answer then needs only the key (``KVStore.lookup``)."""
     v = _parse(op)
-    return v is not None and v[0] == "get"
+    return v[1] if v is not None and v[0] == "get" else None
+
+
+def is_read_only(op: bytes) -> bool:
+    return read_key(op) is not None
 
 
 class KVStore:
@@ -262,15 +267,15 @@ class KVStore:
         simulator's invariant checker)."""
         return MappingProxyType(self._since)
 
-    def query(self, op: bytes) -> tuple[bytes, int] | None:
-        """Answer a read-only operation from this state without changing it: (result, the
-        height since which that result holds), or None when ``op`` is not read-only. The
-        result is byte for byte what ``apply`` would return for it."""
-        v = _parse(op)
-        if v is None or v[0] != "get":
-            return None
-        key = v[1]
+    def lookup(self, key: str) -> tuple[bytes, int]:
+        """A ``get`` of ``key`` answered from this state without changing it: (the result, byte
+        for byte what ``apply`` would return, and the height since which it holds)."""
         return encode_result(OK, self._data.get(key)), self._since.get(key, 0)
+
+    def query(self, op: bytes) -> tuple[bytes, int] | None:
+        """``lookup`` for a read-only operation, or None when ``op`` is not one."""
+        key = read_key(op)
+        return None if key is None else self.lookup(key)
 
     def _set(self, key: str, value: bytes | None) -> None:
         self._since[key] = self.at

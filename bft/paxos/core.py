@@ -134,7 +134,7 @@ class PaxosCore(CoreSkeleton):
         if self.proposer.role is Role.LEADER and self.queue:
             self.proposer.propose()
         self.read_index.ready()
-        self.read_desk.serve()               # confirmed reads whose read index has executed
+        self.read_desk.serve_if_executed()               # confirmed reads whose read index has executed
         out, self._out = self._out, []
         return out
 
@@ -187,11 +187,12 @@ class PaxosCore(CoreSkeleton):
                     leader, evidence)
 
     def status(self) -> dict:
-        return {"mode": "paxos", "equivocations_seen": self.stats["equivocations_seen"], "view": self.ballot, "leader": self.leader, "in_view_change": self.in_view_change,
+        return {"mode": "paxos", "view": self.ballot, "leader": self.leader, "in_view_change": self.in_view_change,
                 "executed": self.chain.height, "stable_checkpoint": self.learner.stable, "height": self.chain.height,
                 "head": self.chain.head.hex(), "pending": len(self.pending), "dropped": self.drops.as_json(),
                 "role": self.role.value, "promised": self.acceptor.promised, "commit_index": self.commit_index,
-                "reads_answered": self.read_desk.answered, "reads_held": self.read_desk.held}
+                "reads_answered": self.read_desk.answered, "reads_held": self.read_desk.held,
+                "equivocations_seen": self.stats["equivocations_seen"]}
 
     # ------------------------------------------------------------------ for the roles
     def emit(self, action: Action) -> None:
@@ -244,8 +245,9 @@ class PaxosCore(CoreSkeleton):
             self._answer_admission(client, req, what, detail, self.ballot, answer=leading)
 
     def _on_read(self, client: int, m: Read) -> None:
-        if self.read_desk.admit(client, m):
-            self.read_index.on_read(client, m)
+        key = self.read_desk.admit(client, m)
+        if key is not None:
+            self.read_index.on_read(client, m, key)
 
     # one handler per message, named after it, in the role that handles it
     _handlers = {

@@ -56,7 +56,7 @@ class ReadIndex:
         self.sent: dict[int, float] = {}                 # round -> when it was last (re)sent
 
     # ------------------------------------------------------------------ leader
-    def on_read(self, client: int, m: Read) -> None:
+    def on_read(self, client: int, m: Read, key: str) -> None:
         """A READ admitted by the desk, at this replica, which leads or does not."""
         core = self._core
         proposer = core.proposer
@@ -67,7 +67,7 @@ class ReadIndex:
                 core.read_desk.refuse(client, m, PaxosRule.READ_NOT_LEADING)
             return
         target = max(core.learner.commit_index, proposer.elected_top, m.min_height)
-        r = core.read_desk.hold(client, m, target, confirmed=False)
+        r = core.read_desk.hold(client, m, key, target, confirmed=False)
         if r is not None:
             self.unprobed.append(r)
 

@@ -115,7 +115,7 @@ class PbftCore(CoreSkeleton):
     def ready(self) -> list[Action]:
         if self.is_primary and not self.in_view_change:
             self.intake.propose()
-        self.read_desk.serve()                   # reads held for a height that has now executed
+        self.read_desk.serve_if_executed()                   # reads held for a height that has now executed
         out, self._out = self._out, []
         return out
 
@@ -243,8 +243,9 @@ class PbftCore(CoreSkeleton):
         """PBFT's read-only optimisation (TOCS 2002, §5.1.3), answered from the executed state:
         this core executes only committed batches, never tentatively, so what it executed is
         committed and needs no wait; a state below the client's floor waits for it."""
-        if self.read_desk.admit(client, m):
-            self.read_desk.answer_or_hold(client, m)
+        key = self.read_desk.admit(client, m)
+        if key is not None:
+            self.read_desk.answer_or_hold(client, m, key)
 
     # ------------------------------------------------------------------ normal case
     def _normal_case_ok(self, sender: int, msg, view: int, seq: int) -> bool:
