@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+from bft.collusion import other_batch
 from bft.outputs import Action, AppendBlock, Broadcast, Send, ServeBlocks, ToClient
 from bft.pbft.certs import EMPTY_ROOT, NewViewPlan, plan_new_view
 from bft.wire import (Checkpoint, Commit, Message, PrePrepare, Prepare, PreparedCert, PxAccept, ReadReply, Reply,
@@ -391,10 +392,7 @@ class Byzantine:
     def _forged_plan(self, vcs: list[ViewChange]) -> NewViewPlan:
         """O with a null request at every sequence number of (min-s, max-s], whatever V shows
         prepared there (the backups recompute O from V and find it wrong: NEW_VIEW_WRONG_O)."""
-        plan = plan_new_view(vcs)
-        if not self.active:
-            return plan
-        return NewViewPlan(plan.min_s, plan.max_s, plan.stable_proof, [(s, EMPTY_ROOT) for s, _d in plan.entries])
+        return plan_with_nulls(vcs) if self.active else plan_new_view(vcs)
 
     def _false_checkpoint(self, out: list[Action]) -> list[Action]:
         """Every VIEW-CHANGE it sends claims a stable checkpoint four intervals beyond its own
@@ -427,6 +425,13 @@ class Byzantine:
 
     @staticmethod
     def _forged_block(b: Block) -> Block:
-        txs = list(reversed(b.txs)) if len(b.txs) > 1 else []
-        results = list(reversed(b.results)) if len(b.results) > 1 else []
-        return replace(b, txs=txs, results=results, batch_root=root_of(txs))
+        txs = other_batch(b.txs)
+        return replace(b, txs=txs, results=other_batch(b.results), batch_root=root_of(txs))
+
+
+def plan_with_nulls(vcs: list[ViewChange]) -> NewViewPlan:
+    """O from V without P: every sequence number in (min-s, max-s] gets a null request, even
+    one that committed somewhere in the old view (the forge-new-view strategy, and the lab
+    core that ignores P: bft.unsafe)."""
+    plan = plan_new_view(vcs)
+    return NewViewPlan(plan.min_s, plan.max_s, plan.stable_proof, [(s, EMPTY_ROOT) for s, _d in plan.entries])

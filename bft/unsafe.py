@@ -9,9 +9,10 @@ the check it removes, so reading it shows what the rule does.
 """
 from __future__ import annotations
 
+from bft.adversary import plan_with_nulls
 from bft.paxos.core import PaxosCore
 from bft.paxos.proposer import Proposer
-from bft.pbft.certs import (EMPTY_ROOT, Keys, NewViewPlan, batch_error, checkpoint_proof_error, new_view_error,
+from bft.pbft.certs import (Keys, NewViewPlan, batch_error, checkpoint_proof_error, new_view_error,
                             plan_new_view)
 from bft.pbft.core import PbftCore
 from bft.pbft.slots import Slot
@@ -74,15 +75,8 @@ class DuplicateVotesCore(PbftCore):
     _handlers = {**PbftCore._handlers, Prepare: _on_prepare, Commit: _on_commit}
 
 
-def _plan_ignoring_p(vcs) -> NewViewPlan:
-    """O from V without P: every sequence number in (min-s, max-s] gets a null request, even
-    one that committed somewhere in the old view."""
-    plan = plan_new_view(vcs)
-    return NewViewPlan(plan.min_s, plan.max_s, plan.stable_proof, [(s, EMPTY_ROOT) for s, _d in plan.entries])
-
-
 class NewViewIgnoresP(PbftCore):
-    plan_new_view = staticmethod(_plan_ignoring_p)
+    plan_new_view = staticmethod(plan_with_nulls)
 
 
 class LaterPrePrepareCore(PbftCore):
