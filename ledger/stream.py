@@ -159,6 +159,10 @@ class BlockStream:
                     self._prev = before
                     self._note(r, why)
                     self._bench[r] = now + BENCH_SECONDS
+                else:
+                    # an anchor without a block above it is vouched for by no attestation (that of
+                    # a later block covers it through the hash link): fetch it again with one
+                    self._prev = before
             if self.max_lag is not None and self.lag > self.max_lag:
                 raise Lagging(self.next_height, self.head, self.max_lag)
             if self.timeout is not None and now - last_answer > self.timeout:
