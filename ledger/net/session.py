@@ -294,10 +294,10 @@ class ClientSession:
         asking again. ``until_refused``: give up at once when every replica refuses connections
         (nothing runs there: do not wait it out)."""
         w = self._asked.get(key) if share else None
-        if w is None:
-            w = self._asked[key] = _Asked()
-            self.links[key[1]].send(frame(request.encode()))
         try:
+            if w is None:
+                w = self._asked[key] = _Asked()
+                self.links[key[1]].send(frame(request.encode()))
             with trio.move_on_after(timeout):
                 if not until_refused:
                     await w.answered.wait()
