@@ -178,3 +178,30 @@ def test_an_anchor_served_alone_is_not_kept_unattested(blocks) -> None:
             return await s.__anext__()
 
     assert trio.run(run).hash() == bs[4].hash()
+
+
+def test_answers_that_fail_their_checks_do_not_keep_a_stream_from_timing_out(blocks) -> None:
+    """Every reachable replica answers, but with a block that fails its check (here a
+    certificate cut short): the stream's timeout counts sound answers only, so it ends with
+    Unavailable instead of asking for ever."""
+    from ledger.client import Unavailable
+
+    d, bs = blocks
+    bad = Block.decode(bs[0].encode())
+    bad.cert = bad.cert[:1]
+
+    class Network:
+        class Link:
+            connected = True
+        links = [Link(), Link(), Link(), Link()]
+
+        async def fetch_blocks(self, replica: int, from_height: int, max_blocks: int, timeout: float):
+            return BlocksResponse(1, from_height, len(bs), [bad.encode()])
+
+    s = BlockStream(load(d), Network(), 1, timeout=0.5)
+
+    async def run() -> None:
+        with trio.fail_after(10), pytest.raises(Unavailable, match="certificate"):
+            await s.__anext__()
+
+    trio.run(run)
