@@ -59,7 +59,7 @@ from ledger.readproof import ReadProof, ReadProofError
 from ledger.receipt import Receipt, ReceiptError
 from ledger import historyclient
 from ledger.historyclient import History, ScanResult, Version
-from ledger.wire import MAX_OP, MAX_QUERY_ITEMS, DecodeError, Request, decode
+from ledger.wire import MAX_OP, MAX_QUERY_ITEMS, MAX_U64, DecodeError, Request, decode
 
 MAX_KEY = state.MAX_KEY           # bytes of UTF-8 in a key (1 KiB)
 RECEIPT_FETCH_TIMEOUT = 2.0
@@ -295,7 +295,7 @@ class Client:
         _check_key(key)
         if type(limit) is not int or not 1 <= limit <= MAX_QUERY_ITEMS:
             raise ValueError(f"limit is an int in 1..{MAX_QUERY_ITEMS}, not {limit!r}")
-        if after is not None and (type(after) is not int or after < 0):
+        if after is not None and (type(after) is not int or not 0 <= after <= MAX_U64):
             raise ValueError(f"after is a height (an int >= 0) or None, not {after!r}")
         return await historyclient.history(self, key, limit, after or 0)
 
@@ -308,12 +308,12 @@ class Client:
         (``ledger.rangeproof``) checked against the state root of the certified, attested
         block at that height, so no replica can add, drop or alter a pair; ``.proof``
         re-checks offline. Else the pairs are as the replica said."""
-        for name, v in (("prefix", prefix), ("start", start), ("end", end)):
+        for v in (prefix, start, end):
             if v is not None:
                 _check_key(v)
         if type(limit) is not int or not 1 <= limit <= historyclient.MAX_SCAN_LIMIT:
             raise ValueError(f"limit is an int in 1..{historyclient.MAX_SCAN_LIMIT}, not {limit!r}")
-        if at_height is not None and (type(at_height) is not int or at_height < 1):
+        if at_height is not None and (type(at_height) is not int or not 1 <= at_height <= MAX_U64):
             raise ValueError(f"at_height is a height (an int >= 1) or None, not {at_height!r}")
         return await historyclient.scan(self, prefix or "", start or "", end, at_height or 0, limit, bool(verified))
 

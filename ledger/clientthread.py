@@ -28,11 +28,9 @@ import concurrent.futures
 import functools
 import inspect
 import os
-import threading
-from typing import Any, Callable
-
 import sys
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any, Callable
 
 import trio
 
@@ -206,7 +204,37 @@ def _coroutine_method(name: str) -> bool:
     return not name.startswith("_") and inspect.iscoroutinefunction(getattr(_lc().Client, name, None))
 
 
-class SyncClient:
+class _OnTrioThread:
+    """What ``SyncClient`` and ``AsyncioClient`` share: the ``Client`` (on the trio thread)
+    whose attributes they show, and any public coroutine method of it by name, handed over
+    by the subclass's ``_call``."""
+
+    _client: Client
+    _call: Callable[..., Any]
+
+    @property
+    def cluster(self) -> Cluster:
+        return self._client.cluster
+
+    @property
+    def id(self) -> int:
+        return self._client.id
+
+    @property
+    def timeout(self) -> float | None:
+        return self._client.timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._client.timeout = value
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if _coroutine_method(name):
+            return functools.partial(self._call, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+class SyncClient(_OnTrioThread):
     """The blocking twin of ``connect``: the same methods, each returning when committed.
 
     A background thread runs the trio event loop with one ``Client``; calls from any
@@ -225,22 +253,6 @@ class SyncClient:
         except BaseException:                    # it could not start, or Ctrl-C while it started
             self._host.stop()
             raise
-
-    @property
-    def cluster(self) -> Cluster:
-        return self._client.cluster
-
-    @property
-    def id(self) -> int:
-        return self._client.id
-
-    @property
-    def timeout(self) -> float | None:
-        return self._client.timeout
-
-    @timeout.setter
-    def timeout(self, value: float | None) -> None:
-        self._client.timeout = value
 
     def _call(self, name: str, *args: Any) -> Any:
         _refuse_inside_event_loop(f"SyncClient.{name}()")
@@ -286,11 +298,6 @@ class SyncClient:
              at_height: int | None = None, limit: int = 1000, verified: bool = False) -> Any:
         return self._call("scan", prefix, start, end, at_height, limit, verified)
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if _coroutine_method(name):
-            return functools.partial(self._call, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
     def close(self) -> None:
         """Cancel what is in flight, close the connections and join the thread (idempotent)."""
         if self._closed:
@@ -306,7 +313,7 @@ class SyncClient:
         self.close()
 
 
-class AsyncioClient:
+class AsyncioClient(_OnTrioThread):
     """``connect``'s client under asyncio: ``Client``'s methods, awaited on the asyncio loop,
     carried out by a ``Client`` on a trio loop in a thread of its own. Many tasks may use
     one at once; cancelling a task cancels its call."""
@@ -314,22 +321,6 @@ class AsyncioClient:
     def __init__(self, host: TrioThread, client: Client) -> None:
         self._host = host
         self._client = client
-
-    @property
-    def cluster(self) -> Cluster:
-        return self._client.cluster
-
-    @property
-    def id(self) -> int:
-        return self._client.id
-
-    @property
-    def timeout(self) -> float | None:
-        return self._client.timeout
-
-    @timeout.setter
-    def timeout(self, value: float | None) -> None:
-        self._client.timeout = value
 
     async def _call(self, name: str, *args: Any) -> Any:
         import asyncio
@@ -373,11 +364,6 @@ class AsyncioClient:
     async def scan(self, prefix: str | None = None, start: str | None = None, end: str | None = None,
                    at_height: int | None = None, limit: int = 1000, verified: bool = False) -> Any:
         return await self._call("scan", prefix, start, end, at_height, limit, verified)
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if _coroutine_method(name):
-            return functools.partial(self._call, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 async def open_on_asyncio(cluster_dir: str | os.PathLike[str], client: int | None,

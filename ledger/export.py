@@ -184,22 +184,34 @@ def _cluster_of(toml: str) -> Cluster:
     return c
 
 
+def _preamble(f: BinaryIO) -> int:
+    """The archive's format version, after checking its magic (ExportCorrupt without it)."""
+    pre = f.read(PREAMBLE)
+    if len(pre) < PREAMBLE or pre[:len(MAGIC)] != MAGIC:
+        raise ExportCorrupt(0, None, None, "not a bftledger export (no BFTLEDGER-EXPORT magic at the start)")
+    (version,) = struct.unpack(">H", pre[len(MAGIC):])
+    return version
+
+
+def _header(rec: _Rec) -> tuple[dict, Cluster]:
+    """The header record's fields and the cluster its cluster.toml describes (ExportCorrupt if damaged)."""
+    h = _meta(rec, dict(replica=int, mode=str, cluster_id=str, cluster_toml=str, height=int))
+    try:
+        return h, _cluster_of(h["cluster_toml"])
+    except ClusterError as e:
+        raise ExportCorrupt(rec.offset, rec.index, None, f"the cluster configuration inside: {e}") from None
+
+
 def archive_cluster(path: str | os.PathLike[str]) -> Cluster:
     """The cluster named in an archive's header (checked: checksum, genesis), to verify receipts
     against before the whole archive is; ExportCorrupt when the header is damaged."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        pre = f.read(PREAMBLE)
-        if len(pre) < PREAMBLE or pre[:len(MAGIC)] != MAGIC:
-            raise ExportCorrupt(0, None, None, "not a bftledger export (no BFTLEDGER-EXPORT magic at the start)")
+        _preamble(f)
         for rec in _records(f, size):
             if rec.kind != KIND_HEADER:
                 break
-            h = _meta(rec, dict(replica=int, mode=str, cluster_id=str, cluster_toml=str, height=int))
-            try:
-                return _cluster_of(h["cluster_toml"])
-            except ClusterError as e:
-                raise ExportCorrupt(rec.offset, rec.index, None, f"the cluster configuration inside: {e}") from None
+            return _header(rec)[1]
     raise ExportCorrupt(PREAMBLE, 0, None, "the first record is not the header")
 
 
@@ -224,10 +236,7 @@ def verify_export(path: str | os.PathLike[str], *, expect_head: bytes | None = N
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            pre = f.read(PREAMBLE)
-            if len(pre) < PREAMBLE or pre[:len(MAGIC)] != MAGIC:
-                raise ExportCorrupt(0, None, None, "not a bftledger export (no BFTLEDGER-EXPORT magic at the start)")
-            (version,) = struct.unpack(">H", pre[len(MAGIC):])
+            version = _preamble(f)
             if version != FORMAT_VERSION:
                 raise ExportCorrupt(len(MAGIC), None, None, f"archive format version {version}; this build reads "
                                                             f"version {FORMAT_VERSION}")
@@ -260,11 +269,7 @@ def _verify_records(f: BinaryIO, size: int, chain: Chain, hashes: dict[bytes, in
         if cluster is None:
             if rec.kind != KIND_HEADER:
                 raise ExportCorrupt(rec.offset, rec.index, None, "the first record is not the header")
-            h = _meta(rec, dict(replica=int, mode=str, cluster_id=str, cluster_toml=str, height=int))
-            try:
-                cluster = _cluster_of(h["cluster_toml"])
-            except ClusterError as e:
-                raise ExportCorrupt(rec.offset, rec.index, None, f"the cluster configuration inside: {e}") from None
+            h, cluster = _header(rec)
             if h["cluster_id"] != cluster.cluster_id.hex() or h["mode"] != cluster.mode:
                 raise ExportCorrupt(rec.offset, rec.index, None, "the header's cluster id or mode is not its "
                                                                  "cluster.toml's")

@@ -33,7 +33,7 @@ from crypto.signing import Verifier
 from ledger.block import Block
 from ledger.certificate import attestation_error, attesters, certificate_error, commit_signers
 from ledger.cluster import MODES, Cluster, load
-from ledger.receipt import _cert, _hex, _int
+from ledger.receipt import _cert, _hex, _int, load_json, parsing
 from ledger.statetree import MAX_PROOF_STEPS, StateProof, StateProofError, _check_shape
 
 READ_PROOF_VERSION = 1
@@ -157,7 +157,7 @@ class ReadProof:
     @classmethod
     def from_dict(cls, d: object) -> "ReadProof":
         """Parse a read proof; anything malformed raises ReadProofError (nothing is verified here)."""
-        try:
+        with parsing("a read proof", ReadProofError):
             if not isinstance(d, dict):
                 raise TypeError("a read proof is a JSON object")
             version = d.get("read_proof_version")
@@ -193,18 +193,10 @@ class ReadProof:
                        tree_size=_int(b["tree_size"]), tree_root=_hex(b["tree_root"], 32),
                        state_root=_hex(b["state_root"], 32), batch_size=_int(b["batch_size"]), state_proof=proof,
                        cert=_cert(d["certificate"]), attestations=_cert(d["attestations"]))
-        except KeyError as e:
-            raise ReadProofError(f"not a read proof: field {e} is missing") from None
-        except (TypeError, ValueError) as e:
-            raise ReadProofError(f"not a read proof: {e}") from None
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "ReadProof":
-        try:
-            d = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ReadProofError(f"not a read proof: not JSON ({e})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(load_json(text, "a read proof", ReadProofError))
 
 
 __all__ = ["ReadProof", "ReadProofError", "VerifiedRead", "READ_PROOF_VERSION"]

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from crypto.hashing import sha256
 from crypto.merkle import MerkleTree, leaf_hash, verify_inclusion
@@ -279,7 +281,7 @@ class Receipt:
     def from_dict(cls, d: object) -> "Receipt":
         """Parse a receipt; anything malformed raises ReceiptError. The ``summary`` it carries is
         kept and compared by ``verify`` with what the other fields prove."""
-        try:
+        with parsing("a receipt", ReceiptError):
             if not isinstance(d, dict):
                 raise TypeError("a receipt is a JSON object")
             version = d.get("receipt_version")
@@ -309,20 +311,32 @@ class Receipt:
             if "summary" in d:
                 r.claimed_summary = d["summary"] if isinstance(d["summary"], dict) else {"": d["summary"]}
             return r
-        except ReceiptError:
-            raise
-        except KeyError as e:
-            raise ReceiptError(f"not a receipt: field {e} is missing") from None
-        except (TypeError, ValueError) as e:
-            raise ReceiptError(f"not a receipt: {e}") from None
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Receipt":
-        try:
-            d = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ReceiptError(f"not a receipt: not JSON ({e})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(load_json(text, "a receipt", ReceiptError))
+
+
+@contextmanager
+def parsing(what: str, error: type[Exception]) -> Iterator[None]:
+    """Around the parsing of a JSON object: a missing field, or a field of the wrong type or
+    value, raises ``error("not WHAT: ...")`` (an ``error`` raised inside passes through)."""
+    try:
+        yield
+    except error:
+        raise
+    except KeyError as e:
+        raise error(f"not {what}: field {e} is missing") from None
+    except (TypeError, ValueError) as e:
+        raise error(f"not {what}: {e}") from None
+
+
+def load_json(text: str | bytes, what: str, error: type[Exception]) -> object:
+    """``text`` parsed as JSON; ``error("not WHAT: not JSON (...)")`` if it is not."""
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise error(f"not {what}: not JSON ({e})") from None
 
 
 def _int(v: object) -> int:

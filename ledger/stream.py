@@ -98,6 +98,7 @@ class BlockStream:
         self._bench: dict[int, float] = {}    # replica -> not asked before this time
         self.rejected: list[str] = []         # why blocks were refused (the last 100)
         self.switches = 0                     # times the stream moved to another replica
+        self._faults = 0                      # answers refused (a bad block, or a batch not attested)
 
     @property
     def lag(self) -> int:
@@ -134,6 +135,12 @@ class BlockStream:
         self.rejected.append(f"replica {replica}: {why}")
         del self.rejected[:-100]
 
+    def _refuse(self, replica: int, why: str, now: float) -> None:
+        """``replica``'s answer failed a check: noted, counted, and the replica benched."""
+        self._note(replica, why)
+        self._faults += 1
+        self._bench[replica] = now + BENCH_SECONDS
+
     async def _fill(self) -> None:
         """Wait until at least one verified block is buffered."""
         last_answer = trio.current_time()
@@ -148,21 +155,26 @@ class BlockStream:
                 self._note(r, "no answer")
                 self._bench[r] = now + BENCH_SECONDS
             else:
-                last_answer = now
                 self.head = resp.head
                 before = self._prev
+                faults = self._faults
                 if self._accept(r, resp, anchor):
                     why = await self._vouch()
                     if why is None:
                         return
                     self._buf.clear()                 # none of it is yielded; asked again elsewhere
                     self._prev = before
-                    self._note(r, why)
-                    self._bench[r] = now + BENCH_SECONDS
+                    self._refuse(r, why, now)
+                else:
+                    # an anchor without a block above it is vouched for by no attestation (that of
+                    # a later block covers it through the hash link): fetch it again with one
+                    self._prev = before
+                if self._faults == faults:
+                    last_answer = now                 # a sound answer (at the head: nothing new), not a refused one
             if self.max_lag is not None and self.lag > self.max_lag:
                 raise Lagging(self.next_height, self.head, self.max_lag)
             if self.timeout is not None and now - last_answer > self.timeout:
-                raise Unavailable(f"no replica answered a block-stream request for {self.timeout:g} s "
+                raise Unavailable(f"no replica answered a block-stream request soundly for {self.timeout:g} s "
                                   f"(waiting for height {self.next_height}); last problems: "
                                   f"{'; '.join(self.rejected[-3:])}")
             self._replica = self._choose(now)
@@ -199,8 +211,7 @@ class BlockStream:
             else:
                 why = self._check(block, expected, prev)
             if why is not None:
-                self._note(r, why)
-                self._bench[r] = trio.current_time() + BENCH_SECONDS
+                self._refuse(r, why, trio.current_time())
                 break
             if anchor and expected == self.next_height - 1:
                 self._prev = prev = block            # the anchor: checked, not yielded

@@ -61,6 +61,16 @@ class Unavailable(Exception):
         self.sent = sent
 
 
+class _Asked:
+    """A question to one replica (``ClientSession._ask``) and, once it came, the answer."""
+
+    __slots__ = ("answered", "answer")
+
+    def __init__(self) -> None:
+        self.answered = trio.Event()
+        self.answer: object = None
+
+
 class ClientSession:
     def __init__(self, cluster: Cluster, client_id: int, signer: Signer) -> None:
         if client_id < 0:
@@ -81,15 +91,10 @@ class ClientSession:
         self._waiting: dict[int, tuple[trio.Event, bytes]] = {}      # timestamp -> (answered, frame)
         self._ts = time.time_ns() // 1000
         self._slots = trio.Semaphore(MAX_IN_FLIGHT)
-        self._blocks: dict[tuple[int, int], list[trio.Event | bytes]] = {}
-        self._attests: dict[tuple[int, int], list] = {}
-        self._proofs: dict[tuple[int, int], list] = {}                 # (replica, nonce) -> [answered, response]
-        self._proof_nonce = 0
-        self._streams: dict[tuple[int, int], list] = {}              # (replica, nonce) -> [(answered, from)]
         self._reading: dict[int, tuple[trio.Event, bytes]] = {}      # read nonce -> (decided, frame)
         self._read_slots = trio.Semaphore(MAX_READS_IN_FLIGHT)
-        self._queries: dict[int, tuple[int, list]] = {}      # history/scan nonce -> (replica, [event, answer])
-        self._query_nonce = 0
+        self._asked: dict[tuple, _Asked] = {}     # (kind, replica, ...) -> a question to one replica (_ask)
+        self._nonce = 0                           # of the questions asked by nonce
 
     async def run(self) -> None:
         """The connection tasks; start it in a nursery and cancel it to close the session."""
@@ -139,30 +144,18 @@ class ClientSession:
                 if target is not None:
                     self.links[target].send(self._reading[msg.nonce][1])
             elif t is ReceiptResponse:
-                w = self._blocks.get((src, msg.height))
-                if w is not None and len(w) == 1:
-                    w.append(msg.block)
-                    w[0].set()
-            elif t is ProofResponse:
-                w = self._proofs.get((src, msg.nonce))
-                if w is not None and len(w) == 1 and msg.replica == src:
-                    w.append(msg)
-                    w[0].set()
-            elif t is BlocksResponse:
-                w = self._streams.get((src, msg.nonce))
-                if w is not None and len(w) == 1 and msg.from_height == w[0][1]:
-                    w.append(msg)
-                    w[0][0].set()
+                self._answer(("block", src, msg.height), msg.block)
             elif t is Attestation:
-                w = self._attests.get((src, msg.height))
-                if w is not None and len(w) == 1 and msg.replica == src:
-                    w.append(msg)
-                    w[0].set()
+                if msg.replica == src:
+                    self._answer(("attest", src, msg.height), msg)
+            elif t is ProofResponse:
+                if msg.replica == src:
+                    self._answer(("proof", src, msg.nonce), msg)
+            elif t is BlocksResponse:                 # (an answer from another height misses)
+                self._answer(("blocks", src, msg.nonce, msg.from_height), msg)
             elif t is HistoryResponse or t is ScanResponse:
-                q = self._queries.get(msg.nonce)
-                if q is not None and q[0] == src and msg.replica == src and len(q[1]) == 1:
-                    q[1].append(msg)
-                    q[1][0].set()
+                if msg.replica == src:
+                    self._answer(("query", src, msg.nonce), msg)
             else:
                 self.problems.note(WireRule.UNEXPECTED_FROM_REPLICA, f"{msg.NAME} from replica {src}")
         return True
@@ -282,85 +275,68 @@ class ClientSession:
                 f"(replicas {', '.join(map(str, up))}); a commit needs {self.cluster.quorum} working replicas "
                 f"and {need} matching replies; check 'bftledger status {self.cluster.directory}'")
 
+    def _answer(self, key: tuple, answer: object) -> None:
+        """File a replica's answer for the question waiting under ``key`` (the first one only)."""
+        w = self._asked.get(key)
+        if w is not None and not w.answered.is_set():
+            w.answer = answer
+            w.answered.set()
+
+    def _next_nonce(self) -> int:
+        self._nonce += 1
+        return self._nonce
+
+    async def _ask(self, key: tuple, request: object, timeout: float, *, share: bool = False,
+                   until_refused: bool = False):
+        """Send ``request`` to replica ``key[1]`` and return the answer ``_on_frames`` files under
+        ``key`` (unverified; the sender is the link's), or None after ``timeout`` seconds.
+        ``share``: a caller asking what is being asked already waits for that answer instead of
+        asking again. ``until_refused``: give up at once when every replica refuses connections
+        (nothing runs there: do not wait it out)."""
+        w = self._asked.get(key) if share else None
+        try:
+            if w is None:
+                w = self._asked[key] = _Asked()
+                self.links[key[1]].send(frame(request.encode()))
+            with trio.move_on_after(timeout):
+                if not until_refused:
+                    await w.answered.wait()
+                while not w.answered.is_set() and not self.refused_by_all():
+                    with trio.move_on_after(0.1):
+                        await w.answered.wait()
+            return w.answer
+        finally:
+            if self._asked.get(key) is w:
+                del self._asked[key]
+
     async def fetch_block(self, replica: int, height: int, index: int, timeout: float) -> bytes | None:
         """The encoded block at ``height`` as ``replica`` serves it (unverified), or None."""
-        key = (replica, height)
-        w = self._blocks.get(key)
-        if w is None:
-            w = self._blocks[key] = [trio.Event()]
-            self.links[replica].send(frame(ReceiptRequest(height, index).encode()))
-        try:
-            with trio.move_on_after(timeout):
-                await w[0].wait()
-            return w[1] if len(w) > 1 else None
-        finally:
-            if self._blocks.get(key) is w:
-                del self._blocks[key]
+        return await self._ask(("block", replica, height), ReceiptRequest(height, index), timeout, share=True)
 
     async def fetch_attestation(self, replica: int, height: int, timeout: float) -> Attestation | None:
         """``replica``'s signed hash of block ``height`` (unverified; the sender is the link's), or None."""
-        key = (replica, height)
-        w = self._attests.get(key)
-        if w is None:
-            w = self._attests[key] = [trio.Event()]
-            self.links[replica].send(frame(AttestRequest(height).encode()))
-        try:
-            with trio.move_on_after(timeout):
-                await w[0].wait()
-            return w[1] if len(w) > 1 else None
-        finally:
-            if self._attests.get(key) is w:
-                del self._attests[key]
+        return await self._ask(("attest", replica, height), AttestRequest(height), timeout, share=True)
 
     async def fetch_proof(self, replica: int, key: str, height: int, timeout: float) -> ProofResponse | None:
         """``replica``'s answer to a verified read of ``key`` at ``height`` (0: its current
         height), unverified (``ledger.readproof`` checks it), or None."""
-        self._proof_nonce += 1
-        key_ = (replica, self._proof_nonce)
-        w: list = [trio.Event()]
-        self._proofs[key_] = w
-        self.links[replica].send(frame(ProofRequest(self._proof_nonce, height, key.encode()).encode()))
-        try:
-            with trio.move_on_after(timeout):
-                while not self.refused_by_all():          # (nothing runs there: do not wait it out)
-                    with trio.move_on_after(0.1):
-                        await w[0].wait()
-                    if len(w) > 1:
-                        break
-            return w[1] if len(w) > 1 else None
-        finally:
-            del self._proofs[key_]
+        nonce = self._next_nonce()
+        return await self._ask(("proof", replica, nonce), ProofRequest(nonce, height, key.encode()), timeout,
+                               until_refused=True)
 
     async def ask(self, replica: int, make, timeout: float):
         """Send ``make(nonce)`` (a history or scan request) to ``replica`` and return its answer
         with that nonce (unverified; the sender is the link's), or None after ``timeout``."""
-        self._query_nonce += 1
-        nonce = self._query_nonce
-        w: list = [trio.Event()]
-        self._queries[nonce] = (replica, w)
-        try:
-            self.links[replica].send(frame(make(nonce).encode()))
-            with trio.move_on_after(timeout):
-                await w[0].wait()
-            return w[1] if len(w) > 1 else None
-        finally:
-            del self._queries[nonce]
+        nonce = self._next_nonce()
+        return await self._ask(("query", replica, nonce), make(nonce), timeout)
 
     async def fetch_blocks(self, replica: int, from_height: int, max_blocks: int,
                            timeout: float) -> BlocksResponse | None:
         """``replica``'s blocks from ``from_height`` (at most ``max_blocks``) and its height, all
         unverified (``ledger.stream`` checks them), or None without an answer in time."""
-        nonce = int.from_bytes(os.urandom(8), "big")
-        key = (replica, nonce)
-        w: list = [(trio.Event(), from_height)]
-        self._streams[key] = w
-        try:
-            self.links[replica].send(frame(BlocksRequest(nonce, from_height, max_blocks).encode()))
-            with trio.move_on_after(timeout):
-                await w[0][0].wait()
-            return w[1] if len(w) > 1 else None
-        finally:
-            del self._streams[key]
+        nonce = self._next_nonce()
+        return await self._ask(("blocks", replica, nonce, from_height), BlocksRequest(nonce, from_height, max_blocks),
+                               timeout)
 
     async def wait_connected(self, count: int, timeout: float) -> bool:
         with trio.move_on_after(timeout):

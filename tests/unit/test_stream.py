@@ -139,3 +139,69 @@ def test_a_replica_that_forges_results_under_a_valid_certificate_is_caught_by_th
     assert [b.hash() for b in got] == [b.hash() for b in bs]             # the true blocks, each once
     assert any("replica 0" in r and "not attested" in r for r in s.rejected), s.rejected
     assert attested == [len(bs)]                       # one attestation round vouched for the batch
+
+
+def test_an_anchor_served_alone_is_not_kept_unattested(blocks) -> None:
+    """A stream that starts above 1 checks the block below its start as an anchor, which only
+    the attestation of a later block vouches for (they are hash-linked). A replica that serves
+    the anchor alone (it says that is its head), forged under a valid certificate, must not
+    leave it behind as the stream's previous block: every honest replica's next block would
+    then fail the hash link, and the stream would ask for ever."""
+    from dataclasses import replace
+
+    from crypto.merkle import root_of
+    from ledger.state import OK, encode_result
+
+    d, bs = blocks
+    below = bs[3]                                     # the anchor of a stream from height 5
+    results = [encode_result(OK, b"forged")] * len(below.results)
+    forged = replace(below, results=results, results_root=root_of(results))
+    assert forged.check_roots() is None and forged.hash() != below.hash()
+
+    async def attest(height: int, block_hash: bytes, batch_size: int) -> None:
+        assert block_hash == bs[height - 1].hash()
+
+    class Network:                                    # replica 0 lies, the others do not
+        class Link:
+            connected = True
+        links = [Link(), Link(), Link(), Link()]
+
+        async def fetch_blocks(self, replica: int, from_height: int, max_blocks: int, timeout: float):
+            if replica == 0:
+                return BlocksResponse(1, from_height, 4, [forged.encode()] if from_height == 4 else [])
+            return BlocksResponse(1, from_height, len(bs), [b.encode() for b in bs[from_height - 1:]])
+
+    s = BlockStream(load(d), Network(), 5, attest=attest)
+
+    async def run() -> Block:
+        with trio.fail_after(5):
+            return await s.__anext__()
+
+    assert trio.run(run).hash() == bs[4].hash()
+
+
+def test_answers_that_fail_their_checks_do_not_keep_a_stream_from_timing_out(blocks) -> None:
+    """Every reachable replica answers, but with a block that fails its check (here a
+    certificate cut short): the stream's timeout counts sound answers only, so it ends with
+    Unavailable instead of asking for ever."""
+    from ledger.client import Unavailable
+
+    d, bs = blocks
+    bad = Block.decode(bs[0].encode())
+    bad.cert = bad.cert[:1]
+
+    class Network:
+        class Link:
+            connected = True
+        links = [Link(), Link(), Link(), Link()]
+
+        async def fetch_blocks(self, replica: int, from_height: int, max_blocks: int, timeout: float):
+            return BlocksResponse(1, from_height, len(bs), [bad.encode()])
+
+    s = BlockStream(load(d), Network(), 1, timeout=0.5)
+
+    async def run() -> None:
+        with trio.fail_after(10), pytest.raises(Unavailable, match="certificate"):
+            await s.__anext__()
+
+    trio.run(run)
