@@ -93,7 +93,7 @@ def cmd_attacks(args) -> int:
         print(f"{name} ({sw.mode}): {sw.rule}")
         print(f"    {sw.command(name)}")
     print()
-    print(f"Add --real to a replica or client attack's command to run it on real replica processes on 127.0.0.1 "
+    print("Add --real to a replica or client attack's command to run it on real replica processes on 127.0.0.1 "
           "(--json shows each one's real_command).")
     print(f"Rules are explained in docs/rules.md. The runtime's own attacks (lying-receipts, lying-proofs, "
           f"lying-history, empty-transfer, drip-transfer) act in a replica process: "
@@ -102,9 +102,12 @@ def cmd_attacks(args) -> int:
 
 
 def cmd_lab(args) -> int:
+    from bft.app.clusterinit import MAX_F
     from bft.sim.lab import LabError, run_lab
     from bft.sim.trace import TraceRecorder
 
+    if args.f > MAX_F:
+        raise UsageError(f"--f {args.f} is more than this tool supports ({MAX_F})")
     if args.real:
         return _real_lab(args)
     if args.keep_dir:

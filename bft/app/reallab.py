@@ -29,7 +29,7 @@ from pathlib import Path
 
 import trio
 
-from bft.adversary import PAXOS_STRATEGIES, RUNTIME_STRATEGIES, STRATEGIES, TEAM_STRATEGY, applies
+from bft.adversary import PAXOS_STRATEGIES, STRATEGIES, TEAM_STRATEGY, applies
 from bft.runtime.procs import LocalCluster
 from bft.sim.lab import HOSTILE, IN_VIEW_CHANGE, STORIES, LabError, LabResult, attackers
 from bft.wire import Prepare, Request
