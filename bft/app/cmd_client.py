@@ -228,7 +228,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.proof is not None or args.at_height is not None:
         from bft.app.cmd_reads import get_verified
 
-        return get_verified(args, _run_client)
+        return get_verified(args)
     return print_value(args, _run_client(args, "get", _key(args), args.linearizable))
 
 

@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import textwrap
+from pathlib import Path
 
 from typing import TYPE_CHECKING
 
@@ -108,6 +109,9 @@ def cmd_lab(args) -> int:
 
     if args.f > MAX_F:
         raise UsageError(f"--f {args.f} is more than this tool supports ({MAX_F})")
+    if args.trace is not None and (Path(args.trace).is_dir() or not Path(args.trace).parent.is_dir()):
+        # before the run, which on real processes takes up to a minute
+        raise UsageError(f"--trace {args.trace}: give a file in a directory that exists")
     if args.real:
         return _real_lab(args)
     if args.keep_dir:
@@ -127,8 +131,6 @@ def cmd_lab(args) -> int:
 
 
 def _real_lab(args) -> int:
-    from pathlib import Path
-
     from bft.app.reallab import run_real_lab
     from bft.runtime.tracelog import merge
     from bft.sim.lab import LabError

@@ -11,11 +11,11 @@ from pathlib import Path
 from bft.app.args import Subparsers, UsageError
 
 
-def get_verified(args: argparse.Namespace, run_client) -> int:
+def get_verified(args: argparse.Namespace) -> int:
     """``get`` with --proof or --at-height: a verified read; the proof goes to --proof FILE."""
     if args.linearizable:
         raise UsageError("--proof/--at-height make a verified read, which is not ordered; drop --linearizable")
-    from bft.app.cmd_client import check_key, print_value
+    from bft.app.cmd_client import _run_client, check_key, print_value
 
     key = check_key(args.key)
     out: Path | None = Path(args.proof) if args.proof else None
@@ -23,7 +23,7 @@ def get_verified(args: argparse.Namespace, run_client) -> int:
         raise UsageError(f"--proof {args.proof} is a directory; give a file to write the read proof to")
     if out is not None and not out.parent.is_dir():
         raise UsageError(f"--proof {args.proof}: no directory {out.parent} to write the read proof in")
-    proof = run_client(args, "get_verified", key, args.at_height)
+    proof = _run_client(args, "get_verified", key, args.at_height)
     if out is not None:
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(proof.to_json() + "\n")
