@@ -124,13 +124,30 @@ def fail(message: str, code: int) -> int:
     return code
 
 
-def run_async(fn, *args):
+def run_async(fn, *args, sigterm: bool = False):
+    """``trio.run(fn, *args)``, raising the one exception a nursery wrapped. With ``sigterm``,
+    SIGTERM is Ctrl-C (a KeyboardInterrupt in ``fn``), so that the clean-up of whatever ``fn``
+    started runs either way (as in ``bft.app.demo``)."""
+    import signal
+
     import trio
 
     from bft.runtime.process import unwrap
 
+    async def interruptible():
+        async def on_sigterm() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM) as sigs:
+                async for _ in sigs:
+                    raise KeyboardInterrupt
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(on_sigterm)
+            result = await fn(*args)
+            nursery.cancel_scope.cancel()
+        return result
+
     try:
-        return trio.run(fn, *args)
+        return trio.run(interruptible if sigterm else fn, *(() if sigterm else args))
     except BaseExceptionGroup as eg:
         raise unwrap(eg) from None
 
