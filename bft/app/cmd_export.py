@@ -27,6 +27,9 @@ def add_export(sub: Subparsers) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from ledger.export import export
 
+    out = Path(args.file)
+    if out.is_dir() or not out.parent.is_dir():
+        raise UsageError(f"{args.file}: give a file in a directory that exists, to write the archive to")
     report = export(args.dir, args.id, args.file)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, sort_keys=True))

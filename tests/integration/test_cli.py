@@ -158,6 +158,7 @@ def test_bad_input_to_the_newer_commands_is_one_line(tmp_path: Path) -> None:
         (["verify-export", str(bad), "--receipt", str(bad)], 2, "not a receipt"),
         (["verify-receipt", str(tmp_path), "--cluster", c], 2, "cannot read"),
         (["lab", "equivocate", "--f", huge], 2, "more than this tool supports"),
+        (["export", c, "--id", "0", str(tmp_path)], 2, "directory that exists"),
         (["lab", "equivocate", "--real", "--trace", str(tmp_path / "no-dir" / "t.html")], 2, "directory that exists"),
     ]
     (d / "pending").mkdir()
