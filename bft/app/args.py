@@ -21,7 +21,10 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def int_at_least(low: int) -> Callable[[str], int]:
+MAX_HEIGHT = (1 << 64) - 1      # ledger.wire.MAX_U64: heights travel as unsigned 64-bit integers
+
+
+def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     """An argparse type; argparse prefixes its message with the option's name."""
     def parse(text: str) -> int:
         try:
@@ -30,8 +33,26 @@ def int_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
         if v < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, not {v}")
+        if high is not None and v > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, not {v}")
         return v
     return parse
+
+
+def height(low: int = 1) -> Callable[[str], int]:
+    """An argparse type for a block height (``low`` or more, at most MAX_HEIGHT)."""
+    return int_at_least(low, MAX_HEIGHT)
+
+
+def seconds(text: str) -> float:
+    """An argparse type for a timeout: a positive number of seconds."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
+    if not v > 0:                                      # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return v
 
 
 def id_list(text: str) -> list[int]:
@@ -52,14 +73,50 @@ def port(text: str) -> int:
     return v
 
 
+def client_arg(p: argparse.ArgumentParser) -> None:
+    """--client N: which of DIR's client keys to connect with."""
+    p.add_argument("--client", type=int_at_least(0), default=0, metavar="N",
+                   help="use client key DIR/keys/client-N.key (default: 0)")
+
+
+def timeout_arg(p: argparse.ArgumentParser, default: float, what: str) -> None:
+    """--timeout S: ``what`` happens after S seconds."""
+    p.add_argument("--timeout", type=seconds, default=default, metavar="S", help=f"{what} (default: {default:g})")
+
+
 def add_query_args(p: argparse.ArgumentParser, timeout: float, what: str) -> None:
     """DIR, --json, --client and --timeout: the arguments of the commands that ask the replicas."""
     p.add_argument("dir", metavar="DIR", help="cluster directory")
     p.add_argument("--json", action="store_true", help=f"print {what}")
-    p.add_argument("--client", type=int_at_least(0), default=0, metavar="N",
-                   help="authenticate with client key N (default: 0)")
-    p.add_argument("--timeout", type=float, default=timeout, metavar="S",
-                   help=f"how long to wait for each replica's answer (default: {timeout:g})")
+    client_arg(p)
+    timeout_arg(p, timeout, "how long to wait for each replica's answer")
+
+
+def parse_head(text: str | None) -> bytes | None:
+    """--expect-head's 32-byte block hash (None when not given), or a UsageError."""
+    if text is None:
+        return None
+    try:
+        h = bytes.fromhex(text)
+    except ValueError:
+        raise UsageError(f"--expect-head {text!r} is not a hex block hash") from None
+    if len(h) != 32:
+        raise UsageError("--expect-head takes a 64-hex-digit block hash (see 'bftledger status')")
+    return h
+
+
+def read_text(path: str, what: str = "") -> str:
+    """The text of FILE ('-': standard input), bytes that are not UTF-8 replaced; a file that
+    cannot be read is a UsageError ("cannot read [what ]FILE: why")."""
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read()
+    except OSError as e:
+        raise UsageError(f"cannot read {what + ' ' if what else ''}{path}: {e.strerror}") from None
+    return data.decode("utf-8", errors="replace")
 
 
 def fail(message: str, code: int) -> int:
@@ -67,13 +124,30 @@ def fail(message: str, code: int) -> int:
     return code
 
 
-def run_async(fn, *args):
+def run_async(fn, *args, sigterm: bool = False):
+    """``trio.run(fn, *args)``, raising the one exception a nursery wrapped. With ``sigterm``,
+    SIGTERM is Ctrl-C (a KeyboardInterrupt in ``fn``), so that the clean-up of whatever ``fn``
+    started runs either way (as in ``bft.app.demo``)."""
+    import signal
+
     import trio
 
     from bft.runtime.process import unwrap
 
+    async def interruptible():
+        async def on_sigterm() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM) as sigs:
+                async for _ in sigs:
+                    raise KeyboardInterrupt
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(on_sigterm)
+            result = await fn(*args)
+            nursery.cancel_scope.cancel()
+        return result
+
     try:
-        return trio.run(fn, *args)
+        return trio.run(interruptible if sigterm else fn, *(() if sigterm else args))
     except BaseExceptionGroup as eg:
         raise unwrap(eg) from None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from bft.app.args import PROG, Subparsers, UsageError
+from bft.app.args import PROG, Subparsers, UsageError, timeout_arg
 
 
 def add_add_client(sub: Subparsers) -> None:
@@ -25,8 +25,7 @@ def add_add_client(sub: Subparsers) -> None:
                     "N are copied.",
         epilog=f"example: {PROG} add-client ./mycluster && {PROG} put ./mycluster k v --client 4")
     p.add_argument("dir", metavar="DIR", help="cluster directory (holding the administrator's key)")
-    p.add_argument("--timeout", type=float, default=15.0, metavar="S",
-                   help="give up after S seconds without a commit (default: 15)")
+    timeout_arg(p, 15.0, "give up after S seconds without a commit")
     p.add_argument("--json", action="store_true", help="print {client, height, receipt} as JSON")
     p.set_defaults(func=cmd_add_client)
 

@@ -8,7 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from bft.app.args import PROG, Subparsers, UsageError, add_query_args, fail, int_at_least, run_async
+from bft.app.args import (PROG, Subparsers, UsageError, add_query_args, client_arg, fail, height, int_at_least,
+                          parse_head, read_text, run_async, timeout_arg)
 from ledger.quorum import protocol
 
 
@@ -23,11 +24,9 @@ VALUE_SOURCES = ("VALUE is taken as given (UTF-8 text), '-' reads it from standa
 
 
 def client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--client", type=int_at_least(0), default=0, metavar="N",
-                   help="use client key DIR/keys/client-N.key (default: 0)")
-    p.add_argument("--timeout", type=float, default=15.0, metavar="S",
-                   help="give up after S seconds without a commit (default: 15); within a second when "
-                        "every replica refuses the connection")
+    client_arg(p)
+    timeout_arg(p, 15.0, "give up after S seconds without a commit; within a second when every replica refuses "
+                         "the connection")
 
 
 def value_args(p: argparse.ArgumentParser, name: str) -> None:
@@ -35,18 +34,22 @@ def value_args(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--file", metavar="PATH", help=f"read {name} from PATH instead")
 
 
-def _key(args: argparse.Namespace) -> str:
-    """KEY, checked against the ledger's limit before anything is sent."""
+def check_key(key: str, what: str = "KEY") -> str:
+    """A key from the command line, checked against the ledger's limit before anything is sent."""
     from ledger.client import TooLarge, _check_key
 
     try:
-        args.key.encode()
+        key.encode()
     except UnicodeEncodeError:
-        raise UsageError("KEY is not valid UTF-8") from None
+        raise UsageError(f"{what} is not valid UTF-8") from None
     try:
-        return _check_key(args.key)
+        return _check_key(key)
     except TooLarge as e:
         raise UsageError(str(e)) from None
+
+
+def _key(args: argparse.Namespace) -> str:
+    return check_key(args.key)
 
 
 def _value(args: argparse.Namespace, name: str) -> bytes:
@@ -94,14 +97,14 @@ def pending_path(cluster_dir: str, rid: str) -> Path:
     return Path(cluster_dir) / "pending" / f"{rid}.req"
 
 
-def _run_client(args: argparse.Namespace, method: str, *call_args):
+def _run_client(args: argparse.Namespace, method: str, *call_args, **call_kw):
     """One call of ``ledger.client.Client`` on a fresh connection. A write that raises
     ``Uncertain`` leaves its signed request in DIR/pending/ for ``bftledger outcome``."""
     import ledger.client
 
     async def go():
         async with ledger.client.connect(args.dir, args.client, timeout=args.timeout) as c:
-            return await getattr(c, method)(*call_args)
+            return await getattr(c, method)(*call_args, **call_kw)
 
     try:
         return run_async(go)
@@ -139,6 +142,20 @@ def operation_lines(op: dict | None) -> list[str]:
     return (["  operation: transact"] + [f"    put {k!r} = {_show(v)}" for k, v in op["puts"].items()]
             + [f"    delete {k!r}" for k in op["deletes"]]
             + [f"    require {k!r} = {_show(v)}" for k, v in op["require"].items()])
+
+
+def _holds(v: bytes | None) -> str:
+    return "is not set" if v is None else f"holds {v!r}"
+
+
+def _committed(args: argparse.Namespace, r, *why: str) -> int:
+    """Print receipt ``r``; when its operation failed (not with --json), print ``why`` and exit 1."""
+    _print_receipt(args, r)
+    if r.ok or args.json:
+        return 0
+    for line in why:
+        sys.stderr.write(f"{PROG}: {line}\n")
+    return 1
 
 
 def _print_receipt(args: argparse.Namespace, r) -> None:
@@ -199,7 +216,7 @@ def add_get(sub: Subparsers) -> None:
     p.add_argument("--proof", metavar="FILE",
                    help="a verified read: write its proof (JSON) to FILE, checkable offline with "
                         f"'{PROG} verify-read FILE --cluster DIR'")
-    p.add_argument("--at-height", type=int_at_least(1), metavar="H",
+    p.add_argument("--at-height", type=height(), metavar="H",
                    help="a verified read of the state after block H (replicas rebuild it, within a bound; "
                         "see README, 'Verified reads')")
     p.add_argument("--json", action="store_true", help="print {key, found, value} as JSON")
@@ -211,7 +228,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.proof is not None or args.at_height is not None:
         from bft.app.cmd_reads import get_verified
 
-        return get_verified(args, _run_client)
+        return get_verified(args)
     return print_value(args, _run_client(args, "get", _key(args), args.linearizable))
 
 
@@ -250,12 +267,7 @@ def add_delete(sub: Subparsers) -> None:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    r = _run_client(args, "delete", _key(args))
-    _print_receipt(args, r)
-    if not r.ok and not args.json:
-        sys.stderr.write(f"{PROG}: {args.key!r} was not set\n")
-        return 1
-    return 0
+    return _committed(args, _run_client(args, "delete", _key(args)), f"{args.key!r} was not set")
 
 
 def add_cas(sub: Subparsers) -> None:
@@ -284,12 +296,7 @@ def cmd_cas(args: argparse.Namespace) -> int:
     expected = None if args.absent else os.fsencode(args.expect)
     _check(state.op_cas(key, expected, new))
     r = _run_client(args, "cas", key, expected, new)
-    _print_receipt(args, r)
-    if not r.ok and not args.json:
-        now = "is not set" if r.value is None else f"holds {r.value!r}"
-        sys.stderr.write(f"{PROG}: not swapped: {args.key!r} {now}\n")
-        return 1
-    return 0
+    return _committed(args, r, f"not swapped: {args.key!r} {_holds(r.value)}")
 
 
 def _assignments(items: list[str], flag: str) -> dict[str, bytes]:
@@ -327,7 +334,6 @@ def add_transact(sub: Subparsers) -> None:
 
 def cmd_transact(args: argparse.Namespace) -> int:
     from ledger import state
-    from ledger.client import TooLarge, _check_key
 
     puts = _assignments(args.put, "--put")
     require: dict[str, bytes | None] = dict(_assignments(args.require, "--require"))
@@ -335,23 +341,14 @@ def cmd_transact(args: argparse.Namespace) -> int:
         if k in require:
             raise UsageError(f"{k!r} is both --require'd and --require-absent")
         require[k] = None
-    try:
-        for k in [*puts, *args.delete, *require]:
-            _check_key(k)
-    except TooLarge as e:
-        raise UsageError(str(e)) from None
+    for k in [*puts, *args.delete, *require]:
+        check_key(k, f"key {k!r}")
     why = state.txn_error(puts, args.delete, require)
     if why is not None:
         raise UsageError(why)
     _check(state.op_txn(puts, args.delete, require))
     r = _run_client(args, "transact", puts, args.delete, require)
-    _print_receipt(args, r)
-    if not r.ok and not args.json:
-        for k, v in r.failed.items():
-            now = "is not set" if v is None else f"holds {v!r}"
-            sys.stderr.write(f"{PROG}: not applied: {k!r} {now}\n")
-        return 1
-    return 0
+    return _committed(args, r, *(f"not applied: {k!r} {_holds(v)}" for k, v in r.failed.items()))
 
 
 def add_outcome(sub: Subparsers) -> None:
@@ -365,14 +362,13 @@ def add_outcome(sub: Subparsers) -> None:
     p.add_argument("dir", metavar="DIR", help="cluster directory")
     p.add_argument("request_id", metavar="REQUEST_ID", help="the id the timed-out command printed (CLIENT-TIMESTAMP)")
     p.add_argument("--json", action="store_true", help="print the receipt as JSON")
-    p.add_argument("--timeout", type=float, default=15.0, metavar="S",
-                   help="give up after S seconds without an answer (default: 15)")
+    timeout_arg(p, 15.0, "give up after S seconds without an answer")
     p.set_defaults(func=cmd_outcome)
 
 
 def cmd_outcome(args: argparse.Namespace) -> int:
     client, dash, ts = args.request_id.partition("-")
-    if not (dash and client.isdigit() and ts.isdigit()):
+    if not (dash and client.isascii() and client.isdigit() and ts.isascii() and ts.isdigit()):
         raise UsageError(f"REQUEST_ID is CLIENT-TIMESTAMP (like 0-1764662400000001), not {args.request_id!r}")
     path = pending_path(args.dir, args.request_id)
     try:
@@ -380,7 +376,15 @@ def cmd_outcome(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         raise UsageError(f"no kept request {args.request_id} in {path.parent}: only a write that timed out on "
                          "this machine keeps one") from None
-    args.client = int(client)
+    from ledger.wire import DecodeError, Request, decode
+
+    try:
+        req = decode(raw)
+    except DecodeError as e:
+        req = e
+    if not isinstance(req, Request) or req.client != int(client):
+        return fail(f"{path} is not the signed request {args.request_id} (damaged?): remove it", 1)
+    args.client = req.client
     r = _run_client(args, "outcome", raw)
     _print_receipt(args, r)
     path.unlink(missing_ok=True)
@@ -463,21 +467,42 @@ def add_verify_receipt(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_verify_receipt)
 
 
-def cmd_verify_receipt(args: argparse.Namespace) -> int:
-    from ledger.cluster import load
+def read_receipt(path: str):
+    """The receipt in FILE ('-': standard input); a UsageError when there is none."""
     from ledger.receipt import Receipt, ReceiptError
 
-    cluster = load(args.cluster)
-    text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8", errors="replace").read()
     try:
-        r = Receipt.from_json(text)
+        return Receipt.from_json(read_text(path, "receipt"))
     except ReceiptError as e:
+        raise UsageError(f"receipt {path}: {e}") from None
+
+
+def check_offline(args: argparse.Namespace, from_json, error: type[Exception], what: str):
+    """What verify-receipt and verify-read share: load --cluster, read and parse FILE ('-':
+    standard input; ``error`` from ``from_json`` is a usage error), verify it with the
+    cluster's public keys. (cluster, document, verification), or None once FAULT is printed."""
+    from ledger.cluster import load
+
+    cluster = load(args.cluster)
+    text = read_text(args.file)
+    try:
+        doc = from_json(text)
+    except error as e:
         raise UsageError(f"{args.file}: {e}") from None
     try:
-        v = r.verify(cluster)
-    except ReceiptError as e:
-        print(f"FAULT: the receipt does not verify: {e}")
+        return cluster, doc, doc.verify(cluster)
+    except error as e:
+        print(f"FAULT: the {what} does not verify: {e}")
+        return None
+
+
+def cmd_verify_receipt(args: argparse.Namespace) -> int:
+    from ledger.receipt import Receipt, ReceiptError
+
+    checked = check_offline(args, Receipt.from_json, ReceiptError, "receipt")
+    if checked is None:
         return 1
+    _, r, v = checked
     print(f"OK: {r.describe()} by client {r.client} is in block {r.height} at index {r.index}; "
           f"outcome {r.status}")
     print("\n".join(operation_lines(r.operation)))
@@ -506,7 +531,7 @@ def add_audit(sub: Subparsers) -> None:
     p.add_argument("--expect-head", metavar="HASH",
                    help="a block hash (hex) the ledger must contain, e.g. a head seen earlier: catches a "
                         "ledger whose last blocks were cut off, which is otherwise still a valid chain")
-    p.add_argument("--expect-height", type=int_at_least(1), metavar="N", help="the ledger must reach height N")
+    p.add_argument("--expect-height", type=height(), metavar="N", help="the ledger must reach height N")
     p.add_argument("--receipt", action="append", default=[], metavar="FILE",
                    help="a receipt (from 'put --json') whose block must be in the ledger and whose tree head "
                         "must be a prefix of the ledger's (RFC 9162 consistency); may be repeated")
@@ -517,22 +542,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from ledger.audit import audit
 
     from ledger.cluster import load
-    from ledger.receipt import Receipt, ReceiptError
+    from ledger.receipt import ReceiptError
 
-    expect_head = None
-    if args.expect_head is not None:
-        try:
-            expect_head = bytes.fromhex(args.expect_head)
-        except ValueError:
-            raise UsageError(f"--expect-head {args.expect_head!r} is not a hex block hash") from None
-        if len(expect_head) != 32:
-            raise UsageError("--expect-head takes a 64-hex-digit block hash (see 'bftledger status')")
+    expect_head = parse_head(args.expect_head)
     receipts = []
     for path in args.receipt:
-        try:
-            r = Receipt.from_json(Path(path).read_text())
-        except OSError as e:
-            raise UsageError(f"cannot read receipt {path}: {e.strerror}") from None
+        r = read_receipt(path)
         try:
             r.verify(load(args.dir))
         except ReceiptError as e:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bft.app.args import PROG, Subparsers, UsageError, int_at_least
+from bft.app.args import PROG, Subparsers, UsageError, client_arg, height, int_at_least, parse_head, timeout_arg
 
 
 def add_export(sub: Subparsers) -> None:
@@ -27,6 +27,9 @@ def add_export(sub: Subparsers) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from ledger.export import export
 
+    out = Path(args.file)
+    if out.is_dir() or not out.parent.is_dir():
+        raise UsageError(f"{args.file}: give a file in a directory that exists, to write the archive to")
     report = export(args.dir, args.id, args.file)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
@@ -50,37 +53,20 @@ def add_verify_export(sub: Subparsers) -> None:
     p.add_argument("file", metavar="FILE", help="the archive")
     p.add_argument("--expect-head", metavar="HASH",
                    help="a block hash (hex) the archive must contain, e.g. a head seen earlier (detects rollback)")
-    p.add_argument("--expect-height", type=int_at_least(1), metavar="N", help="the archive must reach height N")
+    p.add_argument("--expect-height", type=height(), metavar="N", help="the archive must reach height N")
     p.add_argument("--receipt", action="append", default=[], metavar="RECEIPT.json",
                    help="a receipt (from 'put --json') whose block must be in the archive; may be repeated")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify_export)
 
 
-def parse_head(text: str | None) -> bytes | None:
-    """--expect-head's 32-byte hash, or a UsageError."""
-    if text is None:
-        return None
-    try:
-        h = bytes.fromhex(text)
-    except ValueError:
-        raise UsageError(f"--expect-head {text!r} is not a hex block hash") from None
-    if len(h) != 32:
-        raise UsageError("--expect-head takes a 64-hex-digit block hash (see 'bftledger status')")
-    return h
-
-
 def cmd_verify_export(args: argparse.Namespace) -> int:
+    from bft.app.cmd_client import read_receipt
     from ledger.export import ExportCorrupt, archive_cluster, verify_export
-    from ledger.receipt import Receipt, ReceiptError
+    from ledger.receipt import ReceiptError
 
     expect_head = parse_head(args.expect_head)
-    receipts = []
-    for path in args.receipt:
-        try:
-            receipts.append((path, Receipt.from_json(Path(path).read_text())))
-        except OSError as e:
-            raise UsageError(f"cannot read receipt {path}: {e.strerror}") from None
+    receipts = [(path, read_receipt(path)) for path in args.receipt]
     if not Path(args.file).is_file():
         raise UsageError(f"{args.file} is not a file")
     good = []
@@ -121,13 +107,11 @@ def add_watch(sub: Subparsers) -> None:
                     "repeated, whichever replicas fail or restart meanwhile. Ctrl-C stops it.",
         epilog=f"example: {PROG} watch ./mycluster --from 1 --count 10")
     p.add_argument("dir", metavar="DIR", help="cluster directory")
-    p.add_argument("--from", dest="from_height", type=int_at_least(1), default=1, metavar="H",
+    p.add_argument("--from", dest="from_height", type=height(), default=1, metavar="H",
                    help="the first height to print (default: 1)")
     p.add_argument("--count", type=int_at_least(1), metavar="N", help="stop after N blocks")
-    p.add_argument("--client", type=int_at_least(0), default=0, metavar="N",
-                   help="authenticate with client key N (default: 0)")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
-                   help="give up when no replica has answered for S seconds (default: 30)")
+    client_arg(p)
+    timeout_arg(p, 30.0, "give up when no replica has answered for S seconds")
     p.add_argument("--json", action="store_true", help="print one JSON object per block instead")
     p.set_defaults(func=cmd_watch)
 
@@ -178,9 +162,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     import ledger.client
     from bft.app.args import run_async
-
-    if args.timeout <= 0:
-        raise UsageError(f"--timeout must be positive, not {args.timeout:g}")
 
     async def watch() -> int:
         seen = 0

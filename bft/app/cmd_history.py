@@ -7,19 +7,16 @@ import argparse
 import json
 import sys
 
-from bft.app.args import PROG, Subparsers, UsageError, int_at_least, run_async
-from bft.app.cmd_client import _show, client_args
+from bft.app.args import PROG, Subparsers, UsageError, height, int_at_least
+from bft.app.cmd_client import _run_client, _show, check_key, client_args
 
 
 def _run(args: argparse.Namespace, method: str, *call_args, **kw):
+    """``_run_client``, with the arguments the client refuses (ValueError, TypeError) as usage errors."""
     import ledger.client
 
-    async def go():
-        async with ledger.client.connect(args.dir, args.client, timeout=args.timeout) as c:
-            return await getattr(c, method)(*call_args, **kw)
-
     try:
-        return run_async(go)
+        return _run_client(args, method, *call_args, **kw)
     except (ValueError, TypeError) as e:           # TooLarge and bad arguments the client refused
         if isinstance(e, ledger.client.LedgerError) and not isinstance(e, ledger.client.TooLarge):
             raise
@@ -34,12 +31,12 @@ def add_history(sub: Subparsers) -> None:
                     "transaction. Each version is checked against its certified block and comes with a receipt "
                     "(--json prints them; 'bftledger verify-receipt' checks one). No replica can invent a "
                     "version; omitting one takes f+1 lying replicas in pbft. At most --limit versions above "
-                    f"height --after are printed; when more follow, the last line says which --after to use.")
+                    "height --after are printed; when more follow, the last line says which --after to use.")
     p.add_argument("dir", metavar="DIR", help="cluster directory")
     p.add_argument("key", metavar="KEY")
     p.add_argument("--limit", type=int_at_least(1), default=100, metavar="N",
                    help="at most N versions (1..1000, default 100)")
-    p.add_argument("--after", type=int_at_least(0), default=None, metavar="H",
+    p.add_argument("--after", type=height(0), default=None, metavar="H",
                    help="only versions written above height H (paging)")
     p.add_argument("--json", action="store_true",
                    help="print {key, versions: [{height, index, deleted, value, operation, receipt}], more}")
@@ -50,7 +47,7 @@ def add_history(sub: Subparsers) -> None:
 def cmd_history(args: argparse.Namespace) -> int:
     if args.limit > 1000:
         raise UsageError(f"--limit is at most 1000, not {args.limit}; page with --after")
-    page = _run(args, "history", args.key, limit=args.limit, after=args.after)
+    page = _run(args, "history", check_key(args.key), limit=args.limit, after=args.after)
     if args.json:
         print(json.dumps({"key": args.key, "versions": [v.to_dict() for v in page], "more": page.more,
                           "replicas": page.replicas}))
@@ -78,7 +75,7 @@ def add_scan(sub: Subparsers) -> None:
     p.add_argument("prefix", metavar="PREFIX", nargs="?", default=None)
     p.add_argument("--start", metavar="KEY", default=None, help="from KEY (inclusive)")
     p.add_argument("--end", metavar="KEY", default=None, help="below KEY (exclusive)")
-    p.add_argument("--at-height", type=int_at_least(1), default=None, metavar="H",
+    p.add_argument("--at-height", type=height(), default=None, metavar="H",
                    help="the state after block H (replayed by the replica from the blocks)")
     p.add_argument("--limit", type=int_at_least(1), default=1000, metavar="N", help="at most N keys (default 1000)")
     p.add_argument("--verified", action="store_true",
@@ -90,6 +87,9 @@ def add_scan(sub: Subparsers) -> None:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    for what, key in (("PREFIX", args.prefix), ("--start", args.start), ("--end", args.end)):
+        if key is not None:
+            check_key(key, what)
     got = _run(args, "scan", prefix=args.prefix, start=args.start, end=args.end, at_height=args.at_height,
                limit=args.limit, verified=args.verified)
     if args.json:

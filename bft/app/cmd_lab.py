@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import textwrap
+from pathlib import Path
 
 from typing import TYPE_CHECKING
 
@@ -93,7 +94,7 @@ def cmd_attacks(args) -> int:
         print(f"{name} ({sw.mode}): {sw.rule}")
         print(f"    {sw.command(name)}")
     print()
-    print(f"Add --real to a replica or client attack's command to run it on real replica processes on 127.0.0.1 "
+    print("Add --real to a replica or client attack's command to run it on real replica processes on 127.0.0.1 "
           "(--json shows each one's real_command).")
     print(f"Rules are explained in docs/rules.md. The runtime's own attacks (lying-receipts, lying-proofs, "
           f"lying-history, empty-transfer, drip-transfer) act in a replica process: "
@@ -102,9 +103,15 @@ def cmd_attacks(args) -> int:
 
 
 def cmd_lab(args) -> int:
+    from bft.app.clusterinit import MAX_F
     from bft.sim.lab import LabError, run_lab
     from bft.sim.trace import TraceRecorder
 
+    if args.f > MAX_F:
+        raise UsageError(f"--f {args.f} is more than this tool supports ({MAX_F})")
+    if args.trace is not None and (Path(args.trace).is_dir() or not Path(args.trace).parent.is_dir()):
+        # before the run, which on real processes takes up to a minute
+        raise UsageError(f"--trace {args.trace}: give a file in a directory that exists")
     if args.real:
         return _real_lab(args)
     if args.keep_dir:
@@ -124,8 +131,6 @@ def cmd_lab(args) -> int:
 
 
 def _real_lab(args) -> int:
-    from pathlib import Path
-
     from bft.app.reallab import run_real_lab
     from bft.runtime.tracelog import merge
     from bft.sim.lab import LabError

@@ -6,26 +6,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 from bft.app.args import Subparsers, UsageError
 
 
-def get_verified(args: argparse.Namespace, run_client) -> int:
+def get_verified(args: argparse.Namespace) -> int:
     """``get`` with --proof or --at-height: a verified read; the proof goes to --proof FILE."""
     if args.linearizable:
         raise UsageError("--proof/--at-height make a verified read, which is not ordered; drop --linearizable")
+    from bft.app.cmd_client import _run_client, check_key, print_value
+
+    key = check_key(args.key)
     out: Path | None = Path(args.proof) if args.proof else None
     if out is not None and out.is_dir():
         raise UsageError(f"--proof {args.proof} is a directory; give a file to write the read proof to")
-    proof = run_client(args, "get_verified", args.key, args.at_height)
+    if out is not None and not out.parent.is_dir():
+        raise UsageError(f"--proof {args.proof}: no directory {out.parent} to write the read proof in")
+    proof = _run_client(args, "get_verified", key, args.at_height)
     if out is not None:
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(proof.to_json() + "\n")
         os.replace(tmp, out)
-    from bft.app.cmd_client import print_value
-
     return print_value(args, proof.value, proof.height)
 
 
@@ -44,23 +46,13 @@ def add_verify_read(sub: Subparsers) -> None:
 
 
 def cmd_verify_read(args: argparse.Namespace) -> int:
-    from ledger.cluster import load
+    from bft.app.cmd_client import check_offline
     from ledger.readproof import ReadProof, ReadProofError
 
-    cluster = load(args.cluster)
-    try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise UsageError(f"cannot read {args.file}: {e.strerror}") from None
-    try:
-        proof = ReadProof.from_json(text)
-    except ReadProofError as e:
-        raise UsageError(f"{args.file}: {e}") from None
-    try:
-        v = proof.verify(cluster)
-    except ReadProofError as e:
-        print(f"FAULT: the read proof does not verify: {e}")
+    checked = check_offline(args, ReadProof.from_json, ReadProofError, "read proof")
+    if checked is None:
         return 1
+    cluster, _, v = checked
     if args.json:
         print(json.dumps({"ok": True, "key": v.key, "found": v.value is not None,
                           "value_hex": None if v.value is None else v.value.hex(), "height": v.height,

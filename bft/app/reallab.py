@@ -29,7 +29,8 @@ from pathlib import Path
 
 import trio
 
-from bft.adversary import PAXOS_STRATEGIES, RUNTIME_STRATEGIES, STRATEGIES, TEAM_STRATEGY, applies
+from bft.adversary import PAXOS_STRATEGIES, STRATEGIES, TEAM_STRATEGY, applies
+from bft.app.args import run_async
 from bft.runtime.procs import LocalCluster
 from bft.sim.lab import HOSTILE, IN_VIEW_CHANGE, STORIES, LabError, LabResult, attackers
 from bft.wire import Prepare, Request
@@ -72,7 +73,8 @@ def run_real_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, s
         raise LabError("--byzantine-count counts Byzantine replicas; a client attack has one hostile client")
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="bftledger-lab-"))
     try:
-        return trio.run(_run, name, kind, mode, n, f, count, seed, faulty, work, trace)
+        # SIGTERM as Ctrl-C: the replicas are stopped (a frozen one thawed first) and the directory removed
+        return run_async(_run, name, kind, mode, n, f, count, seed, faulty, work, trace, sigterm=True)
     finally:
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)

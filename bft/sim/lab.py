@@ -344,18 +344,19 @@ def run_lab(name: str, *, mode: str = "pbft", f: int = 1, count: int = 1, seed: 
         need = quorum.Quorums(mode, f).read
         notes.append(f"reads: {kinds['fast']} accepted without ordering ({need} matching answer"
                      f"{'s' if need > 1 else ''} each), {kinds['ordered']} fell back to ordered reads")
+    stalled = len(window) == 2 and window[0] == window[1]
     if len(window) == 2:
         elections = sum(_core(r.core).stats["elections"] for r in sim.replicas)
         notes.append(f"{elections} elections in all; {window[1] - window[0]} blocks committed from "
                      f"t={DUEL_WINDOW[0]} to t={DUEL_WINDOW[1]}")
-        if window[1] == window[0]:
+        if stalled:
             notes.append("LIVELOCK: nothing committed in the window while the proposers duelled")
     return LabResult(name, scenario.kind, mode, n, f, seed, faulty, sim.checker.violation,
                      0 if sim.checker.violation else len(unacked), requests,
                      dict(sorted(by_rule.items())), {k: dict(sorted(v.items())) for k, v in sorted(by_sender.items())},
                      dict(sorted(suspicions.items())),
                      {r.id: len(r.blocks) for r in sim.replicas}, {r.id: _core(r.core).view for r in honest},
-                     replay, notes, _divergence(honest), unsafe, len(window) == 2 and window[0] == window[1])
+                     replay, notes, _divergence(honest), unsafe, stalled)
 
 
 def _build(mode: str, n: int, f: int, seed: int, byzantine: dict, rng: random.Random,

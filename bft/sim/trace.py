@@ -50,7 +50,7 @@ class TraceRecorder:
     _open: dict[str, Band] = field(default_factory=dict)
 
     def message(self, sent: float, delivered: float, src: str, dst: str, msg, dropped: str | None) -> None:
-        self.arrows.append(Arrow(sent, delivered, src, dst, msg.NAME, describe(msg), dropped))
+        self.add_arrow(sent, delivered, src, dst, msg.NAME, describe(msg), dropped)
 
     def add_arrow(self, sent: float, delivered: float, src: str, dst: str, kind: str, label: str,
                   dropped: str | None) -> None:

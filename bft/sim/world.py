@@ -282,15 +282,17 @@ class Simulation:
         self._client_send(c, p)
         return ts
 
+    def _client_to(self, client: int, target: int | object, msg: Message) -> None:
+        """Client ``client`` sends ``msg`` where its core said: one replica, or EVERY_REPLICA."""
+        if target is EVERY_REPLICA:
+            for dst in (self.client_targets if self.client_targets is not None else range(len(self.nodes))):
+                self._send(CLIENT + client, dst, msg)
+        else:
+            self._send(CLIENT + client, target, msg)
+
     def _client_send(self, c: ClientNode, p: Pending) -> None:
         """A (re)transmission where the client core says, then its retransmission timer."""
-        target = c.core.transmit(p)
-        if target is EVERY_REPLICA:
-            targets = self.client_targets if self.client_targets is not None else range(len(self.nodes))
-            for dst in targets:
-                self._send(CLIENT + c.id, dst, p.request)
-        else:
-            self._send(CLIENT + c.id, target, p.request)
+        self._client_to(c.id, c.core.transmit(p), p.request)
         self._schedule(self.now + c.core.retransmit_after(p), ("client-timer", c.id, p.request.timestamp))
 
     def _client_timer(self, client: int, ts: int) -> None:
@@ -337,13 +339,7 @@ class Simulation:
         c = self.clients[client]
         rp = c.core.add_read(op_get(key), self.now)
         self.read_outcomes[(client, rp.nonce)] = ReadOutcome(key, self.now)
-        msg = rp.message(client)
-        target = c.core.read_transmit(rp)
-        if target is EVERY_REPLICA:
-            for dst in (self.client_targets if self.client_targets is not None else range(len(self.nodes))):
-                self._send(CLIENT + client, dst, msg)
-        else:
-            self._send(CLIENT + client, target, msg)
+        self._client_to(client, c.core.read_transmit(rp), rp.message(client))
         self._schedule(self.now + self.read_timeout, ("read-timer", client, rp.nonce))
         return rp.nonce
 

@@ -130,6 +130,45 @@ def test_user_errors_are_one_line(tmp_path: Path) -> None:
         one_error_line(cli(*args))
 
 
+def test_bad_input_to_the_newer_commands_is_one_line(tmp_path: Path) -> None:
+    """Non-UTF-8 keys, huge heights, non-positive or NaN timeouts, damaged files: each was a
+    traceback (or, for watch --timeout nan, a wait forever) before anything was sent."""
+    d = tmp_path / "stopped"
+    init_cluster(d, "pbft", 1, clients=2)            # never started: every check comes first
+    c = str(d)
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"\xff\xfe{")
+    huge = str(1 << 70)
+    cases = [
+        (["transact", c, "--delete", "\udcff"], 2, "not valid UTF-8"),
+        (["transact", c, "--put", "\udcff=1"], 2, "not valid UTF-8"),
+        (["get", c, "\udcff", "--proof", str(tmp_path / "p.json")], 2, "not valid UTF-8"),
+        (["history", c, "\udcff"], 2, "not valid UTF-8"),
+        (["scan", c, "--start", "\udcff"], 2, "not valid UTF-8"),
+        (["get", c, "k", "--at-height", huge], 2, "at most"),
+        (["history", c, "k", "--after", huge], 2, "at most"),
+        (["scan", c, "--at-height", huge], 2, "at most"),
+        (["watch", c, "--from", huge], 2, "at most"),
+        (["put", c, "k", "v", "--timeout", "-1"], 2, "positive"),
+        (["transact", c, "--put", "a=1", "--timeout", "nan"], 2, "positive"),
+        (["watch", c, "--timeout", "nan"], 2, "positive"),
+        (["add-client", c, "--timeout", "0"], 2, "positive"),
+        (["get", c, "k", "--proof", str(tmp_path / "no-dir" / "p.json")], 2, "no directory"),
+        (["audit", c, "--id", "0", "--receipt", str(bad)], 2, "not a receipt"),
+        (["verify-export", str(bad), "--receipt", str(bad)], 2, "not a receipt"),
+        (["verify-receipt", str(tmp_path), "--cluster", c], 2, "cannot read"),
+        (["lab", "equivocate", "--f", huge], 2, "more than this tool supports"),
+        (["export", c, "--id", "0", str(tmp_path)], 2, "directory that exists"),
+        (["lab", "equivocate", "--real", "--trace", str(tmp_path / "no-dir" / "t.html")], 2, "directory that exists"),
+    ]
+    (d / "pending").mkdir()
+    (d / "pending" / "0-12.req").write_bytes(b"damaged")
+    cases.append((["outcome", c, "0-12"], 1, "not the signed request"))
+    for args, code, what in cases:
+        p = cli(*args, timeout=30)
+        assert what in one_error_line(p) and p.returncode == code, (args, p.returncode, p.stderr)
+
+
 def test_up_with_a_relative_directory_runs_every_replica_and_stops_them_all(tmp_path: Path) -> None:
     import os
     import signal

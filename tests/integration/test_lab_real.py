@@ -98,3 +98,49 @@ def test_every_real_command_in_the_catalogue_runs(name: str, mode: str) -> None:
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
     assert r["safety"] == a.outcome(mode).safety, (name, mode, r)
+
+
+def test_sigterm_stops_every_replica_even_a_frozen_one_and_removes_the_directory(tmp_path) -> None:
+    """SIGTERM while replica 0 is frozen (SIGSTOP) used to kill the lab alone: the frozen replica
+    kept its parent-death SIGTERM pending forever, and the temporary directory stayed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tests.integration.conftest import REPO
+
+    env = dict(os.environ, TMPDIR=str(tmp_path), PYTHONPATH=str(REPO))
+    lab = subprocess.Popen([sys.executable, "-m", "bft", "lab", "forge-vc", "--real"], cwd=REPO, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def state(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return "gone"
+
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(state(c) == "T" for c in children):
+            time.sleep(0.1)
+            try:
+                children = [int(c) for c in Path(f"/proc/{lab.pid}/task/{lab.pid}/children").read_text().split()]
+            except OSError:
+                pytest.skip("no /proc/PID/task/PID/children here")
+        assert any(state(c) == "T" for c in children), "replica 0 was never frozen"
+        lab.send_signal(signal.SIGTERM)
+        assert lab.wait(30) == 130, lab.stderr.read()
+    finally:
+        if lab.poll() is None:
+            lab.kill()
+            lab.wait()
+        for c in children:                      # a failing run must not leave them behind either
+            if state(c) not in ("gone", "Z"):
+                os.kill(c, signal.SIGKILL)
+    time.sleep(0.5)
+    assert all(state(c) in ("gone", "Z") for c in children), [state(c) for c in children]
+    assert not list(tmp_path.glob("bftledger-lab-*"))
