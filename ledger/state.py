@@ -282,6 +282,11 @@ class KVStore:
             self._data[key] = value
         self._changed[key] = value
 
+    def write(self, key: str, value: bytes | None) -> None:
+        """Set ``key`` to ``value`` (None: delete it) without executing an operation: a write
+        replayed from a block (``ledger.history.PastState``)."""
+        self._set(key, value)
+
     def _sync(self) -> None:
         """Apply the writes since the last call to the tree (once per key, the last value)."""
         changed = self._changed

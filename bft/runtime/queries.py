@@ -3,8 +3,9 @@
 Kept apart from ``serving.py`` (receipts, attestations, state transfer) because these
 queries need more than one block read: a history answer comes from the history index
 beside the block store (``ledger.history``), a scan walks the executed state in key
-order (``KVStore.scan``), and a scan in the past (``at_height``) replays the writes of
-blocks 1..h into a map. That replay can take a while, so queries are served by one task
+order (``KVStore.scan``), and a scan in the past (``at_height``) walks the state after
+block h rebuilt from the writes of blocks 1..h (``ledger.history.PastState``, as verified
+reads of the past do, ``bft.runtime.proofs``, with bounds of their own). That replay can take a while, so queries are served by one task
 of their own (``run``) from a bounded queue, yielding to the replica's other work every
 ``REPLAY_STEP`` blocks; consensus never waits behind a query.
 
@@ -21,7 +22,6 @@ history and past scans) above its last stable checkpoint that it kept a snapshot
 """
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import deque
 from typing import Callable
 
@@ -29,11 +29,11 @@ import trio
 
 from ledger.wire import MAX_QUERY_ITEMS, HistoryRequest, HistoryResponse, ScanRequest, ScanResponse, frame
 from ledger.chain import Chain
-from ledger.history import HistoryIndex, writes_of
+from ledger.chain import ReplayError
+from ledger.history import HistoryIndex, PastState, writes_of
 from ledger.net.transport import Connection, LocalFault, Problems
 from ledger.rangeproof import RangeProofError, in_range, prove_page
 from ledger.rules import WireRule
-from ledger.state import KVStore
 from ledger.statetree import StateProofError
 from ledger.store import BlockStore
 
@@ -57,9 +57,7 @@ class QueryServer:
         self._told = 0
         self._queue: deque[tuple[Connection, HistoryRequest | ScanRequest]] = deque()
         self._wake = trio.Event()
-        self._past_height = 0                     # the replayed state kept: the map after this block
-        self._past: dict[str, bytes] = {}
-        self._past_kv: tuple[int, KVStore] | None = None     # the past state with its tree, for proofs
+        self._past = PastState(store)             # the replayed state kept (its own: proofs keep theirs)
         self.served = 0
 
     def cost(self, m: HistoryRequest | ScanRequest) -> int:
@@ -67,8 +65,7 @@ class QueryServer:
         blocks a scan in the past would replay (1 per ``REPLAY_BLOCKS_PER_TOKEN``)."""
         c = 1 + min(m.limit, MAX_QUERY_ITEMS) // 100
         if type(m) is ScanRequest and m.at_height and m.at_height < self.chain.height:
-            start = self._past_height if self._past_height <= m.at_height else 0
-            c += (m.at_height - start) // REPLAY_BLOCKS_PER_TOKEN
+            c += self._past.blocks_to(m.at_height) // REPLAY_BLOCKS_PER_TOKEN
         return c
 
     def submit(self, conn: Connection, m: HistoryRequest | ScanRequest) -> None:
@@ -94,7 +91,7 @@ class QueryServer:
                 if answer is not None:
                     conn.send(frame(answer.encode()))
                     self.served += 1
-            except ValueError as e:           # StoreCorrupt under us, or an oversized frame (a bug)
+            except (ValueError, ReplayError) as e:     # StoreCorrupt under us, or an oversized frame (a bug)
                 self.problems.note(LocalFault.CANNOT_SERVE_QUERY, str(e))
             await trio.lowlevel.checkpoint()
 
@@ -134,7 +131,6 @@ class QueryServer:
         limit = max(1, min(m.limit, MAX_VERIFIED_ITEMS if verified else MAX_QUERY_ITEMS))
         bound = end if m.end else None
         height = self.chain.height
-        kv: KVStore | None = None
         if m.at_height == 0 or m.at_height == height:
             kv = self.chain.kv
         elif m.at_height > height:
@@ -145,12 +141,9 @@ class QueryServer:
             if why is not None:
                 self.problems.note(WireRule.QUERY_TOO_DEEP, who)
                 return self._refuse(m, height, why)
+            kv = self._past.kv
         proofs: list[bytes] = []
         if verified:
-            if kv is None:
-                if self._past_kv is None or self._past_kv[0] != height:
-                    self._past_kv = (height, KVStore.from_map(self._past))
-                kv = self._past_kv[1]
             try:
                 keys, chain, more = prove_page(kv.prove, kv.read, max(start, prefix), in_range(prefix, bound),
                                                limit, MAX_SCAN_BYTES)
@@ -159,10 +152,8 @@ class QueryServer:
             pairs = [(k, kv.read(k)) for k in keys]
             proofs = [p.encode() for p in chain]
             await self._stored(height)            # the client checks them against block `height`
-        elif kv is not None:
-            pairs, more = kv.scan(start, bound, prefix, limit)
         else:
-            pairs, more = _scan_map(self._past, start, bound, prefix, limit)
+            pairs, more = kv.scan(start, bound, prefix, limit)
         out, size = [], 0
         for k, v in pairs:
             kb = k.encode()
@@ -184,7 +175,7 @@ class QueryServer:
                 await trio.sleep(0.005)
 
     async def _replay_to(self, height: int) -> str | None:
-        """Bring the kept past state to the map after block ``height`` (from block 1, or on
+        """Bring the kept past state to the state after block ``height`` (from block 1, or on
         from the state kept when it is not above ``height``); why not, or None."""
         store = self.store
         if height > store.height:
@@ -193,37 +184,9 @@ class QueryServer:
         if txs > MAX_REPLAY_TXS:
             return (f"a scan at height {height} would replay {txs:,} transactions, over this replica's bound of "
                     f"{MAX_REPLAY_TXS:,}")
-        if self._past_height > height:
-            self._past_height, self._past = 0, {}
-        past = self._past
-        h = self._past_height + 1
-        while h <= height:
-            # the state kept is only ever whole blocks ahead: another query may use it between steps
-            for b in store.blocks(h, min(height, h + REPLAY_STEP - 1)):
-                for tx, res in zip(b.txs, b.results):
-                    for key, value in writes_of(tx, res):
-                        if value is None:
-                            past.pop(key, None)
-                        else:
-                            past[key] = value
-                self._past_height = b.height
-            h = self._past_height + 1
+        while self._past.advance(height, REPLAY_STEP, MAX_REPLAY_TXS) < height:      # a step, then a yield
             await trio.lowlevel.checkpoint()
         return None
-
-
-def _scan_map(data: dict[str, bytes], start: str, end: str | None, prefix: str,
-              limit: int) -> tuple[list[tuple[str, bytes]], bool]:
-    """``KVStore.scan`` over a plain map (a replayed past state): sorts its keys, O(n log n)."""
-    keys = sorted(data)
-    out: list[tuple[str, bytes]] = []
-    for key in keys[bisect_left(keys, max(start, prefix)):]:
-        if (end is not None and key >= end) or not key.startswith(prefix):
-            return out, False
-        if len(out) >= limit:
-            return out, True
-        out.append((key, data[key]))
-    return out, False
 
 
 def _text(b: bytes) -> str | None:

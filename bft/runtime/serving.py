@@ -47,7 +47,7 @@ class BlockServer:
 
     def query_cost(self, m: ReceiptRequest | AttestRequest | ProofRequest) -> int:
         """Tokens a query costs: a cached attestation nothing, a block read 1 per 64 KiB, a
-        state proof one more per block re-executed (``bft.runtime.proofs``)."""
+        state proof one more per block replayed (``bft.runtime.proofs``)."""
         if type(m) is ProofRequest:
             return self.proofs.cost(m)
         if type(m) is AttestRequest:

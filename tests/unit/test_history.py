@@ -165,3 +165,37 @@ async def test_a_replica_scans_the_past_by_replay_within_its_bound(tmp_path: Pat
         assert server.problems.counts[WireRule.QUERY_TOO_DEEP] == 1
         assert (await server.scan(ScanRequest(4, b"\xff", b"", b"", 0, 10, 0), "client 0")) is None
         assert server.problems.counts[WireRule.QUERY_INVALID] == 1
+
+
+def test_a_past_state_is_rebuilt_from_the_writes_within_bounds_and_checked_against_the_root(tmp_path: Path) -> None:
+    """PastState (what past proofs and past scans share): each height's state has the root its
+    block carries, a call applies at most its bounds and goes on from there, a lower height
+    starts over, and blocks that do not give their state root are caught, never kept."""
+    import dataclasses
+
+    from ledger.chain import ReplayError
+    from ledger.history import PastState
+
+    _ledger(tmp_path, 6)                                  # 8 transactions a block
+    with BlockStore.open(tmp_path, fsync=False) as s:
+        past = PastState(s)
+        assert past.blocks_to(4) == 4
+        assert past.advance(4, 2, 1000) == 2 and past.kv.root() == s.read(2).state_root
+        assert past.blocks_to(4) == 2 and past.advance(4, 100, 9) == 4       # 9 transactions: 2 blocks
+        assert past.kv.root() == s.read(4).state_root
+        assert past.advance(6, 100, 1000) == 6 and past.kv.root() == s.read(6).state_root
+        assert past.blocks_to(3) == 3 and past.advance(3, 100, 1000) == 3   # lower: from block 1
+        assert past.kv.root() == s.read(3).state_root
+
+        class Lying:                                      # a store whose block 5 carries another root
+            height = s.height
+
+            def blocks(self, lo, hi):
+                for b in s.blocks(lo, hi):
+                    yield dataclasses.replace(b, state_root=bytes(32)) if b.height == 5 else b
+
+        bad = PastState(Lying())
+        assert bad.advance(4, 100, 1000) == 4
+        with pytest.raises(ReplayError):
+            bad.advance(5, 100, 1000)
+        assert bad.height == 0 and bad.kv.root() == KVStore().root()
