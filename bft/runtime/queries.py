@@ -10,7 +10,10 @@ of their own (``run``) from a bounded queue, yielding to the replica's other wor
 ``REPLAY_STEP`` blocks; consensus never waits behind a query.
 
 Bounds, every one counted when hit: the queue holds ``MAX_QUEUED`` queries
-(``wire.QUERY_QUEUE_FULL``); the caller's rate limit charges ``cost`` tokens; an answer
+(``wire.QUERY_QUEUE_FULL``); the caller's rate limit charges ``cost`` tokens
+(``wire.SERVE_RATE``), and charges a scan in the past again, for the difference, when the
+state kept has moved between queueing and serving it so that the replay costs more than
+was paid (alternating two heights must not buy a replay from block 1 for a token); an answer
 holds at most ``MAX_QUERY_ITEMS`` positions or pairs and ``MAX_SCAN_BYTES`` of keys and
 values (the client pages on); a replay goes back over at most ``MAX_REPLAY_TXS``
 transactions (``wire.QUERY_TOO_DEEP``). One replayed state is kept, so the pages of one
@@ -22,6 +25,7 @@ history and past scans) above its last stable checkpoint that it kept a snapshot
 """
 from __future__ import annotations
 
+import logging
 from collections import deque
 from typing import Callable
 
@@ -37,6 +41,8 @@ from ledger.rules import WireRule
 from ledger.statetree import StateProofError
 from ledger.store import BlockStore
 
+log = logging.getLogger(__name__)
+
 MAX_QUEUED = 64
 MAX_SCAN_BYTES = 2 * 1024 * 1024
 MAX_VERIFIED_ITEMS = 250          # pairs in a verified page (each with a proof of 1-2 KiB)
@@ -47,7 +53,8 @@ REPLAY_BLOCKS_PER_TOKEN = 256
 
 class QueryServer:
     def __init__(self, replica_id: int, store: BlockStore, chain: Chain, index: HistoryIndex,
-                 problems: Problems, lies: Callable[[str], bool] = lambda strategy: False) -> None:
+                 problems: Problems, lies: Callable[[str], bool] = lambda strategy: False,
+                 charge: Callable[[Connection, int], bool] = lambda conn, tokens: True) -> None:
         self.id = replica_id
         self.store = store
         self.chain = chain
@@ -55,7 +62,8 @@ class QueryServer:
         self.problems = problems
         self._lies = lies                         # the 'lying-history' strategy (bft.adversary)
         self._told = 0
-        self._queue: deque[tuple[Connection, HistoryRequest | ScanRequest]] = deque()
+        self._charge = charge                     # take tokens from the caller's query budget (False: over it)
+        self._queue: deque[tuple[Connection, HistoryRequest | ScanRequest, int]] = deque()
         self._wake = trio.Event()
         self._past = PastState(store)             # the replayed state kept (its own: proofs keep theirs)
         self.served = 0
@@ -69,11 +77,16 @@ class QueryServer:
         return c
 
     def submit(self, conn: Connection, m: HistoryRequest | ScanRequest) -> None:
-        """Queue a query for ``run`` (dropped, counted, when the queue is full)."""
+        """Charge a query and queue it for ``run`` (dropped, counted, when over the caller's
+        budget or when the queue is full)."""
+        cost = self.cost(m)
+        if not self._charge(conn, cost):
+            self.problems.note(WireRule.SERVE_RATE, conn.name)
+            return
         if len(self._queue) >= MAX_QUEUED:
             self.problems.note(WireRule.QUERY_QUEUE_FULL, conn.name)
             return
-        self._queue.append((conn, m))
+        self._queue.append((conn, m, cost))
         self._wake.set()
 
     async def run(self) -> None:
@@ -82,18 +95,26 @@ class QueryServer:
                 self._wake = trio.Event()
                 await self._wake.wait()
                 continue
-            conn, m = self._queue.popleft()
+            conn, m, paid = self._queue.popleft()
             try:
                 if type(m) is HistoryRequest:
                     answer = self._history(m, conn.name)
                 else:
+                    owed = self.cost(m) - paid        # the state kept moved since it was charged
+                    if owed > 0 and not self._charge(conn, owed):
+                        self.problems.note(WireRule.SERVE_RATE, conn.name)
+                        continue
                     answer = await self.scan(m, conn.name)
                 if answer is not None:
                     conn.send(frame(answer.encode()))
                     self.served += 1
             except (ValueError, ReplayError) as e:     # StoreCorrupt under us, or an oversized frame (a bug)
                 self.problems.note(LocalFault.CANNOT_SERVE_QUERY, str(e))
-            await trio.lowlevel.checkpoint()
+            except Exception as e:                  # a bug of ours: this task must not take the replica down
+                log.exception("replica %d: a query from %s failed", self.id, conn.name)
+                self.problems.note(LocalFault.CANNOT_SERVE_QUERY, f"{type(e).__name__}: {e}")
+            finally:
+                await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------------ history
     def _history(self, m: HistoryRequest, who: str) -> HistoryResponse | None:

@@ -119,7 +119,7 @@ class Replica:
         try:
             self.history = HistoryIndex.open(d, self.store)
             self.queries_server = QueryServer(self.id, self.store, self.store.chain, self.history, self.problems,
-                                              self._lies)
+                                              self._lies, self._charge_query)
             self.votelog = VoteLog.open(d / VOTELOG_NAME)
             self.core = factory.make_core(self.cluster, self.id, self.signer, self.store.chain,
                                           self.votelog.records(), now, self.byzantine, tuning=self.tuning,
@@ -345,10 +345,7 @@ class Replica:
                     self.server.prove(conn, msg)
                 continue
             if t is HistoryRequest or t is ScanRequest:
-                if self.queries.allow((conn.role, conn.ident), trio.current_time(), self.queries_server.cost(msg)):
-                    self.queries_server.submit(conn, msg)
-                else:
-                    self.problems.note(WireRule.SERVE_RATE, conn.name)
+                self.queries_server.submit(conn, msg)       # charged by _charge_query, queued
                 continue
             if t is Hello or t is Auth:
                 self.problems.note(WireRule.HANDSHAKE_AFTER_AUTH, conn.name)
@@ -380,6 +377,9 @@ class Replica:
             conn.pause_until = now + wait
         self._dirty.set()
         return ok
+
+    def _charge_query(self, conn: Connection, tokens: int) -> bool:
+        return self.queries.allow((conn.role, conn.ident), trio.current_time(), tokens)
 
     def _trace_in(self, conn: Connection, msg, body: bytes, rule: str | None) -> None:
         src = f"client{conn.ident}" if conn.role == ROLE_CLIENT else f"r{conn.ident}"

@@ -199,3 +199,92 @@ def test_a_past_state_is_rebuilt_from_the_writes_within_bounds_and_checked_again
         with pytest.raises(ReplayError):
             bad.advance(5, 100, 1000)
         assert bad.height == 0 and bad.kv.root() == KVStore().root()
+
+
+async def test_alternating_past_heights_pay_for_every_replay(tmp_path: Path, monkeypatch) -> None:
+    """A scan is charged against the state kept when it is queued; queued scans alternating
+    heights K+1 and K would each make the replica replay from block 1 for the price of one
+    block. The difference is charged when the scan is served, and one over budget is dropped
+    (wire.SERVE_RATE), never served."""
+    import trio
+
+    from bft.runtime import queries
+    from ledger.net.transport import Problems
+    from ledger.rules import WireRule
+    from ledger.wire import ScanRequest
+
+    monkeypatch.setattr(queries, "REPLAY_BLOCKS_PER_TOKEN", 1)
+    _ledger(tmp_path, 6)
+
+    class Conn:
+        name = "client 0"
+
+        def send(self, fr: bytes) -> None:
+            pass
+
+    charged: list[int] = []
+
+    def charge(conn, tokens: int) -> bool:                  # a budget of 12 tokens
+        if sum(charged) + tokens > 12:
+            return False
+        charged.append(tokens)
+        return True
+
+    with BlockStore.open(tmp_path, fsync=False) as s:
+        server = queries.QueryServer(0, s, s.chain, HistoryIndex.open(tmp_path, s), Problems(), charge=charge)
+        await server.scan(ScanRequest(0, b"", b"", b"", 4, 10, 0), "client 0")       # the state kept: 4
+        conn = Conn()
+        for nonce, h in enumerate([5, 4, 5, 4], 1):
+            server.submit(conn, ScanRequest(nonce, b"", b"", b"", h, 10, 0))
+        assert charged == [2, 1, 2, 1]                       # 1 + the blocks from the state kept
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.run)
+            while server._queue:
+                await trio.sleep(0.01)
+            await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        assert charged == [2, 1, 2, 1, 4]                    # at 4 again: 4 blocks more from block 1
+        assert server.problems.counts[WireRule.SERVE_RATE] == 1 and server.served == 3
+
+
+async def test_a_bug_in_a_query_handler_does_not_stop_the_query_task(tmp_path: Path, monkeypatch) -> None:
+    """The query task runs in the replica's nursery: an exception escaping it would take the
+    replica down. A handler's bug is logged and counted, and the next query is served."""
+    import trio
+
+    from bft.runtime import queries
+    from ledger.net.transport import LocalFault, Problems
+    from ledger.wire import HistoryRequest
+
+    _ledger(tmp_path, 2)
+
+    class Conn:
+        name = "client 0"
+
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+
+        def send(self, fr: bytes) -> None:
+            self.sent.append(fr)
+
+    with BlockStore.open(tmp_path, fsync=False) as s:
+        server = queries.QueryServer(0, s, s.chain, HistoryIndex.open(tmp_path, s), Problems())
+        real, calls = server._history, []
+
+        def buggy(m, who):
+            calls.append(m.nonce)
+            if len(calls) == 1:
+                raise KeyError("a bug")
+            return real(m, who)
+
+        monkeypatch.setattr(server, "_history", buggy)
+        conn = Conn()
+        server.submit(conn, HistoryRequest(1, b"k", 0, 10))
+        server.submit(conn, HistoryRequest(2, b"k", 0, 10))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.run)
+            while server.served < 1:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        assert calls == [1, 2] and len(conn.sent) == 1
+        assert server.problems.counts[LocalFault.CANNOT_SERVE_QUERY] == 1
