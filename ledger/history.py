@@ -164,7 +164,10 @@ class HistoryIndex:
             if store.height:                      # (a new replica's index is merely created)
                 log.warning("%s: %s; rebuilding it from the blocks", idx.path, e)
             idx._rebuild(store)
-        idx._fd = os.open(idx.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            idx._fd = os.open(idx.path, os.O_WRONLY | os.O_APPEND)
+        except OSError as e:
+            log.warning("%s: cannot append (%s); indexing in memory only until the next start", idx.path, e.strerror)
         if idx.height < store.height:
             idx.add(store.blocks(idx.height + 1, store.height))
         return idx
@@ -174,10 +177,12 @@ class HistoryIndex:
             f = open(self.path, "rb")
         except FileNotFoundError:
             raise IndexDamaged("it is missing") from None
+        except OSError as e:                      # not a file, unreadable: as good as damaged
+            raise IndexDamaged(f"it cannot be read ({e.strerror})") from None
         last_hash = b""
         with f:
-            scanner = FrameScanner(f, INDEX_MAGIC, os.fstat(f.fileno()).st_size)
             try:
+                scanner = FrameScanner(f, INDEX_MAGIC, os.fstat(f.fileno()).st_size)
                 for offset, body in scanner:
                     height, block_hash, writes = _decode_record(body, offset)
                     if height != self.height + 1:
@@ -187,6 +192,8 @@ class HistoryIndex:
                     self.height, last_hash = height, block_hash
             except FrameCorrupt as e:
                 raise IndexDamaged(f"{e.reason} at byte {e.offset}") from None
+            except OSError as e:
+                raise IndexDamaged(f"it cannot be read ({e.strerror})") from None
         if scanner.torn is not None:
             raise IndexDamaged(f"it ends inside a record at byte {scanner.torn.offset} ({scanner.torn.why})")
         if self.height > store.height:
@@ -195,18 +202,26 @@ class HistoryIndex:
             raise IndexDamaged(f"its block hash at height {self.height} is not the stored block's")
 
     def _rebuild(self, store) -> None:
-        """Index every stored block into a fresh file, then put it in place atomically."""
+        """Index every stored block into a fresh file, then put it in place atomically (when
+        the file cannot be written, the index is kept in memory: it is rebuilt at next open)."""
         self._positions.clear()
         self.height = 0
         tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            self._fd = fd
+            self._fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as e:
+            log.warning("%s: cannot write (%s); indexing in memory only until the next start", tmp, e.strerror)
+        try:
             self.add(store.blocks(1, store.height))
         finally:
-            os.close(fd)
-            self._fd = None
-        os.replace(tmp, self.path)
+            written = self._fd is not None        # (add closes it when a write fails)
+            self.close()
+        if written:
+            try:
+                os.replace(tmp, self.path)
+            except OSError as e:
+                log.warning("%s: cannot replace it (%s); indexing in memory only until the next start",
+                            self.path, e.strerror)
 
     # ------------------------------------------------------------------ writing
     def add(self, blocks: Iterable[Block]) -> None:

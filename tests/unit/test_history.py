@@ -288,3 +288,15 @@ async def test_a_bug_in_a_query_handler_does_not_stop_the_query_task(tmp_path: P
             nursery.cancel_scope.cancel()
         assert calls == [1, 2] and len(conn.sent) == 1
         assert server.problems.counts[LocalFault.CANNOT_SERVE_QUERY] == 1
+
+
+def test_an_index_path_that_cannot_be_read_or_written_is_rebuilt_in_memory(tmp_path: Path) -> None:
+    """history.idx that is not a file (here a directory) can be neither read nor replaced: the
+    replica indexes in memory, with a warning, and never stops for its index."""
+    expected = _ledger(tmp_path, 3)
+    (tmp_path / INDEX_NAME).mkdir()
+    with BlockStore.open(tmp_path, fsync=False) as s:
+        idx = HistoryIndex.open(tmp_path, s)
+        assert idx.rebuilt is not None and "cannot be read" in idx.rebuilt
+        assert _history(idx, "k") == [(h, i) for h, i, _ in expected]
+        idx.close()
