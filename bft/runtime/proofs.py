@@ -46,7 +46,7 @@ from ledger.net.transport import Connection, LocalFault, Problems
 from ledger.rules import WireRule
 from ledger.state import MAX_KEY
 from ledger.statetree import StateProof, StateTree
-from ledger.store import BlockStore
+from ledger.store import BlockStore, StoreError
 
 MAX_REPLAY_BLOCKS = 2048    # blocks one query may make the replica replay ...
 MAX_REPLAY_TXS = 8192       # ... and transactions (the first bound reached ends it)
@@ -115,7 +115,7 @@ class ProofServer:
                     return
                 kv = self._past.kv
             proof = kv.prove(key)
-        except (ValueError, ReplayError) as e:        # StoreCorrupt under us, or a bug (the past state starts over)
+        except (ValueError, StoreError, ReplayError) as e:    # StoreCorrupt under us (the past state starts over)
             self.problems.note(LocalFault.CANNOT_SERVE_PROOF, str(e))
             return
         if self._lies("lying-proofs"):

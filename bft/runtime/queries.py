@@ -39,7 +39,7 @@ from ledger.net.transport import Connection, LocalFault, Problems
 from ledger.rangeproof import RangeProofError, in_range, prove_page
 from ledger.rules import WireRule
 from ledger.statetree import StateProofError
-from ledger.store import BlockStore
+from ledger.store import BlockStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class QueryServer:
                 if answer is not None:
                     conn.send(frame(answer.encode()))
                     self.served += 1
-            except (ValueError, ReplayError) as e:     # StoreCorrupt under us, or an oversized frame (a bug)
+            except (ValueError, StoreError, ReplayError) as e:     # StoreCorrupt under us, or an oversized frame
                 self.problems.note(LocalFault.CANNOT_SERVE_QUERY, str(e))
             except Exception as e:                  # a bug of ours: this task must not take the replica down
                 log.exception("replica %d: a query from %s failed", self.id, conn.name)
