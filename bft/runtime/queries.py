@@ -26,7 +26,6 @@ history and past scans) above its last stable checkpoint that it kept a snapshot
 from __future__ import annotations
 
 import logging
-from collections import deque
 from typing import Callable
 
 import trio
@@ -63,8 +62,9 @@ class QueryServer:
         self._lies = lies                         # the 'lying-history' strategy (bft.adversary)
         self._told = 0
         self._charge = charge                     # take tokens from the caller's query budget (False: over it)
-        self._queue: deque[tuple[Connection, HistoryRequest | ScanRequest, int]] = deque()
-        self._wake = trio.Event()
+        # (the connection, the query, the tokens it paid): trio's bounded channel is the queue
+        self._queued, self._queue = trio.open_memory_channel[tuple[Connection, HistoryRequest | ScanRequest, int]](
+            MAX_QUEUED)
         self._past = PastState(store)             # the replayed state kept (its own: proofs keep theirs)
         self.served = 0
 
@@ -83,19 +83,13 @@ class QueryServer:
         if not self._charge(conn, cost):
             self.problems.note(WireRule.SERVE_RATE, conn.name)
             return
-        if len(self._queue) >= MAX_QUEUED:
+        try:
+            self._queued.send_nowait((conn, m, cost))
+        except trio.WouldBlock:
             self.problems.note(WireRule.QUERY_QUEUE_FULL, conn.name)
-            return
-        self._queue.append((conn, m, cost))
-        self._wake.set()
 
     async def run(self) -> None:
-        while True:
-            if not self._queue:
-                self._wake = trio.Event()
-                await self._wake.wait()
-                continue
-            conn, m, paid = self._queue.popleft()
+        async for conn, m, paid in self._queue:
             try:
                 if type(m) is HistoryRequest:
                     answer = self._history(m, conn.name)

@@ -12,7 +12,7 @@ holds every message back just under the others' timeouts. The caller rate-limits
 """
 from __future__ import annotations
 
-from collections import deque
+import math
 from typing import Callable
 
 import trio
@@ -150,23 +150,12 @@ class SlowSender:
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
-        self._queue: deque[tuple[float, Connection | object, bytes]] = deque()
-        self._wake = trio.Event()
+        self._held, self._queue = trio.open_memory_channel[tuple[float, Connection | object, bytes]](math.inf)
 
     def schedule(self, target, fr: bytes) -> None:
-        self._queue.append((trio.current_time() + self.delay, target, fr))
-        self._wake.set()
+        self._held.send_nowait((trio.current_time() + self.delay, target, fr))
 
     async def run(self) -> None:
-        while True:
-            if not self._queue:
-                self._wake = trio.Event()
-                await self._wake.wait()
-                continue
-            due, target, fr = self._queue[0]
-            now = trio.current_time()
-            if due > now:
-                await trio.sleep(due - now)
-                continue
-            self._queue.popleft()
+        async for due, target, fr in self._queue:          # in order, each when it is due
+            await trio.sleep_until(due)
             target.send(fr)

@@ -239,7 +239,7 @@ async def test_alternating_past_heights_pay_for_every_replay(tmp_path: Path, mon
         assert charged == [2, 1, 2, 1]                       # 1 + the blocks from the state kept
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server.run)
-            while server._queue:
+            while server._queue.statistics().current_buffer_used:
                 await trio.sleep(0.01)
             await trio.sleep(0.01)
             nursery.cancel_scope.cancel()

@@ -140,3 +140,26 @@ def test_a_store_damaged_under_a_running_replica_is_counted_by_every_server_neve
     counts = server.problems.counts
     assert [counts[f] for f in (LocalFault.CANNOT_SERVE_RECEIPT, LocalFault.CANNOT_ATTEST,
                                 LocalFault.CANNOT_SERVE_BLOCKS, LocalFault.CANNOT_SERVE_PROOF)] == [1, 1, 2, 1]
+
+
+async def test_the_slow_strategy_sends_every_frame_late_in_order(autojump_clock) -> None:
+    import trio
+
+    from bft.runtime.serving import SlowSender
+
+    slow, sent = SlowSender(2.0), []
+
+    class Target:
+        def send(self, fr: bytes) -> None:
+            sent.append((trio.current_time() - start, fr))
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow.run)
+        slow.schedule(Target(), b"a")
+        await trio.sleep(0.5)
+        slow.schedule(Target(), b"b")
+        slow.schedule(Target(), b"c")
+        await trio.sleep(5)
+        nursery.cancel_scope.cancel()
+    assert [(round(t, 3), fr) for t, fr in sent] == [(2.0, b"a"), (2.5, b"b"), (2.5, b"c")]
