@@ -41,12 +41,12 @@ from ledger.block import Block
 from ledger.chain import ReplayError
 from ledger.records import FrameCorrupt, FrameScanner, frame, write_all
 from ledger.state import OK, KVStore, _parse, decode_result
+from ledger.wire import MAX_QUERY_ITEMS          # positions in one answer (a client asks again with ``after``)
 
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "history.idx"
 INDEX_MAGIC = b"BFH1"
-MAX_HISTORY_PAGE = 1000          # positions in one answer (a client asks again with ``after``)
 
 
 def writes_of(tx: bytes, result: bytes) -> list[tuple[str, bytes | None]]:
@@ -262,7 +262,7 @@ class HistoryIndex:
             self._fd = None
 
     # ------------------------------------------------------------------ reading
-    def positions(self, key: str, after: int = 0, limit: int = MAX_HISTORY_PAGE) -> tuple[list[tuple[int, int]], bool]:
+    def positions(self, key: str, after: int = 0, limit: int = MAX_QUERY_ITEMS) -> tuple[list[tuple[int, int]], bool]:
         """Up to ``limit`` (height, index) of ``key``'s writes above height ``after``, oldest
         first, and whether more follow."""
         p = self._positions.get(key)
