@@ -9,8 +9,9 @@ reads of the past do, ``bft.runtime.proofs``, with bounds of their own). That re
 of their own (``run``) from a bounded queue, yielding to the replica's other work every
 ``REPLAY_STEP`` blocks; consensus never waits behind a query.
 
-Bounds, every one counted when hit: the queue holds ``MAX_QUEUED`` queries
-(``wire.QUERY_QUEUE_FULL``); the caller's rate limit charges ``cost`` tokens
+Bounds, every one counted when hit: the queue holds ``MAX_QUEUED`` queries, at most
+``MAX_QUEUED_PER_CALLER`` of them from one caller, so that one client's burst cannot keep
+the others' queries out (``wire.QUERY_QUEUE_FULL``); the caller's rate limit charges ``cost`` tokens
 (``wire.SERVE_RATE``), and charges a scan in the past again, for the difference, when the
 state kept has moved between queueing and serving it so that the replay costs more than
 was paid (alternating two heights must not buy a replay from block 1 for a token); an answer
@@ -43,6 +44,7 @@ from ledger.store import BlockStore, StoreError
 log = logging.getLogger(__name__)
 
 MAX_QUEUED = 64
+MAX_QUEUED_PER_CALLER = 16        # a caller's share of the queue
 MAX_SCAN_BYTES = 2 * 1024 * 1024
 MAX_VERIFIED_ITEMS = 250          # pairs in a verified page (each with a proof of 1-2 KiB)
 MAX_REPLAY_TXS = 1_000_000
@@ -63,6 +65,7 @@ class QueryServer:
         self._told = 0
         self._charge = charge                     # take tokens from the caller's query budget (False: over it)
         # (the connection, the query, the tokens it paid): trio's bounded channel is the queue
+        self._waiting: dict[tuple[int, int], int] = {}     # caller (role, id) -> its queries in the queue
         self._queued, self._queue = trio.open_memory_channel[tuple[Connection, HistoryRequest | ScanRequest, int]](
             MAX_QUEUED)
         self._past = PastState(store)             # the replayed state kept (its own: proofs keep theirs)
@@ -83,13 +86,25 @@ class QueryServer:
         if not self._charge(conn, cost):
             self.problems.note(WireRule.SERVE_RATE, conn.name)
             return
+        caller = (conn.role, conn.ident)
+        waiting = self._waiting.get(caller, 0)
+        if waiting >= MAX_QUEUED_PER_CALLER:
+            self.problems.note(WireRule.QUERY_QUEUE_FULL, conn.name)
+            return
         try:
             self._queued.send_nowait((conn, m, cost))
         except trio.WouldBlock:
             self.problems.note(WireRule.QUERY_QUEUE_FULL, conn.name)
+            return
+        self._waiting[caller] = waiting + 1
 
     async def run(self) -> None:
         async for conn, m, paid in self._queue:
+            caller = (conn.role, conn.ident)
+            if self._waiting[caller] > 1:
+                self._waiting[caller] -= 1
+            else:
+                del self._waiting[caller]
             try:
                 if type(m) is HistoryRequest:
                     answer = self._history(m, conn.name)

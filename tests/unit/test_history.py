@@ -217,7 +217,7 @@ async def test_alternating_past_heights_pay_for_every_replay(tmp_path: Path, mon
     _ledger(tmp_path, 6)
 
     class Conn:
-        name = "client 0"
+        name, role, ident = "client 0", 1, 0
 
         def send(self, fr: bytes) -> None:
             pass
@@ -259,7 +259,7 @@ async def test_a_bug_in_a_query_handler_does_not_stop_the_query_task(tmp_path: P
     _ledger(tmp_path, 2)
 
     class Conn:
-        name = "client 0"
+        name, role, ident = "client 0", 1, 0
 
         def __init__(self) -> None:
             self.sent: list[bytes] = []
@@ -300,3 +300,43 @@ def test_an_index_path_that_cannot_be_read_or_written_is_rebuilt_in_memory(tmp_p
         assert idx.rebuilt is not None and "cannot be read" in idx.rebuilt
         assert _history(idx, "k") == [(h, i) for h, i, _ in expected]
         idx.close()
+
+
+async def test_one_client_cannot_fill_the_query_queue(tmp_path: Path) -> None:
+    """A burst of queries from one client takes at most its share of the queue; the rest are
+    dropped and counted (wire.QUERY_QUEUE_FULL), and another client's query still gets in.
+    The share is given back as its queries are served."""
+    import trio
+
+    from bft.runtime import queries
+    from ledger.net.transport import Problems
+    from ledger.rules import WireRule
+    from ledger.wire import HistoryRequest
+
+    _ledger(tmp_path, 2)
+
+    class Conn:
+        role = 1
+
+        def __init__(self, ident: int) -> None:
+            self.ident, self.name, self.sent = ident, f"client {ident}", []
+
+        def send(self, fr: bytes) -> None:
+            self.sent.append(fr)
+
+    with BlockStore.open(tmp_path, fsync=False) as s:
+        server = queries.QueryServer(0, s, s.chain, HistoryIndex.open(tmp_path, s), Problems())
+        hog, other = Conn(0), Conn(1)
+        for nonce in range(queries.MAX_QUEUED):
+            server.submit(hog, HistoryRequest(nonce, b"k", 0, 10))
+        server.submit(other, HistoryRequest(1, b"k", 0, 10))
+        share = queries.MAX_QUEUED_PER_CALLER
+        assert server.problems.counts[WireRule.QUERY_QUEUE_FULL] == queries.MAX_QUEUED - share
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.run)
+            while server.served < share + 1:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        assert len(hog.sent) == share and len(other.sent) == 1 and server._waiting == {}
+        server.submit(hog, HistoryRequest(99, b"k", 0, 10))                  # its share is back
+        assert server.problems.counts[WireRule.QUERY_QUEUE_FULL] == queries.MAX_QUEUED - share
