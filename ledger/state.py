@@ -241,15 +241,6 @@ class KVStore:
     def __len__(self) -> int:
         return len(self._data)
 
-    @classmethod
-    def from_map(cls, data: dict[str, bytes]) -> "KVStore":
-        """A state holding ``data`` (a replica's replayed past state, to prove keys in it)."""
-        kv = cls()
-        kv._data = dict(data)
-        kv._changed = dict(data)
-        kv.root()
-        return kv
-
     def read(self, key: str) -> bytes | None:
         return self._data.get(key)
 
