@@ -90,7 +90,8 @@ class WireRule(Rule):
                      "replay limit, or a key that is not a key", f"{OURS}: bounded work per query (issue 16)")
     READ_PROOF_REJECTED = ("a replica's answer to a verified read does not verify (header, certificate, "
                            "state proof or attestations)", f"{OURS}: f+1 attest the state root (issue 16)")
-    QUERY_QUEUE_FULL = ("history or scan query dropped: the queue of queries waiting to be served is full",
+    QUERY_QUEUE_FULL = ("history or scan query dropped: the queue of queries waiting to be served is full, "
+                        "or holds the caller's share of it",
                         f"{OURS}: bounded work and memory per replica")
     QUERY_INVALID = ("history or scan query with a key, prefix or bound that is not UTF-8 (dropped)",
                      f"{OURS}: keys are UTF-8 text")

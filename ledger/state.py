@@ -246,15 +246,6 @@ class KVStore:
     def __len__(self) -> int:
         return len(self._data)
 
-    @classmethod
-    def from_map(cls, data: dict[str, bytes]) -> "KVStore":
-        """A state holding ``data`` (a replica's replayed past state, to prove keys in it)."""
-        kv = cls()
-        kv._data = dict(data)
-        kv._changed = dict(data)
-        kv.root()
-        return kv
-
     def read(self, key: str) -> bytes | None:
         return self._data.get(key)
 
@@ -286,6 +277,11 @@ class KVStore:
         else:
             self._data[key] = value
         self._changed[key] = value
+
+    def write(self, key: str, value: bytes | None) -> None:
+        """Set ``key`` to ``value`` (None: delete it) without executing an operation: a write
+        replayed from a block (``ledger.history.PastState``)."""
+        self._set(key, value)
 
     def _sync(self) -> None:
         """Apply the writes since the last call to the tree (once per key, the last value)."""

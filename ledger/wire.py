@@ -42,10 +42,10 @@ MAX_BLOCK = 4 * 1024 * 1024          # one encoded block in a state-transfer res
 MAX_U64 = (1 << 64) - 1
 MAX_U32 = (1 << 32) - 1
 DOMAIN_PREFIX = b"bftledger/v1/"
-MAX_PROOF_KEY = 1024                 # a key's UTF-8 bytes (ledger.state.MAX_KEY)
+MAX_KEY_BYTES = 1024                 # a key, prefix or bound's UTF-8 bytes (ledger.state.MAX_KEY)
 MAX_HEADER = 512                     # an encoded block header (about 250 bytes)
 MAX_CERT = 1024                      # signatures in a block's certificate
-MAX_PROOF_FIELD = 400 * 1024         # an encoded state proof (ledger.statetree.MAX_PROOF_BYTES, 341 KiB)
+MAX_PROOF_BYTES = 349_440            # an encoded state proof (ledger.statetree.MAX_PROOF_BYTES, 341 KiB)
 MAX_REFUSAL = 1024
 REBUILDING = b"rebuilding: "         # a PROOF-RESPONSE refusal that means "ask again" (bft.runtime.proofs)
 
@@ -279,7 +279,7 @@ class ProofRequest(Message):
     nonce: int
     height: int
     key: bytes
-    _kinds = dict(nonce=u64, height=u64, key=blob(MAX_PROOF_KEY))
+    _kinds = dict(nonce=u64, height=u64, key=blob(MAX_KEY_BYTES))
 
 
 @message(9, "proof-response")
@@ -300,7 +300,7 @@ class ProofResponse(Message):
     proof: bytes
     refusal: bytes
     _kinds = dict(nonce=u64, replica=u32, height=u64, view=u64, batch_size=u32, header=blob(MAX_HEADER),
-                  cert=list_of(tuple_of(u32, sig_kind), MAX_CERT), proof=blob(MAX_PROOF_FIELD),
+                  cert=list_of(tuple_of(u32, sig_kind), MAX_CERT), proof=blob(MAX_PROOF_BYTES),
                   refusal=blob(MAX_REFUSAL))
 
 
@@ -349,9 +349,7 @@ class ReadRedirect(Message):
 
 
 # ----------------------------------------------------------------------------- history and scans (issue 16)
-MAX_QUERY_KEY = 1024                 # ledger.state.MAX_KEY: a key, prefix or bound, in UTF-8
 MAX_QUERY_ITEMS = 1000               # positions or pairs in one answer; the client pages for more
-MAX_PROOF_BYTES = 349_440            # ledger.statetree.MAX_PROOF_BYTES: one encoded state proof
 
 
 @message(70, "history-request")
@@ -363,7 +361,7 @@ class HistoryRequest(Message):
     key: bytes
     after: int
     limit: int
-    _kinds = dict(nonce=u64, key=blob(MAX_QUERY_KEY), after=u64, limit=u32)
+    _kinds = dict(nonce=u64, key=blob(MAX_KEY_BYTES), after=u64, limit=u32)
 
 
 @message(71, "history-response")
@@ -392,7 +390,7 @@ class ScanRequest(Message):
     at_height: int
     limit: int
     verified: int
-    _kinds = dict(nonce=u64, prefix=blob(MAX_QUERY_KEY), start=blob(MAX_QUERY_KEY), end=blob(MAX_QUERY_KEY),
+    _kinds = dict(nonce=u64, prefix=blob(MAX_KEY_BYTES), start=blob(MAX_KEY_BYTES), end=blob(MAX_KEY_BYTES),
                   at_height=u64, limit=u32, verified=u8)
 
 
@@ -410,8 +408,8 @@ class ScanResponse(Message):
     error: bytes
     proofs: list
     _kinds = dict(nonce=u64, replica=u32, height=u64,
-                  pairs=list_of(tuple_of(blob(MAX_QUERY_KEY), blob(MAX_OP)), MAX_QUERY_ITEMS), more=u8,
-                  error=blob(1024), proofs=list_of(blob(MAX_PROOF_BYTES), MAX_QUERY_ITEMS + 1))
+                  pairs=list_of(tuple_of(blob(MAX_KEY_BYTES), blob(MAX_OP)), MAX_QUERY_ITEMS), more=u8,
+                  error=blob(MAX_REFUSAL), proofs=list_of(blob(MAX_PROOF_BYTES), MAX_QUERY_ITEMS + 1))
 
 
 # ----------------------------------------------------------------------------- link authentication, status

@@ -6,21 +6,22 @@ execution attestations of the header's hash (``ledger.verifiedread``). So this m
 job is only to serve it with bounded work.
 
 **Past states.** The state tree is updated in place (``ledger.state.KVStore``), so the
-state after an earlier block is rebuilt by re-executing the stored blocks into a fresh
-``Chain`` (the same code as recovery, which checks every state root on the way). One
-rebuilt state is kept, and moved forward when a later height is asked: reading heights in
-increasing order costs each block once. A query re-executes at most ``MAX_REPLAY_BLOCKS``
-blocks and ``MAX_REPLAY_TXS`` transactions (measured: 8,192 transactions in about 0.1 s,
-the longest a query holds the replica's loop), from block 1, or from the kept state when
-it is at or below the height asked. When that is not enough the replica keeps the state
+state after an earlier block is rebuilt from the stored blocks' writes, checked against
+the state root the last block applied carries (``ledger.history.PastState``, which the
+scans in the past of ``bft.runtime.queries`` use too). One rebuilt state is kept, and moved
+forward when a later height is asked: reading heights in increasing order costs each block
+once. A query applies at most ``MAX_REPLAY_BLOCKS`` blocks and ``MAX_REPLAY_TXS``
+transactions (8,192 transactions in well under 0.1 s, the longest a query holds the
+replica's loop), from block 1, or from the kept state when it is at or below the height
+asked. When that is not enough the replica keeps the state
 where it got to and answers "rebuilding: ..." (``REBUILDING``), and the client asks again
 (``ledger.verifiedread``): every height is served, the older the more queries it takes.
-Each block to re-execute costs the asker half a token of its query budget
+Each block to replay costs the asker half a token of its query budget
 (``bft.runtime.replica``: 2,000 a second, a burst of 4,000), so one client makes a
-replica re-execute at most about 4,000 blocks and, by the cap per query, about 16,000
+replica replay at most about 4,000 blocks and, by the cap per query, about 16,000
 transactions a second. Pruning (not done yet) will keep snapshots of the state at
 stable checkpoints and rebuild from the newest one at or below the height asked, so a
-past read re-executes at most one checkpoint interval.
+past read replays at most one checkpoint interval.
 
 **lying-proofs** (a runtime Byzantine strategy, ``bft.adversary``): at the current height
 the replica forges the state (the key holds b"lies", or is absent, in turn), puts the
@@ -39,14 +40,15 @@ import msgpack
 from bft.wire import ProofRequest, ProofResponse, frame
 from ledger.wire import REBUILDING
 from ledger.block import header_hash
-from ledger.chain import Chain, ReplayError
+from ledger.chain import ReplayError
+from ledger.history import PastState
 from ledger.net.transport import Connection, LocalFault, Problems
 from ledger.rules import WireRule
 from ledger.state import MAX_KEY
 from ledger.statetree import StateProof, StateTree
-from ledger.store import BlockStore
+from ledger.store import BlockStore, StoreError
 
-MAX_REPLAY_BLOCKS = 2048    # blocks one query may make the replica re-execute ...
+MAX_REPLAY_BLOCKS = 2048    # blocks one query may make the replica replay ...
 MAX_REPLAY_TXS = 8192       # ... and transactions (the first bound reached ends it)
 HEADERS_KEPT = 32           # recently served headers (a block read each otherwise)
 LIE = b"lies"
@@ -63,7 +65,7 @@ class ProofServer:
         self.problems = problems
         self._lies = lies
         self._attest_forged = attest_forged      # sign (height, forged hash, batch size) as this replica's
-        self._past: Chain | None = None           # the last past state rebuilt
+        self._past = PastState(store)             # the last past state rebuilt
         self._headers: OrderedDict[int, tuple[list, int, int, list]] = OrderedDict()
         self._lie_count = 0
 
@@ -71,16 +73,14 @@ class ProofServer:
         return m.height or self.store.chain.height
 
     def replay_needed(self, height: int) -> int:
-        """Blocks to re-execute to serve ``height`` (0 for the current state)."""
-        chain = self.store.chain
-        if height >= chain.height:
+        """Blocks to replay to serve ``height`` (0 for the current state)."""
+        if height >= self.store.chain.height:
             return 0
-        past = self._past
-        return height - past.height if past is not None and past.height <= height else height
+        return self._past.blocks_to(height)
 
     def cost(self, m: ProofRequest) -> int:
         """Tokens the query costs: 1, one per started 64 KiB of the block read for its header,
-        and half a token per block it will re-execute (a query that will be refused costs 1)."""
+        and half a token per block it will replay (a query that will be refused costs 1)."""
         h = self._height_of(m)
         store = self.store
         if not 1 <= h <= store.height:
@@ -106,17 +106,16 @@ class ProofServer:
             if h == self.store.chain.height:
                 kv = self.store.chain.kv
             else:
-                past = self._rebuild(h)
-                if past.height < h:
-                    why = (REBUILDING + f"the state of height {h} is rebuilt up to height {past.height} (a query "
-                           f"re-executes at most {self.replay_blocks} blocks and {self.replay_txs} transactions); "
+                reached = self._past.advance(h, self.replay_blocks, self.replay_txs)
+                if reached < h:
+                    why = (REBUILDING + f"the state of height {h} is rebuilt up to height {reached} (a query "
+                           f"replays at most {self.replay_blocks} blocks and {self.replay_txs} transactions); "
                            "ask again".encode())
                     conn.send(frame(ProofResponse(m.nonce, self.id, 0, 0, 0, b"", [], b"", why).encode()))
                     return
-                kv = past.kv
+                kv = self._past.kv
             proof = kv.prove(key)
-        except (ValueError, ReplayError) as e:        # StoreCorrupt under us, or a bug
-            self._past = None
+        except (ValueError, StoreError, ReplayError) as e:    # StoreCorrupt under us (the past state starts over)
             self.problems.note(LocalFault.CANNOT_SERVE_PROOF, str(e))
             return
         if self._lies("lying-proofs"):
@@ -150,21 +149,6 @@ class ProofServer:
             while len(self._headers) > HEADERS_KEPT:
                 self._headers.popitem(last=False)
         return hit
-
-    def _rebuild(self, h: int) -> Chain:
-        """The state at ``h``, or at a lower height when the bounds per query ran out (kept,
-        so that the next query goes on from there)."""
-        past = self._past if self._past is not None and self._past.height <= h else Chain()
-        self._past = None                              # until it is consistent again
-        blocks = txs = 0
-        for b in self.store.blocks(past.height + 1, h):
-            past.replay(b)
-            blocks += 1
-            txs += len(b.txs)
-            if blocks >= self.replay_blocks or txs >= self.replay_txs:
-                break
-        self._past = past
-        return past
 
     def _forge(self, h: int, header: list, batch_size: int, key: str) -> tuple[list, StateProof]:
         """lying-proofs: a one-key state where ``key`` holds LIE or is absent (in turn), its root

@@ -3,13 +3,18 @@
 Kept apart from ``serving.py`` (receipts, attestations, state transfer) because these
 queries need more than one block read: a history answer comes from the history index
 beside the block store (``ledger.history``), a scan walks the executed state in key
-order (``KVStore.scan``), and a scan in the past (``at_height``) replays the writes of
-blocks 1..h into a map. That replay can take a while, so queries are served by one task
+order (``KVStore.scan``), and a scan in the past (``at_height``) walks the state after
+block h rebuilt from the writes of blocks 1..h (``ledger.history.PastState``, as verified
+reads of the past do, ``bft.runtime.proofs``, with bounds of their own). That replay can take a while, so queries are served by one task
 of their own (``run``) from a bounded queue, yielding to the replica's other work every
 ``REPLAY_STEP`` blocks; consensus never waits behind a query.
 
-Bounds, every one counted when hit: the queue holds ``MAX_QUEUED`` queries
-(``wire.QUERY_QUEUE_FULL``); the caller's rate limit charges ``cost`` tokens; an answer
+Bounds, every one counted when hit: the queue holds ``MAX_QUEUED`` queries, at most
+``MAX_QUEUED_PER_CALLER`` of them from one caller, so that one client's burst cannot keep
+the others' queries out (``wire.QUERY_QUEUE_FULL``); the caller's rate limit charges ``cost`` tokens
+(``wire.SERVE_RATE``), and charges a scan in the past again, for the difference, when the
+state kept has moved between queueing and serving it so that the replay costs more than
+was paid (alternating two heights must not buy a replay from block 1 for a token); an answer
 holds at most ``MAX_QUERY_ITEMS`` positions or pairs and ``MAX_SCAN_BYTES`` of keys and
 values (the client pages on); a replay goes back over at most ``MAX_REPLAY_TXS``
 transactions (``wire.QUERY_TOO_DEEP``). One replayed state is kept, so the pages of one
@@ -21,23 +26,25 @@ history and past scans) above its last stable checkpoint that it kept a snapshot
 """
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections import deque
+import logging
 from typing import Callable
 
 import trio
 
 from ledger.wire import MAX_QUERY_ITEMS, HistoryRequest, HistoryResponse, ScanRequest, ScanResponse, frame
 from ledger.chain import Chain
-from ledger.history import HistoryIndex, writes_of
+from ledger.chain import ReplayError
+from ledger.history import HistoryIndex, PastState, writes_of
 from ledger.net.transport import Connection, LocalFault, Problems
 from ledger.rangeproof import RangeProofError, in_range, prove_page
 from ledger.rules import WireRule
-from ledger.state import KVStore
 from ledger.statetree import StateProofError
-from ledger.store import BlockStore
+from ledger.store import BlockStore, StoreError
+
+log = logging.getLogger(__name__)
 
 MAX_QUEUED = 64
+MAX_QUEUED_PER_CALLER = 16        # a caller's share of the queue
 MAX_SCAN_BYTES = 2 * 1024 * 1024
 MAX_VERIFIED_ITEMS = 250          # pairs in a verified page (each with a proof of 1-2 KiB)
 MAX_REPLAY_TXS = 1_000_000
@@ -47,7 +54,8 @@ REPLAY_BLOCKS_PER_TOKEN = 256
 
 class QueryServer:
     def __init__(self, replica_id: int, store: BlockStore, chain: Chain, index: HistoryIndex,
-                 problems: Problems, lies: Callable[[str], bool] = lambda strategy: False) -> None:
+                 problems: Problems, lies: Callable[[str], bool] = lambda strategy: False,
+                 charge: Callable[[Connection, int], bool] = lambda conn, tokens: True) -> None:
         self.id = replica_id
         self.store = store
         self.chain = chain
@@ -55,11 +63,12 @@ class QueryServer:
         self.problems = problems
         self._lies = lies                         # the 'lying-history' strategy (bft.adversary)
         self._told = 0
-        self._queue: deque[tuple[Connection, HistoryRequest | ScanRequest]] = deque()
-        self._wake = trio.Event()
-        self._past_height = 0                     # the replayed state kept: the map after this block
-        self._past: dict[str, bytes] = {}
-        self._past_kv: tuple[int, KVStore] | None = None     # the past state with its tree, for proofs
+        self._charge = charge                     # take tokens from the caller's query budget (False: over it)
+        # (the connection, the query, the tokens it paid): trio's bounded channel is the queue
+        self._waiting: dict[tuple[int, int], int] = {}     # caller (role, id) -> its queries in the queue
+        self._queued, self._queue = trio.open_memory_channel[tuple[Connection, HistoryRequest | ScanRequest, int]](
+            MAX_QUEUED)
+        self._past = PastState(store)             # the replayed state kept (its own: proofs keep theirs)
         self.served = 0
 
     def cost(self, m: HistoryRequest | ScanRequest) -> int:
@@ -67,36 +76,54 @@ class QueryServer:
         blocks a scan in the past would replay (1 per ``REPLAY_BLOCKS_PER_TOKEN``)."""
         c = 1 + min(m.limit, MAX_QUERY_ITEMS) // 100
         if type(m) is ScanRequest and m.at_height and m.at_height < self.chain.height:
-            start = self._past_height if self._past_height <= m.at_height else 0
-            c += (m.at_height - start) // REPLAY_BLOCKS_PER_TOKEN
+            c += self._past.blocks_to(m.at_height) // REPLAY_BLOCKS_PER_TOKEN
         return c
 
     def submit(self, conn: Connection, m: HistoryRequest | ScanRequest) -> None:
-        """Queue a query for ``run`` (dropped, counted, when the queue is full)."""
-        if len(self._queue) >= MAX_QUEUED:
+        """Charge a query and queue it for ``run`` (dropped, counted, when over the caller's
+        budget or when the queue is full)."""
+        cost = self.cost(m)
+        if not self._charge(conn, cost):
+            self.problems.note(WireRule.SERVE_RATE, conn.name)
+            return
+        caller = (conn.role, conn.ident)
+        waiting = self._waiting.get(caller, 0)
+        if waiting >= MAX_QUEUED_PER_CALLER:
             self.problems.note(WireRule.QUERY_QUEUE_FULL, conn.name)
             return
-        self._queue.append((conn, m))
-        self._wake.set()
+        try:
+            self._queued.send_nowait((conn, m, cost))
+        except trio.WouldBlock:
+            self.problems.note(WireRule.QUERY_QUEUE_FULL, conn.name)
+            return
+        self._waiting[caller] = waiting + 1
 
     async def run(self) -> None:
-        while True:
-            if not self._queue:
-                self._wake = trio.Event()
-                await self._wake.wait()
-                continue
-            conn, m = self._queue.popleft()
+        async for conn, m, paid in self._queue:
+            caller = (conn.role, conn.ident)
+            if self._waiting[caller] > 1:
+                self._waiting[caller] -= 1
+            else:
+                del self._waiting[caller]
             try:
                 if type(m) is HistoryRequest:
                     answer = self._history(m, conn.name)
                 else:
+                    owed = self.cost(m) - paid        # the state kept moved since it was charged
+                    if owed > 0 and not self._charge(conn, owed):
+                        self.problems.note(WireRule.SERVE_RATE, conn.name)
+                        continue
                     answer = await self.scan(m, conn.name)
                 if answer is not None:
                     conn.send(frame(answer.encode()))
                     self.served += 1
-            except ValueError as e:           # StoreCorrupt under us, or an oversized frame (a bug)
+            except (ValueError, StoreError, ReplayError) as e:     # StoreCorrupt under us, or an oversized frame
                 self.problems.note(LocalFault.CANNOT_SERVE_QUERY, str(e))
-            await trio.lowlevel.checkpoint()
+            except Exception as e:                  # a bug of ours: this task must not take the replica down
+                log.exception("replica %d: a query from %s failed", self.id, conn.name)
+                self.problems.note(LocalFault.CANNOT_SERVE_QUERY, f"{type(e).__name__}: {e}")
+            finally:
+                await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------------ history
     def _history(self, m: HistoryRequest, who: str) -> HistoryResponse | None:
@@ -134,7 +161,6 @@ class QueryServer:
         limit = max(1, min(m.limit, MAX_VERIFIED_ITEMS if verified else MAX_QUERY_ITEMS))
         bound = end if m.end else None
         height = self.chain.height
-        kv: KVStore | None = None
         if m.at_height == 0 or m.at_height == height:
             kv = self.chain.kv
         elif m.at_height > height:
@@ -145,12 +171,9 @@ class QueryServer:
             if why is not None:
                 self.problems.note(WireRule.QUERY_TOO_DEEP, who)
                 return self._refuse(m, height, why)
+            kv = self._past.kv
         proofs: list[bytes] = []
         if verified:
-            if kv is None:
-                if self._past_kv is None or self._past_kv[0] != height:
-                    self._past_kv = (height, KVStore.from_map(self._past))
-                kv = self._past_kv[1]
             try:
                 keys, chain, more = prove_page(kv.prove, kv.read, max(start, prefix), in_range(prefix, bound),
                                                limit, MAX_SCAN_BYTES)
@@ -159,10 +182,8 @@ class QueryServer:
             pairs = [(k, kv.read(k)) for k in keys]
             proofs = [p.encode() for p in chain]
             await self._stored(height)            # the client checks them against block `height`
-        elif kv is not None:
-            pairs, more = kv.scan(start, bound, prefix, limit)
         else:
-            pairs, more = _scan_map(self._past, start, bound, prefix, limit)
+            pairs, more = kv.scan(start, bound, prefix, limit)
         out, size = [], 0
         for k, v in pairs:
             kb = k.encode()
@@ -184,7 +205,7 @@ class QueryServer:
                 await trio.sleep(0.005)
 
     async def _replay_to(self, height: int) -> str | None:
-        """Bring the kept past state to the map after block ``height`` (from block 1, or on
+        """Bring the kept past state to the state after block ``height`` (from block 1, or on
         from the state kept when it is not above ``height``); why not, or None."""
         store = self.store
         if height > store.height:
@@ -193,37 +214,9 @@ class QueryServer:
         if txs > MAX_REPLAY_TXS:
             return (f"a scan at height {height} would replay {txs:,} transactions, over this replica's bound of "
                     f"{MAX_REPLAY_TXS:,}")
-        if self._past_height > height:
-            self._past_height, self._past = 0, {}
-        past = self._past
-        h = self._past_height + 1
-        while h <= height:
-            # the state kept is only ever whole blocks ahead: another query may use it between steps
-            for b in store.blocks(h, min(height, h + REPLAY_STEP - 1)):
-                for tx, res in zip(b.txs, b.results):
-                    for key, value in writes_of(tx, res):
-                        if value is None:
-                            past.pop(key, None)
-                        else:
-                            past[key] = value
-                self._past_height = b.height
-            h = self._past_height + 1
+        while self._past.advance(height, REPLAY_STEP, MAX_REPLAY_TXS) < height:      # a step, then a yield
             await trio.lowlevel.checkpoint()
         return None
-
-
-def _scan_map(data: dict[str, bytes], start: str, end: str | None, prefix: str,
-              limit: int) -> tuple[list[tuple[str, bytes]], bool]:
-    """``KVStore.scan`` over a plain map (a replayed past state): sorts its keys, O(n log n)."""
-    keys = sorted(data)
-    out: list[tuple[str, bytes]] = []
-    for key in keys[bisect_left(keys, max(start, prefix)):]:
-        if (end is not None and key >= end) or not key.startswith(prefix):
-            return out, False
-        if len(out) >= limit:
-            return out, True
-        out.append((key, data[key]))
-    return out, False
 
 
 def _text(b: bytes) -> str | None:

@@ -28,7 +28,6 @@ from bft.runtime.queries import QueryServer
 from bft.runtime.serving import BlockServer, SlowSender
 from bft.runtime.status import replica_status, status_bytes
 from bft.runtime.tracelog import TraceLog
-from ledger.wire import BlocksRequest
 from bft.wire import (MAX_FRAME, AttestRequest, Auth, DecodeError, FrameDecoder, Hello, ProofRequest, ReceiptRequest,
                       Request, StatusRequest, StatusResponse, decode, describe, frame)
 from ledger.cluster import Cluster
@@ -40,7 +39,7 @@ from ledger.rules import WireRule
 from ledger.records import LockHeld
 from ledger.store import BlockStore, StoreError
 from ledger.votelog import VoteLog
-from ledger.wire import HistoryRequest, ScanRequest
+from ledger.wire import BlocksRequest, HistoryRequest, ScanRequest
 
 log = logging.getLogger("bft.runtime.replica")
 
@@ -86,6 +85,7 @@ class Replica:
         self.store: BlockStore | None = None
         self.votelog: VoteLog | None = None
         self.history: HistoryIndex | None = None      # beside the block store (ledger.history)
+        self.queries_server: QueryServer | None = None   # history and scans (its own task)
         self.core = None
         self.channels = channels_for(cluster, ROLE_REPLICA, replica_id, self.signer)
         self.admission = Admission()
@@ -119,7 +119,7 @@ class Replica:
         try:
             self.history = HistoryIndex.open(d, self.store)
             self.queries_server = QueryServer(self.id, self.store, self.store.chain, self.history, self.problems,
-                                              self._lies)
+                                              self._lies, self._charge_query)
             self.votelog = VoteLog.open(d / VOTELOG_NAME)
             self.core = factory.make_core(self.cluster, self.id, self.signer, self.store.chain,
                                           self.votelog.records(), now, self.byzantine, tuning=self.tuning,
@@ -139,8 +139,7 @@ class Replica:
             self.slow = SlowSender(factory.slow_delay(self.core))
         if self.trace_path:
             self.trace = TraceLog(self.trace_path, f"r{self.id}")
-            self._traced_view = self.core.view
-            self.trace.view("view" if self.cluster.protocol.byzantine else "ballot", self.core.view)
+            self._trace_view()
 
     def _trust_registered(self) -> None:
         """Clients the ledger registered since the last look (ledger.clients) may connect."""
@@ -345,10 +344,7 @@ class Replica:
                     self.server.prove(conn, msg)
                 continue
             if t is HistoryRequest or t is ScanRequest:
-                if self.queries.allow((conn.role, conn.ident), trio.current_time(), self.queries_server.cost(msg)):
-                    self.queries_server.submit(conn, msg)
-                else:
-                    self.problems.note(WireRule.SERVE_RATE, conn.name)
+                self.queries_server.submit(conn, msg)       # charged by _charge_query, queued
                 continue
             if t is Hello or t is Auth:
                 self.problems.note(WireRule.HANDSHAKE_AFTER_AUTH, conn.name)
@@ -380,6 +376,12 @@ class Replica:
             conn.pause_until = now + wait
         self._dirty.set()
         return ok
+
+    def _trace_view(self) -> None:
+        self.trace.view("view" if self.cluster.protocol.byzantine else "ballot", self.core.view)
+
+    def _charge_query(self, conn: Connection, tokens: int) -> bool:
+        return self.queries.allow((conn.role, conn.ident), trio.current_time(), tokens)
 
     def _trace_in(self, conn: Connection, msg, body: bytes, rule: str | None) -> None:
         src = f"client{conn.ident}" if conn.role == ROLE_CLIENT else f"r{conn.ident}"
@@ -422,9 +424,8 @@ class Replica:
                 self.history.add(items)        # after the store has them (ledger.history)
         self._trust_registered()
         trace = self.trace
-        if trace is not None and self.core.view != self._traced_view:
-            self._traced_view = self.core.view
-            trace.view("view" if self.cluster.protocol.byzantine else "ballot", self._traced_view)
+        if trace is not None:
+            self._trace_view()
         framed: dict[int, bytes | None] = {}
         for a in sends:
             t = type(a)
@@ -443,8 +444,8 @@ class Replica:
                 else:
                     for r in self.links:
                         self._send_replica(r, fr)
-                        if trace is not None:
-                            trace.sent(f"r{r}", a.msg, fr)
+                    if trace is not None:
+                        trace.sent_to([f"r{r}" for r in self.links], a.msg, fr)
             elif t is ToClient:
                 fr = self._frame(a.msg)
                 if fr is not None:

@@ -12,7 +12,7 @@ holds every message back just under the others' timeouts. The caller rate-limits
 """
 from __future__ import annotations
 
-from collections import deque
+import math
 from typing import Callable
 
 import trio
@@ -23,7 +23,7 @@ from bft.wire import (AttestRequest, Attestation, ProofRequest, ReceiptRequest, 
                       frame)
 from crypto.signing import Signer
 from ledger.net.transport import Connection, LocalFault, Problems
-from ledger.store import BlockStore
+from ledger.store import BlockStore, StoreError
 from ledger.wire import BlocksRequest, BlocksResponse
 
 ATTESTATION_CACHE = 4096       # signed block hashes kept for receipts
@@ -47,7 +47,7 @@ class BlockServer:
 
     def query_cost(self, m: ReceiptRequest | AttestRequest | ProofRequest) -> int:
         """Tokens a query costs: a cached attestation nothing, a block read 1 per 64 KiB, a
-        state proof one more per block re-executed (``bft.runtime.proofs``)."""
+        state proof one more per block replayed (``bft.runtime.proofs``)."""
         if type(m) is ProofRequest:
             return self.proofs.cost(m)
         if type(m) is AttestRequest:
@@ -65,7 +65,7 @@ class BlockServer:
                 block.results = [b"\x92\x00\xc4\x04lies"] + block.results[1:]
             body = block.encode()
             conn.send(frame(ReceiptResponse(m.height, m.index, body).encode()))
-        except ValueError as e:     # a block too big for one frame, or StoreCorrupt under us
+        except (ValueError, StoreError) as e:     # a block too big for one frame, or StoreCorrupt under us
             self.problems.note(LocalFault.CANNOT_SERVE_RECEIPT, str(e))
 
     def attest(self, conn: Connection, m: AttestRequest) -> None:
@@ -77,7 +77,7 @@ class BlockServer:
         if fr is None:
             try:
                 block = store.read(m.height)
-            except ValueError as e:
+            except (ValueError, StoreError) as e:     # StoreCorrupt under us
                 self.problems.note(LocalFault.CANNOT_ATTEST, str(e))
                 return
             block_hash = block.hash()
@@ -120,7 +120,7 @@ class BlockServer:
                 blocks.append(raw)
                 size += len(raw)
             conn.send(frame(BlocksResponse(m.nonce, m.from_height, store.height, blocks).encode()))
-        except ValueError as e:     # a block too big for one frame, or StoreCorrupt under us
+        except (ValueError, StoreError) as e:     # a block too big for one frame, or StoreCorrupt under us
             self.problems.note(LocalFault.CANNOT_SERVE_BLOCKS, str(e))
 
     def blocks(self, a: ServeBlocks) -> bytes | None:
@@ -130,17 +130,17 @@ class BlockServer:
         blocks: list[bytes] = []
         size = 0
         to = a.from_height if self._lies("drip-transfer") else a.to_height
-        for b in self.store.blocks(a.from_height, to):
-            raw = b.encode()
-            if blocks and (size + len(raw) > STATE_RESPONSE_BYTES or len(blocks) >= STATE_RESPONSE_BLOCKS):
-                break
-            blocks.append(raw)
-            size += len(raw)
-        if not blocks:
-            return None
         try:
+            for b in self.store.blocks(a.from_height, to):
+                raw = b.encode()
+                if blocks and (size + len(raw) > STATE_RESPONSE_BYTES or len(blocks) >= STATE_RESPONSE_BLOCKS):
+                    break
+                blocks.append(raw)
+                size += len(raw)
+            if not blocks:
+                return None
             return frame(StateResponse(self.id, blocks, []).encode())
-        except ValueError as e:
+        except (ValueError, StoreError) as e:     # a response too big for one frame, or StoreCorrupt under us
             self.problems.note(LocalFault.CANNOT_SERVE_BLOCKS, str(e))
             return None
 
@@ -150,23 +150,12 @@ class SlowSender:
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
-        self._queue: deque[tuple[float, Connection | object, bytes]] = deque()
-        self._wake = trio.Event()
+        self._held, self._queue = trio.open_memory_channel[tuple[float, Connection | object, bytes]](math.inf)
 
     def schedule(self, target, fr: bytes) -> None:
-        self._queue.append((trio.current_time() + self.delay, target, fr))
-        self._wake.set()
+        self._held.send_nowait((trio.current_time() + self.delay, target, fr))
 
     async def run(self) -> None:
-        while True:
-            if not self._queue:
-                self._wake = trio.Event()
-                await self._wake.wait()
-                continue
-            due, target, fr = self._queue[0]
-            now = trio.current_time()
-            if due > now:
-                await trio.sleep(due - now)
-                continue
-            self._queue.popleft()
+        async for due, target, fr in self._queue:          # in order, each when it is due
+            await trio.sleep_until(due)
             target.send(fr)

@@ -16,7 +16,7 @@ import json
 import time
 from collections import defaultdict, deque
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterable
 
 from bft.wire import describe
 
@@ -28,6 +28,7 @@ def body_hash(body: bytes | memoryview) -> str:
 class TraceLog:
     def __init__(self, path: str | Path, lane: str) -> None:
         self.lane = lane
+        self._view: int | None = None             # the last view or ballot logged
         self._fh: IO[str] | None = open(path, "a", encoding="utf-8", buffering=1 << 16)
 
     def _write(self, event: dict) -> None:
@@ -39,11 +40,19 @@ class TraceLog:
                      "label": describe(msg), "h": body_hash(body), "drop": rule})
 
     def sent(self, dst: str, msg, fr: bytes) -> None:
-        self._write({"t": time.time(), "e": "send", "src": self.lane, "dst": dst, "kind": msg.NAME,
-                     "label": describe(msg), "h": body_hash(memoryview(fr)[4:])})
+        self.sent_to((dst,), msg, fr)
+
+    def sent_to(self, dsts: Iterable[str], msg, fr: bytes) -> None:
+        """One frame sent to each of ``dsts`` (a broadcast: its label and hash made once)."""
+        t, label, h = time.time(), describe(msg), body_hash(memoryview(fr)[4:])
+        for dst in dsts:
+            self._write({"t": t, "e": "send", "src": self.lane, "dst": dst, "kind": msg.NAME, "label": label, "h": h})
 
     def view(self, word: str, view: int) -> None:
-        self._write({"t": time.time(), "e": "view", "lane": self.lane, "word": word, "view": view})
+        """The replica is in ``view`` (logged when it differs from the last one logged)."""
+        if view != self._view:
+            self._view = view
+            self._write({"t": time.time(), "e": "view", "lane": self.lane, "word": word, "view": view})
 
     def close(self) -> None:
         if self._fh is not None:

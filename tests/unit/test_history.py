@@ -165,3 +165,178 @@ async def test_a_replica_scans_the_past_by_replay_within_its_bound(tmp_path: Pat
         assert server.problems.counts[WireRule.QUERY_TOO_DEEP] == 1
         assert (await server.scan(ScanRequest(4, b"\xff", b"", b"", 0, 10, 0), "client 0")) is None
         assert server.problems.counts[WireRule.QUERY_INVALID] == 1
+
+
+def test_a_past_state_is_rebuilt_from_the_writes_within_bounds_and_checked_against_the_root(tmp_path: Path) -> None:
+    """PastState (what past proofs and past scans share): each height's state has the root its
+    block carries, a call applies at most its bounds and goes on from there, a lower height
+    starts over, and blocks that do not give their state root are caught, never kept."""
+    import dataclasses
+
+    from ledger.chain import ReplayError
+    from ledger.history import PastState
+
+    _ledger(tmp_path, 6)                                  # 8 transactions a block
+    with BlockStore.open(tmp_path, fsync=False) as s:
+        past = PastState(s)
+        assert past.blocks_to(4) == 4
+        assert past.advance(4, 2, 1000) == 2 and past.kv.root() == s.read(2).state_root
+        assert past.blocks_to(4) == 2 and past.advance(4, 100, 9) == 4       # 9 transactions: 2 blocks
+        assert past.kv.root() == s.read(4).state_root
+        assert past.advance(6, 100, 1000) == 6 and past.kv.root() == s.read(6).state_root
+        assert past.blocks_to(3) == 3 and past.advance(3, 100, 1000) == 3   # lower: from block 1
+        assert past.kv.root() == s.read(3).state_root
+
+        class Lying:                                      # a store whose block 5 carries another root
+            height = s.height
+
+            def blocks(self, lo, hi):
+                for b in s.blocks(lo, hi):
+                    yield dataclasses.replace(b, state_root=bytes(32)) if b.height == 5 else b
+
+        bad = PastState(Lying())
+        assert bad.advance(4, 100, 1000) == 4
+        with pytest.raises(ReplayError):
+            bad.advance(5, 100, 1000)
+        assert bad.height == 0 and bad.kv.root() == KVStore().root()
+
+
+async def test_alternating_past_heights_pay_for_every_replay(tmp_path: Path, monkeypatch) -> None:
+    """A scan is charged against the state kept when it is queued; queued scans alternating
+    heights K+1 and K would each make the replica replay from block 1 for the price of one
+    block. The difference is charged when the scan is served, and one over budget is dropped
+    (wire.SERVE_RATE), never served."""
+    import trio
+
+    from bft.runtime import queries
+    from ledger.net.transport import Problems
+    from ledger.rules import WireRule
+    from ledger.wire import ScanRequest
+
+    monkeypatch.setattr(queries, "REPLAY_BLOCKS_PER_TOKEN", 1)
+    _ledger(tmp_path, 6)
+
+    class Conn:
+        name, role, ident = "client 0", 1, 0
+
+        def send(self, fr: bytes) -> None:
+            pass
+
+    charged: list[int] = []
+
+    def charge(conn, tokens: int) -> bool:                  # a budget of 12 tokens
+        if sum(charged) + tokens > 12:
+            return False
+        charged.append(tokens)
+        return True
+
+    with BlockStore.open(tmp_path, fsync=False) as s:
+        server = queries.QueryServer(0, s, s.chain, HistoryIndex.open(tmp_path, s), Problems(), charge=charge)
+        await server.scan(ScanRequest(0, b"", b"", b"", 4, 10, 0), "client 0")       # the state kept: 4
+        conn = Conn()
+        for nonce, h in enumerate([5, 4, 5, 4], 1):
+            server.submit(conn, ScanRequest(nonce, b"", b"", b"", h, 10, 0))
+        assert charged == [2, 1, 2, 1]                       # 1 + the blocks from the state kept
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.run)
+            while server._queue.statistics().current_buffer_used:
+                await trio.sleep(0.01)
+            await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        assert charged == [2, 1, 2, 1, 4]                    # at 4 again: 4 blocks more from block 1
+        assert server.problems.counts[WireRule.SERVE_RATE] == 1 and server.served == 3
+
+
+async def test_a_bug_in_a_query_handler_does_not_stop_the_query_task(tmp_path: Path, monkeypatch) -> None:
+    """The query task runs in the replica's nursery: an exception escaping it would take the
+    replica down. A handler's bug is logged and counted, and the next query is served."""
+    import trio
+
+    from bft.runtime import queries
+    from ledger.net.transport import LocalFault, Problems
+    from ledger.wire import HistoryRequest
+
+    _ledger(tmp_path, 2)
+
+    class Conn:
+        name, role, ident = "client 0", 1, 0
+
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+
+        def send(self, fr: bytes) -> None:
+            self.sent.append(fr)
+
+    with BlockStore.open(tmp_path, fsync=False) as s:
+        server = queries.QueryServer(0, s, s.chain, HistoryIndex.open(tmp_path, s), Problems())
+        real, calls = server._history, []
+
+        def buggy(m, who):
+            calls.append(m.nonce)
+            if len(calls) == 1:
+                raise KeyError("a bug")
+            return real(m, who)
+
+        monkeypatch.setattr(server, "_history", buggy)
+        conn = Conn()
+        server.submit(conn, HistoryRequest(1, b"k", 0, 10))
+        server.submit(conn, HistoryRequest(2, b"k", 0, 10))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.run)
+            while server.served < 1:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        assert calls == [1, 2] and len(conn.sent) == 1
+        assert server.problems.counts[LocalFault.CANNOT_SERVE_QUERY] == 1
+
+
+def test_an_index_path_that_cannot_be_read_or_written_is_rebuilt_in_memory(tmp_path: Path) -> None:
+    """history.idx that is not a file (here a directory) can be neither read nor replaced: the
+    replica indexes in memory, with a warning, and never stops for its index."""
+    expected = _ledger(tmp_path, 3)
+    (tmp_path / INDEX_NAME).mkdir()
+    with BlockStore.open(tmp_path, fsync=False) as s:
+        idx = HistoryIndex.open(tmp_path, s)
+        assert idx.rebuilt is not None and "cannot be read" in idx.rebuilt
+        assert _history(idx, "k") == [(h, i) for h, i, _ in expected]
+        idx.close()
+
+
+async def test_one_client_cannot_fill_the_query_queue(tmp_path: Path) -> None:
+    """A burst of queries from one client takes at most its share of the queue; the rest are
+    dropped and counted (wire.QUERY_QUEUE_FULL), and another client's query still gets in.
+    The share is given back as its queries are served."""
+    import trio
+
+    from bft.runtime import queries
+    from ledger.net.transport import Problems
+    from ledger.rules import WireRule
+    from ledger.wire import HistoryRequest
+
+    _ledger(tmp_path, 2)
+
+    class Conn:
+        role = 1
+
+        def __init__(self, ident: int) -> None:
+            self.ident, self.name, self.sent = ident, f"client {ident}", []
+
+        def send(self, fr: bytes) -> None:
+            self.sent.append(fr)
+
+    with BlockStore.open(tmp_path, fsync=False) as s:
+        server = queries.QueryServer(0, s, s.chain, HistoryIndex.open(tmp_path, s), Problems())
+        hog, other = Conn(0), Conn(1)
+        for nonce in range(queries.MAX_QUEUED):
+            server.submit(hog, HistoryRequest(nonce, b"k", 0, 10))
+        server.submit(other, HistoryRequest(1, b"k", 0, 10))
+        share = queries.MAX_QUEUED_PER_CALLER
+        assert server.problems.counts[WireRule.QUERY_QUEUE_FULL] == queries.MAX_QUEUED - share
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.run)
+            while server.served < share + 1:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        assert len(hog.sent) == share and len(other.sent) == 1 and server._waiting == {}
+        server.submit(hog, HistoryRequest(99, b"k", 0, 10))                  # its share is back
+        assert server.problems.counts[WireRule.QUERY_QUEUE_FULL] == queries.MAX_QUEUED - share

@@ -114,3 +114,52 @@ def test_lying_proofs_forges_the_header_and_attests_to_it(store) -> None:
     honest = ProofServer(0, store, Problems(), lambda s: False, lambda *a: None)
     assert header_hash(header) != header_hash(msgpack.unpackb(_ask(honest, b"x", 0).header))
     assert _value(_ask(server, b"x", 0)) is None                       # the next lie: absence
+
+
+def test_a_store_damaged_under_a_running_replica_is_counted_by_every_server_never_raised(store, tmp_path) -> None:
+    """StoreCorrupt is a StoreError, not a ValueError: every handler that reads the store on a
+    client's or a peer's behalf (receipts, attestations, streams, proofs, state transfer)
+    counts it as a local fault instead of raising into the connection or the driver loop."""
+    from bft.outputs import ServeBlocks
+    from bft.runtime.serving import BlockServer
+    from bft.wire import AttestRequest, ReceiptRequest
+    from ledger.net.transport import LocalFault
+    from ledger.wire import BlocksRequest
+
+    (seg,) = store.segment_paths
+    with open(seg, "r+b") as f:                               # the second half of the blocks is lost
+        f.truncate(seg.stat().st_size // 2)
+    server = BlockServer(0, load(tmp_path / "c").load_replica_key(0), store, Problems(), lambda s: False)
+    sink = Sink()
+    server.receipt(sink, ReceiptRequest(10, 0))
+    server.attest(sink, AttestRequest(10))
+    server.stream(sink, BlocksRequest(1, 1, 64))
+    server.prove(sink, ProofRequest(1, 10, b"x"))
+    assert server.blocks(ServeBlocks(1, 1, 10)) is None
+    assert sink.frames == []
+    counts = server.problems.counts
+    assert [counts[f] for f in (LocalFault.CANNOT_SERVE_RECEIPT, LocalFault.CANNOT_ATTEST,
+                                LocalFault.CANNOT_SERVE_BLOCKS, LocalFault.CANNOT_SERVE_PROOF)] == [1, 1, 2, 1]
+
+
+async def test_the_slow_strategy_sends_every_frame_late_in_order(autojump_clock) -> None:
+    import trio
+
+    from bft.runtime.serving import SlowSender
+
+    slow, sent = SlowSender(2.0), []
+
+    class Target:
+        def send(self, fr: bytes) -> None:
+            sent.append((trio.current_time() - start, fr))
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow.run)
+        slow.schedule(Target(), b"a")
+        await trio.sleep(0.5)
+        slow.schedule(Target(), b"b")
+        slow.schedule(Target(), b"c")
+        await trio.sleep(5)
+        nursery.cancel_scope.cancel()
+    assert [(round(t, 3), fr) for t, fr in sent] == [(2.0, b"a"), (2.5, b"b"), (2.5, b"c")]

@@ -636,3 +636,8 @@ if __name__ == "__main__":
 def test_the_proof_cap_of_a_scan_answer_is_the_state_proofs():
     from ledger.statetree import MAX_PROOF_BYTES
     assert lw.MAX_PROOF_BYTES == MAX_PROOF_BYTES
+
+
+def test_the_key_cap_of_queries_and_proofs_is_the_states():
+    from ledger.state import MAX_KEY
+    assert lw.MAX_KEY_BYTES == MAX_KEY
